@@ -1,0 +1,116 @@
+//! Builds every function in `FUNCTIONS` for `wasm32-wasip2` (release) with a nested cargo
+//! into its own target directory under `OUT_DIR`, and generates one path constant per
+//! component plus a `foreach_function!` macro. Tests and tools use those constants and
+//! never spell a path; a crate that invokes the macro must handle every function, so a
+//! function added here and forgotten there is a compile error.
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Workspace packages that are example functions: (package, route/deploy name).
+const FUNCTIONS: &[&str] = &["hello", "sleep", "hash", "memory"];
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest_dir.join("../..").canonicalize().unwrap();
+    let target_dir = out_dir.join("wasm-target");
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        // Flags meant for the host build (coverage, sanitizers, target-cpu) must not leak
+        // into the wasm build.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        // Small components: no DWARF, keep the name section so traps name functions.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    for name in FUNCTIONS {
+        cmd.arg("-p").arg(name);
+    }
+    let status = cmd
+        .status()
+        .expect("failed to run cargo for the wasm build");
+    if !status.success() {
+        panic!(
+            "building the functions for {TARGET} failed (see above). If the target is \
+             missing, run `rustup target add {TARGET}` (scripts/test does it for you)."
+        );
+    }
+
+    let release = target_dir.join(TARGET).join("release");
+    let mut generated = String::new();
+    let mut all = String::new();
+    let mut arms = String::new();
+    for name in FUNCTIONS {
+        let wasm = release.join(format!("{name}.wasm"));
+        assert!(wasm.is_file(), "expected component at {}", wasm.display());
+        let konst = format!("{}_COMPONENT", name.to_uppercase().replace('-', "_"));
+        writeln!(
+            generated,
+            "/// Path of the `{name}` function's wasi:http component."
+        )
+        .unwrap();
+        writeln!(
+            generated,
+            "pub const {konst}: &str = {:?};",
+            wasm.display().to_string()
+        )
+        .unwrap();
+        writeln!(all, "    ({name:?}, {konst}),").unwrap();
+        writeln!(arms, "        $mac!({name}, {konst});").unwrap();
+        rerun_if_sources_change(&release.join(format!("{name}.d")));
+    }
+    writeln!(
+        generated,
+        "\n/// Every example function: (name, component path).\npub const FUNCTIONS: &[(&str, &str)] = &[\n{all}];"
+    )
+    .unwrap();
+    writeln!(
+        generated,
+        "\n/// Calls `$mac!(name, CONST)` once per function.\n#[macro_export]\nmacro_rules! foreach_function {{\n    ($mac:ident) => {{\n{arms}    }};\n}}"
+    )
+    .unwrap();
+    fs::write(out_dir.join("components.rs"), generated).unwrap();
+    println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Cargo's dep-info lists every source file that went into the artifact: rebuild when
+/// any of them changes, and only then.
+fn rerun_if_sources_change(dep_info: &Path) {
+    let text = fs::read_to_string(dep_info)
+        .unwrap_or_else(|e| panic!("reading dep-info {}: {e}", dep_info.display()));
+    // Format: `target: dep dep dep` with spaces in paths escaped as `\ `.
+    let Some((_, deps)) = text.lines().next().and_then(|l| l.split_once(": ")) else {
+        return;
+    };
+    let mut current = String::new();
+    let mut chars = deps.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => current.push(chars.next().unwrap()),
+            ' ' => {
+                if !current.is_empty() {
+                    println!("cargo:rerun-if-changed={current}");
+                    current.clear();
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        println!("cargo:rerun-if-changed={current}");
+    }
+}

@@ -1,0 +1,17 @@
+//! Paths of the example functions compiled to `wasm32-wasip2` components, built once by
+//! this crate's build script for every test and tool that needs them.
+//!
+//! ```
+//! let bytes = std::fs::read(artifacts::HELLO_COMPONENT).unwrap();
+//! assert!(!bytes.is_empty());
+//! ```
+
+include!(concat!(env!("OUT_DIR"), "/components.rs"));
+
+/// The path of the component named `name`, if there is one.
+pub fn component(name: &str) -> Option<&'static str> {
+    FUNCTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, path)| *path)
+}
