@@ -1,0 +1,215 @@
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The server config compose uses, compiled in so binaries work from any directory.
+const TEMPLATE: &str = include_str!("../../infra/nginx/templates/default.conf.template");
+
+/// Where to find nginx: `NGINX` if set, else `nginx` on PATH or in /usr/sbin (Debian
+/// puts it there, and /usr/sbin is not on every user's PATH).
+pub fn find_nginx() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NGINX") {
+        return Ok(path.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join("nginx"))
+        .find(|p| p.is_file())
+        .context(
+            "nginx not found (looked on PATH and in /usr/sbin; set NGINX=/path/to/nginx). \
+             Install it with `apt-get install -y nginx`, or run scripts/test as root, which does.",
+        )
+}
+
+/// Ports nginx listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct NginxPorts {
+    /// Traffic, proxied to the webserver.
+    pub traffic: u16,
+    /// `/stub_status` and `/healthz`.
+    pub status: u16,
+}
+
+/// Fills the template's variables; any variable left unset is an error, not a silent
+/// empty string.
+pub fn render_nginx_template(upstream: SocketAddr, ports: NginxPorts) -> anyhow::Result<String> {
+    let mut text = TEMPLATE.to_string();
+    for (var, value) in [
+        ("WEBSERVER_UPSTREAM", upstream.to_string()),
+        ("NGINX_PORT", format!("127.0.0.1:{}", ports.traffic)),
+        ("NGINX_STATUS_PORT", format!("127.0.0.1:{}", ports.status)),
+    ] {
+        text = text.replace(&format!("${{{var}}}"), &value);
+    }
+    if let Some(pos) = text.find("${") {
+        bail!(
+            "nginx template has an unrendered variable near {:?}",
+            &text[pos..(pos + 40).min(text.len())]
+        );
+    }
+    Ok(text)
+}
+
+/// A real nginx master and its workers, in a temporary prefix, in front of `upstream`.
+#[derive(Debug)]
+pub struct Nginx {
+    child: Child,
+    ports: NginxPorts,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx proxying to `upstream` with `workers` worker processes, on free
+    /// loopback ports. Retries a few times if another process takes a port first.
+    pub fn start(upstream: SocketAddr, workers: usize) -> anyhow::Result<Self> {
+        let binary = find_nginx()?;
+        let mut last_error = None;
+        for _ in 0..5 {
+            let ports = NginxPorts {
+                traffic: crate::free_port()?,
+                status: crate::free_port()?,
+            };
+            match Self::try_start(&binary, upstream, ports, workers) {
+                Ok(nginx) => return Ok(nginx),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    fn try_start(
+        binary: &Path,
+        upstream: SocketAddr,
+        ports: NginxPorts,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("nginx-").tempdir()?;
+        let prefix = dir.path();
+        std::fs::create_dir_all(prefix.join("logs"))?;
+        std::fs::write(
+            prefix.join("default.conf"),
+            render_nginx_template(upstream, ports)?,
+        )?;
+        // The main context, as the official image's nginx.conf but local: no `user`
+        // switch beyond nginx's own default, temp files and pid inside the prefix.
+        let main = format!(
+            "daemon off;\n\
+             master_process on;\n\
+             worker_processes {workers};\n\
+             pid {p}/nginx.pid;\n\
+             error_log stderr warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n\
+             \x20   default_type application/octet-stream;\n\
+             \x20   sendfile on;\n\
+             \x20   keepalive_timeout 65;\n\
+             \x20   client_body_temp_path {p}/client_body;\n\
+             \x20   proxy_temp_path {p}/proxy;\n\
+             \x20   fastcgi_temp_path {p}/fastcgi;\n\
+             \x20   uwsgi_temp_path {p}/uwsgi;\n\
+             \x20   scgi_temp_path {p}/scgi;\n\
+             \x20   include {p}/default.conf;\n\
+             }}\n",
+            p = prefix.display()
+        );
+        let conf = prefix.join("nginx.conf");
+        std::fs::write(&conf, main)?;
+
+        let check = Command::new(binary)
+            .arg("-t")
+            .arg("-q")
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg("stderr")
+            .output()
+            .with_context(|| format!("running {}", binary.display()))?;
+        if !check.status.success() {
+            bail!(
+                "nginx -t rejected the config: {}",
+                String::from_utf8_lossy(&check.stderr)
+            );
+        }
+
+        let mut child = Command::new(binary)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg("stderr")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let ready = crate::wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], ports.traffic)),
+            Duration::from_secs(10),
+        )
+        .and_then(|()| {
+            crate::wait_for_port(
+                SocketAddr::from(([127, 0, 0, 1], ports.status)),
+                Duration::from_secs(10),
+            )
+        });
+        if let Err(e) = ready {
+            let _ = child.kill();
+            let status = child.wait()?;
+            bail!("nginx did not come up ({e}); it exited with {status}");
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("nginx exited at start with {status} (port taken?)");
+        }
+        Ok(Self { child, ports, dir })
+    }
+
+    pub fn ports(&self) -> NginxPorts {
+        self.ports
+    }
+
+    /// `http://127.0.0.1:PORT` of the traffic port.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.traffic)
+    }
+
+    /// `http://127.0.0.1:PORT/stub_status`.
+    pub fn stub_status_url(&self) -> String {
+        format!("http://127.0.0.1:{}/stub_status", self.ports.status)
+    }
+
+    /// The master's pid (workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The prefix directory holding the rendered config.
+    pub fn prefix(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM is nginx's fast shutdown: the master stops its workers and exits.
+        if let Ok(Some(pid)) =
+            u32::try_from(self.child.id()).map(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
