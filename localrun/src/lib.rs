@@ -5,9 +5,13 @@
 //! - [`Nginx`]: a real nginx in front of the webserver, configured from the same template
 //!   compose uses (`infra/nginx/templates/`), rendered into a temporary prefix.
 //!
+//! - [`examples`]: what every example function must answer, checked against any base URL,
+//!   so the webserver, nginx and the runtime are held to the same expectations.
+//!
 //! Everything started is killed when its handle drops, so a failing test leaves nothing
 //! running.
 
+pub mod examples;
 mod nginx;
 mod service;
 
@@ -37,4 +41,36 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> 
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+}
+
+/// Where to find a command: on PATH, else in the sbin directories Debian uses.
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs `promtool check metrics` on `exposition` and fails with promtool's complaints.
+pub fn promtool_check_metrics(exposition: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let promtool = find_program("promtool").ok_or_else(|| {
+        anyhow::anyhow!("promtool not found: install it with `apt-get install -y prometheus` (scripts/test does it as root)")
+    })?;
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("piped").write_all(exposition.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }

@@ -13,12 +13,7 @@ pub fn find_nginx() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("NGINX") {
         return Ok(path.into());
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-        .map(|dir| dir.join("nginx"))
-        .find(|p| p.is_file())
-        .context(
+    crate::find_program("nginx").context(
             "nginx not found (looked on PATH and in /usr/sbin; set NGINX=/path/to/nginx). \
              Install it with `apt-get install -y nginx`, or run scripts/test as root, which does.",
         )
@@ -197,9 +192,7 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM is nginx's fast shutdown: the master stops its workers and exits.
-        if let Ok(Some(pid)) =
-            u32::try_from(self.child.id()).map(|p| rustix::process::Pid::from_raw(p as i32))
-        {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

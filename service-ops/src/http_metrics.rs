@@ -1,4 +1,4 @@
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use std::time::Duration;
 
 /// Request-duration buckets, 50 µs to 10 s. The seed's 0.1–5 s buckets put every
@@ -16,6 +16,7 @@ pub struct HttpMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGaugeVec,
+    connections: IntCounter,
 }
 
 impl HttpMetrics {
@@ -43,14 +44,20 @@ impl HttpMetrics {
             ),
             &["function"],
         )?;
+        let connections = IntCounter::new(
+            "http_server_connections_total",
+            "TCP connections accepted on the traffic listener.",
+        )?;
+        registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
-        Ok(Self {
-            requests,
-            duration,
-            in_flight,
-        })
+        Ok(Self { requests, duration, in_flight, connections })
+    }
+
+    /// The accepted-connections counter, for [`crate::ServeConfig::connections`].
+    pub fn connections(&self) -> IntCounter {
+        self.connections.clone()
     }
 
     /// Counts one finished request.

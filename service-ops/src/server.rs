@@ -33,6 +33,9 @@ pub struct ServeConfig {
     pub drain: Duration,
     /// A client that has not sent its headers by then is dropped (slowloris guard).
     pub header_read_timeout: Duration,
+    /// Counts accepted connections, if given: with keep-alive working (nginx upstream
+    /// keep-alive, a pooling client) it grows far slower than the request count.
+    pub connections: Option<prometheus::IntCounter>,
 }
 
 /// Serves HTTP/1.1 on `listener` until `shutdown`, then stops accepting, lets in-flight
@@ -69,6 +72,9 @@ where
         // Responses are small and written in one go; Nagle plus delayed ACKs would add
         // up to 40 ms to a keep-alive request that follows a small response.
         let _ = stream.set_nodelay(true);
+        if let Some(connections) = &config.connections {
+            connections.inc();
+        }
         let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
         let conn = graceful.watch(conn);
         let name = config.name;

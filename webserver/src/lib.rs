@@ -32,23 +32,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let traffic = service_ops::listen(config.listen, "traffic").await?;
     let ops = service_ops::listen(config.ops_listen, "ops").await?;
 
-    let app = Arc::new(app::App::new(metrics, config.max_body_bytes));
-    let serve_config = |name| ServeConfig {
+        let connections = metrics.connections();
+    let serve_config = |name, connections| ServeConfig {
         name,
         drain: config.drain_timeout(),
         header_read_timeout: config.header_read_timeout(),
+        connections,
     };
+    let app = Arc::new(app::App::new(metrics, config.max_body_bytes));
     let traffic = tokio::spawn(service_ops::serve(
         traffic,
         app::traffic_service(app),
         shutdown.clone(),
-        serve_config("traffic"),
+        serve_config("traffic", Some(connections)),
     ));
     let ops = tokio::spawn(service_ops::serve(
         ops,
         app::ops_service(registry, shutdown.clone()),
         shutdown.clone(),
-        serve_config("ops"),
+        serve_config("ops", None),
     ));
     traffic.await?;
     ops.await?;
