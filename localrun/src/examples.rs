@@ -18,13 +18,19 @@ pub struct Case {
 }
 
 fn field_eq(v: &Value, name: &str, want: Value) -> Result<(), String> {
-    if v[name] == want { Ok(()) } else { Err(format!("{name} should be {want}, body is {v}")) }
+    if v[name] == want {
+        Ok(())
+    } else {
+        Err(format!("{name} should be {want}, body is {v}"))
+    }
 }
 
 fn error_mentions(v: &Value, what: &str) -> Result<(), String> {
     match v["error"].as_str() {
         Some(e) if e.contains(what) => Ok(()),
-        _ => Err(format!("expected an error mentioning {what:?}, body is {v}")),
+        _ => Err(format!(
+            "expected an error mentioning {what:?}, body is {v}"
+        )),
     }
 }
 
@@ -50,7 +56,13 @@ pub fn cases() -> Vec<Case> {
             target: "/hello",
             body: b"",
             status: 200,
-            check: |v| if *v == serde_json::json!({"message": "Hello World!"}) { Ok(()) } else { Err(format!("{v}")) },
+            check: |v| {
+                if *v == serde_json::json!({"message": "Hello World!"}) {
+                    Ok(())
+                } else {
+                    Err(format!("{v}"))
+                }
+            },
         },
         Case {
             function: "sleep",
@@ -78,7 +90,13 @@ pub fn cases() -> Vec<Case> {
             body: b"abc",
             status: 200,
             // FIPS 180-2 SHA-256 test vector.
-            check: |v| field_eq(v, "sha256", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into()),
+            check: |v| {
+                field_eq(
+                    v,
+                    "sha256",
+                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+                )
+            },
         },
         Case {
             function: "hash",
@@ -86,7 +104,9 @@ pub fn cases() -> Vec<Case> {
             target: "/hash/?rounds=500&size=4096",
             body: b"",
             status: 200,
-            check: |v| field_eq(v, "bytes", 4096.into()).and_then(|()| field_eq(v, "rounds", 500.into())),
+            check: |v| {
+                field_eq(v, "bytes", 4096.into()).and_then(|()| field_eq(v, "rounds", 500.into()))
+            },
         },
         Case {
             function: "hash",
@@ -138,22 +158,45 @@ pub async fn check_all(client: &reqwest::Client, base: &str) -> anyhow::Result<(
             .unwrap_or_default()
             .to_string();
         let text = response.text().await?;
-        ensure!(status == case.status, "{} {url}: status {status}, want {}; body {text}", case.method, case.status);
-        ensure!(content_type.starts_with("application/json"), "{} {url}: content-type {content_type:?}", case.method);
-        let json: Value = serde_json::from_str(&text).with_context(|| format!("{} {url}: body {text:?}", case.method))?;
+        ensure!(
+            status == case.status,
+            "{} {url}: status {status}, want {}; body {text}",
+            case.method,
+            case.status
+        );
+        ensure!(
+            content_type.starts_with("application/json"),
+            "{} {url}: content-type {content_type:?}",
+            case.method
+        );
+        let json: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} {url}: body {text:?}", case.method))?;
         (case.check)(&json).map_err(|e| anyhow::anyhow!("{} {url}: {e}", case.method))?;
     }
     let url = format!("{base}{UNKNOWN_TARGET}");
     let response = client.get(&url).send().await?;
-    ensure!(response.status() == 404, "GET {url}: status {}, want 404", response.status());
-    let json: Value = response.json().await.with_context(|| format!("GET {url}: not JSON"))?;
-    ensure!(json["error"].is_string(), "GET {url}: no error field in {json}");
+    ensure!(
+        response.status() == 404,
+        "GET {url}: status {}, want 404",
+        response.status()
+    );
+    let json: Value = response
+        .json()
+        .await
+        .with_context(|| format!("GET {url}: not JSON"))?;
+    ensure!(
+        json["error"].is_string(),
+        "GET {url}: no error field in {json}"
+    );
     Ok(())
 }
 
 /// A client that never goes through a proxy from the environment: tests talk to loopback.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().expect("building an HTTP client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("building an HTTP client")
 }
 
 #[cfg(test)]
@@ -161,6 +204,9 @@ mod tests {
     #[test]
     fn memory_checksum_matches_the_functions_definition() {
         // 256 pages: 1..=251 then 1..=5.
-        assert_eq!(super::memory_checksum(1), (1..=251).sum::<u64>() + (1..=5).sum::<u64>());
+        assert_eq!(
+            super::memory_checksum(1),
+            (1..=251).sum::<u64>() + (1..=5).sum::<u64>()
+        );
     }
 }

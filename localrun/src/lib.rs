@@ -64,7 +64,11 @@ pub fn promtool_check_metrics(exposition: &str) -> anyhow::Result<()> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
-    child.stdin.take().expect("piped").write_all(exposition.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(exposition.as_bytes())?;
     let out = child.wait_with_output()?;
     anyhow::ensure!(
         out.status.success(),

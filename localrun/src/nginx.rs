@@ -14,9 +14,9 @@ pub fn find_nginx() -> anyhow::Result<PathBuf> {
         return Ok(path.into());
     }
     crate::find_program("nginx").context(
-            "nginx not found (looked on PATH and in /usr/sbin; set NGINX=/path/to/nginx). \
+        "nginx not found (looked on PATH and in /usr/sbin; set NGINX=/path/to/nginx). \
              Install it with `apt-get install -y nginx`, or run scripts/test as root, which does.",
-        )
+    )
 }
 
 /// Ports nginx listens on.

@@ -1,4 +1,6 @@
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 use std::time::Duration;
 
 /// Request-duration buckets, 50 µs to 10 s. The seed's 0.1–5 s buckets put every
@@ -52,7 +54,12 @@ impl HttpMetrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
-        Ok(Self { requests, duration, in_flight, connections })
+        Ok(Self {
+            requests,
+            duration,
+            in_flight,
+            connections,
+        })
     }
 
     /// The accepted-connections counter, for [`crate::ServeConfig::connections`].

@@ -32,7 +32,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let traffic = service_ops::listen(config.listen, "traffic").await?;
     let ops = service_ops::listen(config.ops_listen, "ops").await?;
 
-        let connections = metrics.connections();
+    let connections = metrics.connections();
     let serve_config = |name, connections| ServeConfig {
         name,
         drain: config.drain_timeout(),

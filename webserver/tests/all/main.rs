@@ -12,5 +12,6 @@ use localrun::Service;
 pub fn start(extra: &[&str]) -> Service {
     let mut args = vec!["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    Service::start(env!("CARGO_BIN_EXE_webserver"), &args, &["traffic", "ops"]).expect("webserver starts")
+    Service::start(env!("CARGO_BIN_EXE_webserver"), &args, &["traffic", "ops"])
+        .expect("webserver starts")
 }

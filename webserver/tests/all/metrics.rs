@@ -11,15 +11,38 @@ async fn metrics_pass_promtool_and_count_requests_by_function() {
     }
 
     let ops = server.url("ops");
-    let text = client.get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = client
+        .get(format!("{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     localrun::promtool_check_metrics(&text).unwrap();
 
     // 2 hello cases in check_all, plus 3 above.
-    assert!(text.contains(r#"http_server_requests_total{function="hello",method="GET",status="200"} 5"#), "{text}");
-    assert!(text.contains(r#"http_server_requests_total{function="hash",method="GET",status="400"} 1"#), "{text}");
-    assert!(text.contains(r#"http_server_requests_total{function="(unknown)",method="GET",status="404"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"http_server_requests_total{function="hello",method="GET",status="200"} 5"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"http_server_requests_total{function="hash",method="GET",status="400"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"http_server_requests_total{function="(unknown)",method="GET",status="404"} 1"#
+        ),
+        "{text}"
+    );
     assert!(text.contains(r#"http_server_request_duration_seconds_bucket{function="sleep",method="GET",status="200",le="0.00005"} 0"#), "{text}");
-    assert!(text.contains(r#"http_server_requests_in_flight{function="hello"} 0"#), "{text}");
+    assert!(
+        text.contains(r#"http_server_requests_in_flight{function="hello"} 0"#),
+        "{text}"
+    );
     for name in [
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
@@ -29,7 +52,10 @@ async fn metrics_pass_promtool_and_count_requests_by_function() {
         "process_threads",
         "process_start_time_seconds",
     ] {
-        assert!(text.lines().any(|l| l.starts_with(&format!("{name} "))), "no {name} sample in\n{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "no {name} sample in\n{text}"
+        );
     }
 
     let health = client.get(format!("{ops}/healthz")).send().await.unwrap();

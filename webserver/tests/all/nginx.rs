@@ -11,16 +11,50 @@ async fn every_example_function_answers_through_nginx() {
     // upstream keep-alive connections: the webserver accepts far fewer connections than
     // it answers requests. (Without `keepalive` upstream it would accept one per request.)
     let connections = |text: &str| -> f64 {
-        text.lines().find_map(|l| l.strip_prefix("http_server_connections_total ")).unwrap().trim().parse().unwrap()
+        text.lines()
+            .find_map(|l| l.strip_prefix("http_server_connections_total "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     };
     let metrics_url = format!("{}/metrics", server.url("ops"));
-    let before = connections(&client.get(&metrics_url).send().await.unwrap().text().await.unwrap());
+    let before = connections(
+        &client
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
     for _ in 0..50 {
-        let r = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("{}/hello/", nginx.url())).send().await.unwrap();
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{}/hello/", nginx.url()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let after = connections(&client.get(&metrics_url).send().await.unwrap().text().await.unwrap());
-    assert!(after - before < 10.0, "50 requests opened {} upstream connections: keep-alive is not working", after - before);
+    let after = connections(
+        &client
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        after - before < 10.0,
+        "50 requests opened {} upstream connections: keep-alive is not working",
+        after - before
+    );
 
     let status = client.get(nginx.stub_status_url()).send().await.unwrap();
     assert_eq!(status.status(), 200);
@@ -32,7 +66,10 @@ async fn every_example_function_answers_through_nginx() {
 fn template_renders_every_variable() {
     let text = localrun::render_nginx_template(
         "127.0.0.1:9999".parse().unwrap(),
-        localrun::NginxPorts { traffic: 1234, status: 5678 },
+        localrun::NginxPorts {
+            traffic: 1234,
+            status: 5678,
+        },
     )
     .unwrap();
     assert!(text.contains("server 127.0.0.1:9999;"), "{text}");

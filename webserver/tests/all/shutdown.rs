@@ -6,7 +6,14 @@ async fn wait_in_flight(client: &reqwest::Client, ops: &str, n: u32) {
     let want = format!(r#"http_server_requests_in_flight{{function="sleep"}} {n}"#);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = client.get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = client
+            .get(format!("{ops}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if text.contains(&want) {
             return;
         }
@@ -20,7 +27,9 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let mut server = crate::start(&["--drain-timeout-secs", "30"]);
     let client = examples::client();
     let url = format!("{}/sleep/?min_ms=1500&max_ms=1500", server.url("traffic"));
-    let requests: Vec<_> = (0..5).map(|_| tokio::spawn(client.get(&url).send())).collect();
+    let requests: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(client.get(&url).send()))
+        .collect();
     wait_in_flight(&client, &server.url("ops"), 5).await;
 
     server.signal(rustix::process::Signal::TERM).unwrap();
@@ -52,6 +61,12 @@ async fn drain_is_bounded_and_new_connections_are_refused() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit status {status}");
-    assert!(stuck.await.unwrap().is_err(), "a request longer than the drain is cut off");
-    assert!(std::net::TcpStream::connect(traffic).is_err(), "listener closed");
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "a request longer than the drain is cut off"
+    );
+    assert!(
+        std::net::TcpStream::connect(traffic).is_err(),
+        "listener closed"
+    );
 }
