@@ -10,8 +10,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Workspace packages that are example functions: (package, route/deploy name).
+/// Workspace packages that are example functions; the package name is the function name.
 const FUNCTIONS: &[&str] = &["hello", "sleep", "hash", "memory"];
+/// Test programs: components the tests deploy to prove isolation and containment. They
+/// are not examples, so nothing routes or benchmarks them.
+const TEST_PROGRAMS: &[&str] = &["misbehave", "plain-wasi"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -37,7 +40,7 @@ fn main() {
         // Small components: no DWARF, keep the name section so traps name functions.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
-    for name in FUNCTIONS {
+    for name in FUNCTIONS.iter().chain(TEST_PROGRAMS) {
         cmd.arg("-p").arg(name);
     }
     let status = cmd
@@ -52,35 +55,53 @@ fn main() {
 
     let release = target_dir.join(TARGET).join("release");
     let mut generated = String::new();
-    let mut all = String::new();
-    let mut arms = String::new();
-    for name in FUNCTIONS {
-        let wasm = release.join(format!("{name}.wasm"));
-        assert!(wasm.is_file(), "expected component at {}", wasm.display());
-        let konst = format!("{}_COMPONENT", name.to_uppercase().replace('-', "_"));
-        writeln!(
-            generated,
-            "/// Path of the `{name}` function's wasi:http component."
-        )
-        .unwrap();
-        writeln!(
-            generated,
-            "pub const {konst}: &str = {:?};",
-            wasm.display().to_string()
-        )
-        .unwrap();
-        writeln!(all, "    ({name:?}, {konst}),").unwrap();
-        writeln!(arms, "        $mac!({name}, {konst});").unwrap();
-        rerun_if_sources_change(&release.join(format!("{name}.d")));
+    let mut lists = [String::new(), String::new()];
+    let mut arms = [String::new(), String::new()];
+    for (kind, names) in [FUNCTIONS, TEST_PROGRAMS].into_iter().enumerate() {
+        for name in names {
+            let file = name.replace('-', "_");
+            let wasm = release.join(format!("{file}.wasm"));
+            assert!(wasm.is_file(), "expected component at {}", wasm.display());
+            let konst = format!("{}_COMPONENT", file.to_uppercase());
+            writeln!(generated, "/// Path of the `{name}` wasi:http component.").unwrap();
+            writeln!(
+                generated,
+                "pub const {konst}: &str = {:?};",
+                wasm.display().to_string()
+            )
+            .unwrap();
+            writeln!(lists[kind], "    ({name:?}, {konst}),").unwrap();
+            writeln!(arms[kind], "        $mac!({file}, {konst});").unwrap();
+            rerun_if_sources_change(&release.join(format!("{file}.d")));
+        }
     }
-    writeln!(
+    let [functions, programs] = lists;
+    let [function_arms, program_arms] = arms;
+    write!(
         generated,
-        "\n/// Every example function: (name, component path).\npub const FUNCTIONS: &[(&str, &str)] = &[\n{all}];"
-    )
-    .unwrap();
-    writeln!(
-        generated,
-        "\n/// Calls `$mac!(name, CONST)` once per function.\n#[macro_export]\nmacro_rules! foreach_function {{\n    ($mac:ident) => {{\n{arms}    }};\n}}"
+        "
+/// Every example function: (name, component path).
+pub const FUNCTIONS: &[(&str, &str)] = &[
+{functions}];
+
+/// Every test program: (name, component path).
+pub const TEST_PROGRAMS: &[(&str, &str)] = &[
+{programs}];
+
+/// Calls `$mac!(name, CONST)` once per example function.
+#[macro_export]
+macro_rules! foreach_function {{
+    ($mac:ident) => {{
+{function_arms}    }};
+}}
+
+/// Calls `$mac!(name, CONST)` once per component, example or test program.
+#[macro_export]
+macro_rules! foreach_component {{
+    ($mac:ident) => {{
+{function_arms}{program_arms}    }};
+}}
+"
     )
     .unwrap();
     fs::write(out_dir.join("components.rs"), generated).unwrap();

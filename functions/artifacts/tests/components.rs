@@ -48,7 +48,7 @@ macro_rules! check_component {
     };
 }
 
-artifacts::foreach_function!(check_component);
+artifacts::foreach_component!(check_component);
 
 #[test]
 fn lookup_by_name() {
@@ -58,4 +58,10 @@ fn lookup_by_name() {
     );
     assert_eq!(artifacts::component("nope"), None);
     assert_eq!(artifacts::FUNCTIONS.len(), 4);
+    assert_eq!(
+        artifacts::component("misbehave"),
+        None,
+        "test programs are not example functions"
+    );
+    assert_eq!(artifacts::TEST_PROGRAMS.len(), 2);
 }

@@ -1,0 +1,105 @@
+//! A test program that misbehaves on request, so tests can show the host contains it.
+//! The second path segment picks the behaviour: `/misbehave/trap`, `/misbehave/loop`, ...
+
+use sdk::{Query, Request, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts calls in this instance. A fresh instance per request always answers 1; a
+/// long-running server counts up.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+pub async fn handle(request: Request) -> Result {
+    let calls = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+    let path = request.uri().path().to_string();
+    let action = path
+        .trim_start_matches('/')
+        .split('/')
+        .nth(1)
+        .unwrap_or_default();
+    let query = Query::of(&request);
+    match action {
+        "counter" => Ok(sdk::json(200, &serde_json::json!({ "calls": calls }))),
+        "trap" => panic!("misbehave: asked to trap"),
+        "loop" => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "oom" => {
+            // Grow until the allocator fails: the host's memory cap must stop it.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut chunk = vec![0u8; 1 << 20];
+                chunk[0] = 1;
+                hoard.push(std::hint::black_box(chunk));
+            }
+        }
+        "stack" => Ok(sdk::json(
+            200,
+            &serde_json::json!({ "depth": recurse(query.get_in("n", u64::MAX, 0..=u64::MAX)?) }),
+        )),
+        "sleep" => {
+            let ms = query.get_in("ms", 1000, 0..=3_600_000)?;
+            sdk::sleep(std::time::Duration::from_millis(ms)).await;
+            Ok(sdk::json(200, &serde_json::json!({ "slept_ms": ms })))
+        }
+        "env" => {
+            let vars: Vec<(String, String)> = std::env::vars().collect();
+            Ok(sdk::json(200, &serde_json::json!({ "env": vars })))
+        }
+        "file" => {
+            let path = query.raw("path").unwrap_or("/etc/passwd").to_string();
+            let result = std::fs::read_to_string(&path)
+                .map(|s| s.len())
+                .map_err(|e| e.to_string());
+            Ok(sdk::json(
+                200,
+                &serde_json::json!({ "path": path, "read": result.is_ok(), "error": result.err() }),
+            ))
+        }
+        "fetch" => {
+            let url = query.raw("url").unwrap_or_default().to_string();
+            let result = fetch(&url).await;
+            Ok(sdk::json(
+                200,
+                &serde_json::json!({ "url": url, "status": result.as_ref().ok(), "error": result.err() }),
+            ))
+        }
+        "print" => {
+            println!("misbehave says hello on stdout");
+            eprintln!("misbehave says hello on stderr");
+            Ok(sdk::json(200, &serde_json::json!({ "printed": true })))
+        }
+        other => Err(sdk::Error::new(404, format!("no behaviour {other:?}"))),
+    }
+}
+
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    // A frame with some weight, so the stack runs out in reasonable time.
+    let pad = std::hint::black_box([n; 32]);
+    1 + recurse(pad[3] - 1)
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn fetch(url: &str) -> std::result::Result<u16, String> {
+    let request = wstd::http::Request::get(url)
+        .body(wstd::http::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let response = wstd::http::Client::new()
+        .send(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(response.status().as_u16())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn fetch(_url: &str) -> std::result::Result<u16, String> {
+    Err("outbound HTTP is only exercised in the wasm build".into())
+}
+
+sdk::export!(handle);

@@ -1,0 +1,32 @@
+//! A wasi:http handler with no SDK: the `wasip2` bindings and nothing else, as a user
+//! following the WASI docs would write it. The runtime must run it unchanged.
+
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)] // wit-bindgen's export glue
+mod component {
+    use wasip2::http::types::{
+        Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    };
+
+    struct Plain;
+
+    impl wasip2::exports::http::incoming_handler::Guest for Plain {
+        fn handle(request: IncomingRequest, out: ResponseOutparam) {
+            let path = request.path_with_query().unwrap_or_default();
+            let headers =
+                Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())]).unwrap();
+            let response = OutgoingResponse::new(headers);
+            response.set_status_code(200).unwrap();
+            let body = response.body().unwrap();
+            ResponseOutparam::set(out, Ok(response));
+            let stream = body.write().unwrap();
+            stream
+                .blocking_write_and_flush(format!("plain wasi says hi to {path}\n").as_bytes())
+                .unwrap();
+            drop(stream);
+            OutgoingBody::finish(body, None).unwrap();
+        }
+    }
+
+    wasip2::http::proxy::export!(Plain with_types_in wasip2);
+}

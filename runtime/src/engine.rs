@@ -1,0 +1,93 @@
+//! The one wasmtime `Engine` of the process, its linker, and the epoch ticker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::Config;
+use crate::host::Host;
+
+/// How often the epoch advances. A request's deadline is counted in ticks, so this is
+/// the resolution of CPU-bound timeouts (a guest waiting on I/O is cut off by a tokio
+/// timer instead, to the millisecond).
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Builds the engine: async (guests may await host I/O), component model, pooling
+/// allocator with copy-on-write memory images (so instantiation is a few microseconds of
+/// mapping, not a copy), and epoch interruption for deadlines.
+pub fn build(config: &Config) -> anyhow::Result<Engine> {
+    let slots = config.pool_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        // A component built by wit-component holds its main module plus a few shim
+        // modules; every one is a core instance, most without a memory.
+        .max_core_instances_per_component(32)
+        .total_core_instances(slots.saturating_mul(8))
+        .max_memories_per_component(4)
+        .total_memories(slots.saturating_mul(2))
+        .max_tables_per_component(8)
+        .total_tables(slots.saturating_mul(4))
+        .total_stacks(slots)
+        .max_memory_size(usize::try_from(config.max_memory_mib << 20)?)
+        // Keeping the first pages of a reused slot resident avoids an madvise, a page
+        // fault per touched page and cross-core TLB shootdowns on every request.
+        .linear_memory_keep_resident(config.keep_resident_bytes)
+        .table_keep_resident(config.keep_resident_bytes);
+
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm).map_err(|e| anyhow::anyhow!("configuring wasmtime: {e:#}"))
+}
+
+/// Everything a guest may import: the wasi:http proxy world, plus the rest of WASI 0.2
+/// (cli, filesystem, sockets) because Rust's std on wasm32-wasip2 imports
+/// `wasi:cli/environment` and friends. Those are present but empty: no preopened
+/// directories, no host environment, sockets denied (see `host`).
+pub fn linker(engine: &Engine) -> anyhow::Result<Linker<Host>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on one thread for the whole process;
+/// stops when dropped.
+#[derive(Debug)]
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

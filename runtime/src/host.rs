@@ -1,0 +1,275 @@
+//! The per-request store data: a sandboxed WASI context, wasi:http state, the memory
+//! limiter that also records peak use, and the hooks that police outbound HTTP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// What one invocation used, shared between the store (which the guest task owns) and
+/// the request handler (which reports it).
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub peak_memory_bytes: AtomicUsize,
+    pub memory_limit_hit: AtomicBool,
+}
+
+pub struct Host {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: OutboundPolicy,
+    limiter: MemoryLimiter,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    pub fn new(
+        function: &Arc<str>,
+        request_id: u64,
+        env: &[(String, String)],
+        allowed_hosts: Arc<[String]>,
+        memory_limit: usize,
+        usage: Arc<Usage>,
+    ) -> Self {
+        let mut wasi = WasiCtx::builder();
+        // Sandbox: no preopened directories, no host environment, no sockets (the
+        // builder's defaults deny every address), no stdin. Only the configured env.
+        wasi.envs(env);
+        wasi.stdout(LogStream::new(function.clone(), request_id, "stdout"));
+        wasi.stderr(LogStream::new(function.clone(), request_id, "stderr"));
+        Self {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: OutboundPolicy {
+                allowed_hosts,
+                function: function.clone(),
+            },
+            limiter: MemoryLimiter {
+                limit: memory_limit,
+                usage,
+            },
+        }
+    }
+
+    pub fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Caps linear memory and records the peak. A denied `memory.grow` returns -1 to the
+/// guest (its allocator then usually aborts); `memory_limit_hit` lets the host name the
+/// cause instead of reporting a bare trap.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    limit: usize,
+    usage: Arc<Usage>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.usage.memory_limit_hit.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        self.usage
+            .peak_memory_bytes
+            .fetch_max(desired, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Outbound HTTP: refused unless the request's authority is on the function's allowlist
+/// (`host` allows any port, `host:port` that port only).
+struct OutboundPolicy {
+    allowed_hosts: Arc<[String]>,
+    function: Arc<str>,
+}
+
+impl OutboundPolicy {
+    fn allows(&self, uri: &http::Uri) -> bool {
+        let Some(host) = uri.host() else { return false };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        self.allowed_hosts
+            .iter()
+            .any(|allowed| match allowed.rsplit_once(':') {
+                Some((h, p)) => h.eq_ignore_ascii_case(host) && p.parse() == Ok(port),
+                None => allowed.eq_ignore_ascii_case(host),
+            })
+    }
+}
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        drop(fut);
+        if !self.allows(request.uri()) {
+            tracing::warn!(function = %self.function, uri = %request.uri(), "outbound HTTP refused: host not allowed");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// Guest stdout/stderr, line by line, into the host log with the function's name and the
+/// request id.
+#[derive(Clone)]
+struct LogStream {
+    function: Arc<str>,
+    request_id: u64,
+    stream: &'static str,
+}
+
+impl LogStream {
+    fn new(function: Arc<str>, request_id: u64, stream: &'static str) -> Self {
+        Self {
+            function,
+            request_id,
+            stream,
+        }
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            stream: self.clone(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+struct LineWriter {
+    stream: LogStream,
+    buf: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        tracing::info!(
+            target: "guest",
+            function = %self.stream.function,
+            request_id = self.stream.request_id,
+            stream = self.stream.stream,
+            "{}",
+            line.trim_end_matches(['\r', '\n'])
+        );
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.buf.extend_from_slice(data);
+        while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            self.emit(&line);
+        }
+        // A guest that never prints a newline must not grow the host's memory forever.
+        if self.buf.len() > 16 * 1024 {
+            let line = std::mem::take(&mut self.buf);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let line = std::mem::take(&mut self.buf);
+            self.emit(&line);
+        }
+    }
+}

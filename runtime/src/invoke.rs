@@ -1,0 +1,333 @@
+//! One request: route, admit (body size, concurrency), run a fresh instance, classify
+//! what happened, count it. Whatever the guest does, only this request is affected.
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use service_ops::{BoxError, HttpMetrics, ops};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use crate::engine::EPOCH_TICK;
+use crate::function::Function;
+use crate::host::{Host, Usage};
+use crate::metrics::FaasMetrics;
+use crate::registry::Registry;
+
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Label for requests that name no deployed function: keeps label values bounded.
+pub const UNKNOWN_FUNCTION: &str = "(unknown)";
+
+#[derive(Debug)]
+pub struct Invoker {
+    pub registry: Arc<Registry>,
+    pub http: HttpMetrics,
+    pub faas: FaasMetrics,
+    next_request_id: AtomicU64,
+}
+
+/// How an invocation ended, for logs and `faas_errors_total{reason}`.
+#[derive(Debug)]
+enum Failure {
+    Timeout,
+    Memory(u64),
+    Trap(String),
+    NoResponse,
+    Host(String),
+}
+
+impl Failure {
+    fn reason(&self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::Memory(_) => "memory",
+            Failure::Trap(_) => "trap",
+            Failure::NoResponse => "no_response",
+            Failure::Host(_) => "host",
+        }
+    }
+
+    fn response(&self, function: &str, timeout: Duration) -> Response<Body> {
+        let (status, message) = match self {
+            Failure::Timeout => (
+                504,
+                format!("function {function:?} timed out after {timeout:?}"),
+            ),
+            Failure::Memory(limit) => (
+                500,
+                format!(
+                    "function {function:?} exceeded its memory limit of {} MiB",
+                    limit >> 20
+                ),
+            ),
+            Failure::Trap(trap) => (500, format!("function {function:?} trapped: {trap}")),
+            Failure::NoResponse => (
+                500,
+                format!("function {function:?} returned without a response"),
+            ),
+            Failure::Host(e) => (
+                500,
+                format!("function {function:?} failed in the host: {e}"),
+            ),
+        };
+        boxed(ops::json_error(status, &message))
+    }
+}
+
+fn boxed(response: Response<Full<Bytes>>) -> Response<Body> {
+    response.map(|b| b.map_err(|never| match never {}).boxed_unsync())
+}
+
+impl Invoker {
+    pub fn new(registry: Arc<Registry>, http: HttpMetrics, faas: FaasMetrics) -> Self {
+        Self {
+            registry,
+            http,
+            faas,
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let method = request.method().clone();
+        let name = first_segment(request.uri().path());
+        let (label, response) = match self.registry.get(name) {
+            Some(function) => {
+                let _in_flight = self.http.in_flight(&function.name);
+                let response = self.clone().invoke(function.clone(), request).await;
+                (function.name.clone(), response)
+            }
+            None => {
+                let message = format!("no function named {name:?}");
+                (
+                    UNKNOWN_FUNCTION.into(),
+                    boxed(ops::json_error(404, &message)),
+                )
+            }
+        };
+        self.http
+            .observe(&label, &method, response.status().as_u16(), start.elapsed());
+        response
+    }
+
+    async fn invoke(
+        self: Arc<Self>,
+        function: Arc<Function>,
+        request: Request<Incoming>,
+    ) -> Response<Body> {
+        let name = &*function.name;
+        let limits = &function.limits;
+        let reject = |reason: &str, status: u16, message: String| {
+            self.faas
+                .rejections
+                .with_label_values(&[name, reason])
+                .inc();
+            boxed(ops::json_error(status, &message))
+        };
+        let too_large = || {
+            format!(
+                "request body is larger than the limit of {} bytes",
+                limits.max_body_bytes
+            )
+        };
+
+        let (parts, body) = request.into_parts();
+        if let Some(len) = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            && len > limits.max_body_bytes
+        {
+            return reject("body_too_large", 413, too_large());
+        }
+        // Beyond the concurrency limit: refuse now rather than queue without bound; the
+        // client (or nginx, or a load balancer) retries after a moment.
+        let Ok(permit) = function.permits.clone().try_acquire_owned() else {
+            let mut response = reject(
+                "concurrency",
+                503,
+                format!(
+                    "function {name:?} is at its limit of {} concurrent instances",
+                    limits.max_concurrency
+                ),
+            );
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            return response;
+        };
+        let body = match Limited::new(body, limits.max_body_bytes as usize)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return reject("body_too_large", 413, too_large());
+            }
+            Err(e) => return boxed(ops::json_error(400, &format!("reading request body: {e}"))),
+        };
+        let mut guest_request = Request::from_parts(parts, Full::new(body));
+        // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
+        if guest_request.uri().authority().is_none()
+            && !guest_request.headers().contains_key(http::header::HOST)
+        {
+            guest_request.headers_mut().insert(
+                http::header::HOST,
+                http::HeaderValue::from_static("localhost"),
+            );
+        }
+
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let usage = Arc::new(Usage::default());
+        let host = Host::new(
+            &function.name,
+            request_id,
+            &function.env,
+            function.allowed_hosts.clone(),
+            limits.memory_bytes as usize,
+            usage.clone(),
+        );
+        let mut store = Store::new(function.pre.engine(), host);
+        store.limiter(|host| host.limiter());
+        // A guest spinning in wasm is stopped by the epoch deadline (a trap); a guest
+        // waiting on the host (a timer, a stream) by the tokio timeout below.
+        let ticks = (limits.timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let prepared = (|| {
+            let incoming = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, guest_request)?;
+            let out = store.data_mut().http().new_response_outparam(tx)?;
+            wasmtime::Result::<_>::Ok((incoming, out))
+        })();
+        let (incoming, out) = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                return boxed(ops::json_error(
+                    400,
+                    &format!("request not accepted: {e:#}"),
+                ));
+            }
+        };
+
+        if function.cold.swap(false, Ordering::Relaxed) {
+            self.faas.coldstarts.with_label_values(&[name]).inc();
+            tracing::info!(function = name, request_id, "cold start");
+        }
+        self.faas.invocations.with_label_values(&[name]).inc();
+        let active = self.faas.active_instances.with_label_values(&[name]);
+        active.inc();
+
+        let timeout = limits.timeout;
+        let memory_limit = limits.memory_bytes;
+        let pre = function.pre.clone();
+        let faas = self.faas.clone();
+        let fname = function.name.clone();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let run = async {
+                let t0 = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                faas.init_duration
+                    .with_label_values(&[&*fname])
+                    .observe(t0.elapsed().as_secs_f64());
+                let t1 = Instant::now();
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, out)
+                    .await?;
+                faas.invoke_duration
+                    .with_label_values(&[&*fname])
+                    .observe(t1.elapsed().as_secs_f64());
+                wasmtime::Result::<()>::Ok(())
+            };
+            let outcome = tokio::time::timeout(timeout, run).await;
+            // Drop the instance before reporting: its memory slot goes back to the pool.
+            drop(store);
+            active.dec();
+            let failure = match outcome {
+                Err(_elapsed) => Some(Failure::Timeout),
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(classify(&e, &usage, memory_limit)),
+            };
+            faas.mem_usage
+                .with_label_values(&[&*fname])
+                .observe(usage.peak_memory_bytes.load(Ordering::Relaxed) as f64);
+            if let Some(failure) = &failure {
+                faas.errors
+                    .with_label_values(&[&*fname, failure.reason()])
+                    .inc();
+                if matches!(failure, Failure::Timeout) {
+                    faas.timeouts.with_label_values(&[&*fname]).inc();
+                }
+                tracing::warn!(
+                    function = &*fname,
+                    request_id,
+                    "invocation failed: {failure:?}"
+                );
+            }
+            failure
+        });
+
+        match rx.await {
+            // Headers are ready; the body streams from the guest while the task runs on.
+            Ok(Ok(response)) => response.map(|b| b.map_err(BoxError::from).boxed_unsync()),
+            Ok(Err(code)) => {
+                self.faas
+                    .errors
+                    .with_label_values(&[name, "error_response"])
+                    .inc();
+                boxed(ops::json_error(
+                    500,
+                    &format!("function {name:?} answered with an error: {code:?}"),
+                ))
+            }
+            // The guest never set a response: the task says why.
+            Err(_) => {
+                let failure = match task.await {
+                    Ok(Some(failure)) => failure,
+                    Ok(None) => {
+                        self.faas
+                            .errors
+                            .with_label_values(&[name, "no_response"])
+                            .inc();
+                        Failure::NoResponse
+                    }
+                    Err(join) => Failure::Host(join.to_string()),
+                };
+                failure.response(name, timeout)
+            }
+        }
+    }
+}
+
+fn classify(error: &wasmtime::Error, usage: &Usage, memory_limit: u64) -> Failure {
+    if usage.memory_limit_hit.load(Ordering::Relaxed) {
+        return Failure::Memory(memory_limit);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Timeout,
+        Some(trap) => Failure::Trap(trap.to_string()),
+        None => Failure::Trap(format!("{error:#}")),
+    }
+}
+
+/// `/hello/x?y` → `hello`.
+pub fn first_segment(path: &str) -> &str {
+    path.trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+}

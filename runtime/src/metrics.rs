@@ -1,0 +1,101 @@
+//! The runtime's own metrics: the OpenTelemetry FaaS conventions spelled the Prometheus
+//! way, plus what a host operator needs (instances, rejections, compile time).
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+use service_ops::LATENCY_BUCKETS;
+
+#[derive(Debug, Clone)]
+pub struct FaasMetrics {
+    pub invocations: IntCounterVec,
+    pub invoke_duration: HistogramVec,
+    pub init_duration: HistogramVec,
+    pub coldstarts: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub timeouts: IntCounterVec,
+    pub mem_usage: HistogramVec,
+    pub active_instances: IntGaugeVec,
+    pub rejections: IntCounterVec,
+    pub compile_duration: HistogramVec,
+    pub functions: IntGauge,
+}
+
+impl FaasMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let f = &["function"];
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), f)
+        };
+        // 64 KiB (one wasm page) to 4 GiB, ×4 apart.
+        let memory_buckets = prometheus::exponential_buckets(65536.0, 4.0, 12)?;
+        let m = Self {
+            invocations: counter("faas_invocations_total", "Function invocations started.", f)?,
+            invoke_duration: histogram(
+                "faas_invoke_duration_seconds",
+                "Time from instantiation to the guest handler's return, by function.",
+                LATENCY_BUCKETS.to_vec(),
+            )?,
+            init_duration: histogram(
+                "faas_init_duration_seconds",
+                "Time to instantiate a fresh instance for one request, by function.",
+                LATENCY_BUCKETS.to_vec(),
+            )?,
+            coldstarts: counter(
+                "faas_coldstarts_total",
+                "First invocations of a function version in this process.",
+                f,
+            )?,
+            errors: counter(
+                "faas_errors_total",
+                "Failed invocations by function and reason (trap, memory, timeout, no_response, error_response, host).",
+                &["function", "reason"],
+            )?,
+            timeouts: counter(
+                "faas_timeouts_total",
+                "Invocations cut off by their timeout.",
+                f,
+            )?,
+            mem_usage: histogram(
+                "faas_mem_usage_bytes",
+                "Peak linear memory of one invocation, by function.",
+                memory_buckets,
+            )?,
+            active_instances: IntGaugeVec::new(
+                Opts::new(
+                    "faas_active_instances",
+                    "Instances alive right now, by function.",
+                ),
+                f,
+            )?,
+            rejections: counter(
+                "faas_rejections_total",
+                "Requests refused before running, by function and reason (concurrency, body_too_large).",
+                &["function", "reason"],
+            )?,
+            compile_duration: histogram(
+                "faas_compile_duration_seconds",
+                "Time to compile and pre-instantiate a function version.",
+                vec![
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ],
+            )?,
+            functions: IntGauge::new("faas_functions_deployed", "Functions currently deployed.")?,
+        };
+        registry.register(Box::new(m.invocations.clone()))?;
+        registry.register(Box::new(m.invoke_duration.clone()))?;
+        registry.register(Box::new(m.init_duration.clone()))?;
+        registry.register(Box::new(m.coldstarts.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.timeouts.clone()))?;
+        registry.register(Box::new(m.mem_usage.clone()))?;
+        registry.register(Box::new(m.active_instances.clone()))?;
+        registry.register(Box::new(m.rejections.clone()))?;
+        registry.register(Box::new(m.compile_duration.clone()))?;
+        registry.register(Box::new(m.functions.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,84 @@
+//! A guest that traps, spins, hoards memory or overflows its stack fails its own request
+//! with a precise status, while other requests, even concurrent ones, carry on.
+
+use localrun::examples;
+use std::time::Duration;
+
+#[tokio::test]
+async fn misbehaving_guests_fail_only_their_own_request() {
+    let dir = crate::functions_dir(&[(
+        "spinner",
+        artifacts::MISBEHAVE_COMPONENT,
+        "timeout_secs = 1\n",
+    )]);
+    let server = crate::start(dir.path(), &["--memory-mib", "32"]);
+    let client = examples::client();
+    let base = server.url("traffic");
+
+    // Keep hello busy while the others misbehave: none of its requests may fail.
+    let hello = {
+        let client = client.clone();
+        let url = format!("{base}/hello/");
+        tokio::spawn(async move {
+            let mut answered = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while tokio::time::Instant::now() < deadline {
+                let (status, v) = crate::get_json(&client, &url).await;
+                assert_eq!(status, 200, "hello failed while others misbehaved: {v}");
+                answered += 1;
+            }
+            answered
+        })
+    };
+
+    let cases = [
+        ("misbehave/trap", 500, "trapped"),
+        ("misbehave/oom", 500, "memory limit of 32 MiB"),
+        ("misbehave/stack", 500, "trapped"),
+        ("spinner/loop", 504, "timed out"),
+    ];
+    let runs = cases.map(|(path, status, message)| {
+        let client = client.clone();
+        let url = format!("{base}/{path}");
+        tokio::spawn(async move {
+            let (got, v) = crate::get_json(&client, &url).await;
+            assert_eq!(got, status, "{url}: {v}");
+            let error = v["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains(message),
+                "{url}: error {error:?} should mention {message:?}"
+            );
+        })
+    });
+    for run in runs {
+        run.await.unwrap();
+    }
+    let answered = hello.await.unwrap();
+    assert!(answered > 0);
+
+    // The host is still fine, and counted each failure by reason.
+    let (status, _) = crate::get_json(&client, &format!("{base}/misbehave/counter")).await;
+    assert_eq!(status, 200);
+    let text = crate::metrics(&client, &server).await;
+    for (function, reason) in [
+        ("misbehave", "trap"),
+        ("misbehave", "memory"),
+        ("spinner", "timeout"),
+    ] {
+        let series = format!(r#"faas_errors_total{{function="{function}",reason="{reason}"}}"#);
+        assert!(
+            crate::sample(&text, &series).unwrap_or(0.0) >= 1.0,
+            "no {series} in\n{text}"
+        );
+    }
+    assert_eq!(
+        crate::sample(&text, r#"faas_timeouts_total{function="spinner"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        crate::sample(&text, r#"faas_active_instances{function="misbehave"}"#),
+        Some(0.0),
+        "{text}"
+    );
+}

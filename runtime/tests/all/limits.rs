@@ -1,0 +1,118 @@
+use localrun::examples;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn a_guest_waiting_past_its_timeout_gets_504() {
+    let dir = crate::functions_dir(&[(
+        "slow",
+        artifacts::MISBEHAVE_COMPONENT,
+        "timeout_secs = 0.3\n",
+    )]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let start = Instant::now();
+    let (status, v) = crate::get_json(
+        &client,
+        &format!("{}/slow/sleep?ms=30000", server.url("traffic")),
+    )
+    .await;
+    assert_eq!(status, 504, "{v}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "the timeout did not cut the wait short"
+    );
+    // Under the limit is fine.
+    let (status, _) = crate::get_json(
+        &client,
+        &format!("{}/slow/sleep?ms=10", server.url("traffic")),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn over_concurrency_is_503_with_retry_after() {
+    let dir = crate::functions_dir(&[(
+        "single",
+        artifacts::MISBEHAVE_COMPONENT,
+        "max_concurrency = 1\n",
+    )]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let base = server.url("traffic");
+    let busy = tokio::spawn(client.get(format!("{base}/single/sleep?ms=2000")).send());
+    // Wait until the first request holds the only instance.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::sample(
+        &crate::metrics(&client, &server).await,
+        r#"faas_active_instances{function="single"}"#,
+    ) != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "the first request never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let response = client
+        .get(format!("{base}/single/counter"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    // Other functions are not affected by one function's limit.
+    assert_eq!(
+        client
+            .get(format!("{base}/hello/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    // With the instance free again, the function answers.
+    assert_eq!(
+        client
+            .get(format!("{base}/single/counter"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(
+            &text,
+            r#"faas_rejections_total{function="single",reason="concurrency"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &["--max-body-bytes", "1024"]);
+    let client = examples::client();
+    let url = format!("{}/hash/?rounds=1", server.url("traffic"));
+    assert_eq!(
+        client
+            .post(&url)
+            .body(vec![1u8; 1025])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+    assert_eq!(
+        client
+            .post(&url)
+            .body(vec![1u8; 1024])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

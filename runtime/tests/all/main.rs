@@ -1,0 +1,79 @@
+//! The runtime as users run it: the real binary on 127.0.0.1, real components, real
+//! sockets. Every test deploys through a functions directory (for now the only way in).
+
+mod containment;
+mod functions;
+mod isolation;
+mod limits;
+mod metrics;
+mod sandbox;
+mod shutdown;
+mod startup;
+
+use localrun::Service;
+use std::path::Path;
+
+/// A functions directory with every example function and test program, plus `extra`
+/// deployments: (name, component path, settings TOML).
+pub fn functions_dir(extra: &[(&str, &str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("functions-")
+        .tempdir()
+        .unwrap();
+    for (name, path) in artifacts::FUNCTIONS.iter().chain(artifacts::TEST_PROGRAMS) {
+        std::fs::copy(path, dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    for (name, path, settings) in extra {
+        std::fs::copy(path, dir.path().join(format!("{name}.wasm"))).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.toml")), settings).unwrap();
+    }
+    dir
+}
+
+/// Starts the runtime serving `dir` on free ports, with `extra` flags.
+pub fn start(dir: &Path, extra: &[&str]) -> Service {
+    let dir = dir.to_str().unwrap();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--ops-listen",
+        "127.0.0.1:0",
+        "--functions-dir",
+        dir,
+    ];
+    // Small pools keep the test processes light; the tests never need more.
+    args.extend_from_slice(&["--pool-instances", "64", "--max-memory-mib", "256"]);
+    args.extend_from_slice(extra);
+    Service::start(env!("CARGO_BIN_EXE_runtime"), &args, &["traffic", "ops"])
+        .expect("runtime starts")
+}
+
+/// Fetches `/metrics` from the ops listener.
+pub async fn metrics(client: &reqwest::Client, server: &Service) -> String {
+    let url = format!("{}/metrics", server.url("ops"));
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of the sample whose line starts with `series` (name and labels exactly).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// GET `url`, returning status and JSON body.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text:?}"));
+    (status, json)
+}

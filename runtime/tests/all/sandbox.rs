@@ -1,0 +1,90 @@
+//! Guests see no host files, no host environment, and reach no network address unless
+//! their settings allow it.
+
+use localrun::examples;
+use std::net::SocketAddr;
+
+/// A plain HTTP server on loopback that answers 200 "ok" to anything: what a guest
+/// would like to reach.
+async fn bystander() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"ok"),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn no_host_files_or_environment() {
+    let dir = crate::functions_dir(&[(
+        "configured",
+        artifacts::MISBEHAVE_COMPONENT,
+        "[env]\nGREETING = \"hi\"\n",
+    )]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let base = server.url("traffic");
+
+    let (status, v) = crate::get_json(&client, &format!("{base}/misbehave/env")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["env"],
+        serde_json::json!([]),
+        "the guest saw host environment: {v}"
+    );
+    let (_, v) = crate::get_json(&client, &format!("{base}/configured/env")).await;
+    assert_eq!(v["env"], serde_json::json!([["GREETING", "hi"]]), "{v}");
+
+    let secret = dir.path().join("misbehave.wasm");
+    for path in ["/etc/passwd", secret.to_str().unwrap(), "."] {
+        let (status, v) =
+            crate::get_json(&client, &format!("{base}/misbehave/file?path={path}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(v["read"], false, "the guest read {path}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn outbound_http_only_to_allowed_hosts() {
+    let target = bystander().await;
+    let allowed = format!(
+        "allowed_outbound_hosts = [\"127.0.0.1:{}\"]\n",
+        target.port()
+    );
+    let dir = crate::functions_dir(&[("allowed", artifacts::MISBEHAVE_COMPONENT, &allowed)]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let base = server.url("traffic");
+    let url = format!("http://{target}/");
+
+    let (status, v) = crate::get_json(&client, &format!("{base}/misbehave/fetch?url={url}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["status"],
+        serde_json::Value::Null,
+        "an unconfigured guest reached {url}: {v}"
+    );
+    // (wstd reports the host's HttpRequestDenied to the guest as a generic I/O error.)
+    assert!(!v["error"].as_str().unwrap_or_default().is_empty(), "{v}");
+
+    let (status, v) = crate::get_json(&client, &format!("{base}/allowed/fetch?url={url}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["status"], 200,
+        "the allowed guest could not reach {url}: {v}"
+    );
+}
