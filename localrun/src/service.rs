@@ -5,16 +5,18 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-/// One of our servers, running. Its stdout is echoed to our stderr (prefixed with its
-/// name, so test output shows what it said); its stderr is inherited.
+/// One of our servers, running. Its stdout and stderr are echoed to our stderr
+/// (prefixed with its name, so test output shows what it said), and its log lines are
+/// kept for [`Service::wait_for_log`].
 #[derive(Debug)]
 pub struct Service {
     name: String,
     child: Child,
     addrs: HashMap<String, SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Service {
@@ -37,10 +39,19 @@ impl Service {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (prefix, lines) = (name.clone(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{prefix}] {line}");
+                lines.lock().expect("log lock").push(line);
+            }
+        });
         let (tx, rx) = mpsc::channel();
         let prefix = name.clone();
         std::thread::spawn(move || {
@@ -58,6 +69,7 @@ impl Service {
             name,
             child,
             addrs: HashMap::new(),
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !listeners.iter().all(|l| service.addrs.contains_key(*l)) {
@@ -90,6 +102,30 @@ impl Service {
     /// `http://ADDR` of `listener`.
     pub fn url(&self, listener: &str) -> String {
         format!("http://{}", self.addr(listener))
+    }
+
+    /// Waits up to `timeout` for a line on the service's stderr (its log) containing
+    /// `needle`, and returns that line.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return Ok(line.clone());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} logged no line containing {needle:?} within {timeout:?}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
-use hyper::body::Incoming;
 use service_ops::{BoxError, HttpMetrics, ops};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +27,7 @@ pub const UNKNOWN_FUNCTION: &str = "(unknown)";
 pub struct Invoker {
     pub registry: Arc<Registry>,
     pub http: HttpMetrics,
-    pub faas: FaasMetrics,
+    pub(crate) faas: FaasMetrics,
     next_request_id: AtomicU64,
 }
 
@@ -94,7 +93,13 @@ impl Invoker {
         }
     }
 
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    /// Answers one request. Generic over the body so benchmarks can call it in-process
+    /// with a ready-made body; the server passes hyper's `Incoming`.
+    pub async fn handle<B>(self: Arc<Self>, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let start = Instant::now();
         let method = request.method().clone();
         let name = first_segment(request.uri().path());
@@ -117,11 +122,15 @@ impl Invoker {
         response
     }
 
-    async fn invoke(
+    async fn invoke<B>(
         self: Arc<Self>,
         function: Arc<Function>,
-        request: Request<Incoming>,
-    ) -> Response<Body> {
+        request: Request<B>,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let name = &*function.name;
         let limits = &function.limits;
         let reject = |reason: &str, status: u16, message: String| {

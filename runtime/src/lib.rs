@@ -32,35 +32,99 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(serve(config))
 }
 
+/// The host without its listeners: engine, linker, epoch ticker, deployed functions and
+/// the invoker that runs requests. `serve` puts sockets in front of it; benchmarks call
+/// [`invoke::Invoker::handle`] on it directly.
+pub struct Runtime {
+    engine: wasmtime::Engine,
+    linker: wasmtime::component::Linker<host::Host>,
+    invoker: Arc<invoke::Invoker>,
+    defaults: limits::Limits,
+    max_memory_bytes: u64,
+    _ticker: engine::EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("functions", &self.invoker.registry.names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and registers every metric in `prom`. Loads `--functions-dir`,
+    /// if given: every function is compiled and checked, and a bad one is an error that
+    /// names its file.
+    pub fn new(config: &Config, prom: &prometheus::Registry) -> anyhow::Result<Self> {
+        config.validate()?;
+        let http_metrics = HttpMetrics::new(prom)?;
+        let faas = metrics::FaasMetrics::new(prom)?;
+        let engine = engine::build(config)?;
+        let linker = engine::linker(&engine)?;
+        let ticker = engine::EpochTicker::start(engine.clone());
+        let runtime = Self {
+            invoker: Arc::new(invoke::Invoker::new(Default::default(), http_metrics, faas)),
+            defaults: config.default_limits(),
+            max_memory_bytes: config.max_memory_mib << 20,
+            engine,
+            linker,
+            _ticker: ticker,
+        };
+        if let Some(dir) = &config.functions_dir {
+            let functions = function::Function::load_dir(
+                &runtime.engine,
+                &runtime.linker,
+                dir,
+                &runtime.defaults,
+                runtime.max_memory_bytes,
+            )?;
+            for function in functions {
+                runtime.install(function);
+            }
+        }
+        Ok(runtime)
+    }
+
+    /// Compiles and installs `wasm` as `name`, replacing any previous version.
+    pub fn deploy(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        settings: &limits::Settings,
+    ) -> Result<(), function::LoadError> {
+        let function = function::Function::load(
+            &self.engine,
+            &self.linker,
+            name,
+            wasm,
+            settings,
+            &self.defaults,
+            self.max_memory_bytes,
+        )?;
+        self.install(function);
+        Ok(())
+    }
+
+    fn install(&self, function: function::Function) {
+        let faas = &self.invoker.faas;
+        faas.compile_duration
+            .with_label_values(&[&*function.name])
+            .observe(function.compile_seconds);
+        self.invoker.registry.insert(function);
+        faas.functions.set(self.invoker.registry.len() as i64);
+    }
+
+    pub fn invoker(&self) -> Arc<invoke::Invoker> {
+        self.invoker.clone()
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let prom = prometheus::Registry::new();
     prom.register(Box::new(ProcessCollector::new()))?;
-    let http_metrics = HttpMetrics::new(&prom)?;
-    let faas = metrics::FaasMetrics::new(&prom)?;
-
-    let engine = engine::build(&config)?;
-    let linker = engine::linker(&engine)?;
-    let _ticker = engine::EpochTicker::start(engine.clone());
-
-    // Every function is compiled and checked before a socket is bound: a bad one stops
-    // the start with its name and reason.
-    let registry = Arc::new(registry::Registry::default());
-    if let Some(dir) = &config.functions_dir {
-        let functions = function::Function::load_dir(
-            &engine,
-            &linker,
-            dir,
-            &config.default_limits(),
-            config.max_memory_mib << 20,
-        )?;
-        for function in functions {
-            faas.compile_duration
-                .with_label_values(&[&*function.name])
-                .observe(function.compile_seconds);
-            registry.insert(function);
-        }
-    }
-    faas.functions.set(registry.len() as i64);
+    // Every function is compiled and checked before a socket is bound.
+    let runtime = Runtime::new(&config, &prom)?;
 
     let shutdown = Shutdown::on_signals()?;
     let traffic = service_ops::listen(config.listen, "traffic").await?;
@@ -72,12 +136,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         header_read_timeout: std::time::Duration::from_secs_f64(config.header_read_timeout_secs),
         connections,
     };
-    let connections = http_metrics.connections();
-    let invoker = Arc::new(invoke::Invoker::new(registry, http_metrics, faas));
-    let traffic_service = hyper::service::service_fn(move |request| {
-        let invoker = invoker.clone();
-        async move { Ok::<_, Infallible>(invoker.handle(request).await) }
-    });
+    let invoker = runtime.invoker();
+    let connections = invoker.http.connections();
+    let traffic_service =
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let invoker = invoker.clone();
+            async move { Ok::<_, Infallible>(invoker.handle(request).await) }
+        });
     let ops_shutdown = shutdown.clone();
     let ops_service =
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
@@ -105,6 +170,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     traffic.await?;
     ops.await?;
+    drop(runtime);
     tracing::info!("stopped");
     Ok(())
 }

@@ -88,3 +88,27 @@ async fn outbound_http_only_to_allowed_hosts() {
         "the allowed guest could not reach {url}: {v}"
     );
 }
+
+#[tokio::test]
+async fn guest_output_goes_to_the_host_log_tagged() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let (status, _) = crate::get_json(
+        &client,
+        &format!("{}/misbehave/print", server.url("traffic")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (stream, text) in [
+        ("stdout", "misbehave says hello on stdout"),
+        ("stderr", "misbehave says hello on stderr"),
+    ] {
+        let line = server
+            .wait_for_log(text, std::time::Duration::from_secs(10))
+            .unwrap();
+        assert!(line.contains("function=misbehave"), "{line}");
+        assert!(line.contains("request_id="), "{line}");
+        assert!(line.contains(&format!("stream=\"{stream}\"")), "{line}");
+    }
+}
