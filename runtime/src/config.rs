@@ -56,6 +56,11 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_KEEP_RESIDENT_BYTES", default_value_t = 1 << 20)]
     pub keep_resident_bytes: usize,
 
+    /// Slot decommits (madvise) gathered into one batch: fewer, shared TLB shootdowns
+    /// at the price of slots waiting a little longer to be reused.
+    #[arg(long, env = "RUNTIME_DECOMMIT_BATCH_SIZE", default_value_t = 16)]
+    pub decommit_batch_size: usize,
+
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "RUNTIME_DRAIN_TIMEOUT_SECS", default_value_t = 30.0)]
     pub drain_timeout_secs: f64,

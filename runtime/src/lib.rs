@@ -9,6 +9,7 @@
 mod config;
 pub mod engine;
 pub mod function;
+mod heap;
 mod host;
 pub mod invoke;
 pub mod limits;
@@ -82,6 +83,7 @@ impl Runtime {
             for function in functions {
                 runtime.install(function);
             }
+            heap::release_free_memory();
         }
         Ok(runtime)
     }
@@ -103,6 +105,7 @@ impl Runtime {
             self.max_memory_bytes,
         )?;
         self.install(function);
+        heap::release_free_memory();
         Ok(())
     }
 
