@@ -38,7 +38,6 @@ enum Failure {
     Memory(u64),
     Trap(String),
     NoResponse,
-    Host(String),
 }
 
 impl Failure {
@@ -48,7 +47,6 @@ impl Failure {
             Failure::Memory(_) => "memory",
             Failure::Trap(_) => "trap",
             Failure::NoResponse => "no_response",
-            Failure::Host(_) => "host",
         }
     }
 
@@ -69,10 +67,6 @@ impl Failure {
             Failure::NoResponse => (
                 500,
                 format!("function {function:?} returned without a response"),
-            ),
-            Failure::Host(e) => (
-                500,
-                format!("function {function:?} failed in the host: {e}"),
             ),
         };
         boxed(ops::json_error(status, &message))
@@ -236,15 +230,17 @@ impl Invoker {
             tracing::info!(function = name, request_id, "cold start");
         }
         self.faas.invocations.with_label_values(&[name]).inc();
-        let active = self.faas.active_instances.with_label_values(&[name]);
-        active.inc();
+        let active = ActiveInstance::new(self.faas.active_instances.with_label_values(&[name]));
 
         let timeout = limits.timeout;
         let memory_limit = limits.memory_bytes;
         let pre = function.pre.clone();
         let faas = self.faas.clone();
         let fname = function.name.clone();
-        let task = tokio::spawn(async move {
+        // The guest runs in this request's task at first: a guest that answers and
+        // returns in one go (most do) costs no spawn and no cross-thread wake-up. If it
+        // answers and keeps going (a streaming body), the rest moves to its own task.
+        let guest = async move {
             let _permit = permit;
             let run = async {
                 let t0 = Instant::now();
@@ -265,7 +261,7 @@ impl Invoker {
             let outcome = tokio::time::timeout(timeout, run).await;
             // Drop the instance before reporting: its memory slot goes back to the pool.
             drop(store);
-            active.dec();
+            drop(active);
             let failure = match outcome {
                 Err(_elapsed) => Some(Failure::Timeout),
                 Ok(Ok(())) => None,
@@ -288,12 +284,39 @@ impl Invoker {
                 );
             }
             failure
-        });
-
-        match rx.await {
-            // Headers are ready; the body streams from the guest while the task runs on.
-            Ok(Ok(response)) => response.map(|b| b.map_err(BoxError::from).boxed_unsync()),
-            Ok(Err(code)) => {
+        };
+        let mut guest = Box::pin(guest);
+        let mut rx = rx;
+        let first = tokio::select! {
+            biased;
+            failure = &mut guest => First::Finished(failure),
+            answer = &mut rx => First::Answered(answer.ok()),
+        };
+        let answer = match first {
+            // Headers are ready and the guest is still running: let it finish the body
+            // on its own task, and answer now.
+            First::Answered(answer) => {
+                tokio::spawn(guest);
+                answer
+            }
+            // The guest is done; whatever it answered is in the channel.
+            First::Finished(failure) => match rx.try_recv() {
+                Ok(answer) => Some(answer),
+                Err(_) => {
+                    let failure = failure.unwrap_or_else(|| {
+                        self.faas
+                            .errors
+                            .with_label_values(&[name, "no_response"])
+                            .inc();
+                        Failure::NoResponse
+                    });
+                    return failure.response(name, timeout);
+                }
+            },
+        };
+        match answer {
+            Some(Ok(response)) => response.map(|b| b.map_err(BoxError::from).boxed_unsync()),
+            Some(Err(code)) => {
                 self.faas
                     .errors
                     .with_label_values(&[name, "error_response"])
@@ -303,22 +326,33 @@ impl Invoker {
                     &format!("function {name:?} answered with an error: {code:?}"),
                 ))
             }
-            // The guest never set a response: the task says why.
-            Err(_) => {
-                let failure = match task.await {
-                    Ok(Some(failure)) => failure,
-                    Ok(None) => {
-                        self.faas
-                            .errors
-                            .with_label_values(&[name, "no_response"])
-                            .inc();
-                        Failure::NoResponse
-                    }
-                    Err(join) => Failure::Host(join.to_string()),
-                };
-                failure.response(name, timeout)
-            }
+            // The sender went away without an answer while the guest was still running:
+            // it cannot answer any more. (Its own outcome is counted when it ends.)
+            None => Failure::NoResponse.response(name, timeout),
         }
+    }
+}
+
+/// Which came first: the guest finishing, or its answer (response headers or an error).
+enum First<A> {
+    Finished(Option<Failure>),
+    Answered(Option<A>),
+}
+
+/// Keeps `faas_active_instances` raised while an instance is alive, also when the
+/// request is dropped mid-way (a client that goes away cancels its guest).
+struct ActiveInstance(prometheus::IntGauge);
+
+impl ActiveInstance {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ActiveInstance {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -22,3 +22,22 @@ async fn a_component_built_without_the_sdk_runs_unchanged() {
         "plain wasi says hi to /plain-wasi/some/path?x=1\n"
     );
 }
+
+/// A body much larger than the guest's writes is streamed whole, while the guest is
+/// still producing it.
+#[tokio::test]
+async fn large_response_bodies_stream_whole() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &[]);
+    let url = format!("{}/misbehave/big?kib=4096", server.url("traffic"));
+    let response = examples::client().get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body.len(), 4096 * 1024);
+    assert!(
+        body.iter()
+            .enumerate()
+            .all(|(i, b)| *b == b'a' + (i % 26) as u8),
+        "body corrupted"
+    );
+}

@@ -66,6 +66,15 @@ pub async fn handle(request: Request) -> Result {
                 &serde_json::json!({ "url": url, "status": result.as_ref().ok(), "error": result.err() }),
             ))
         }
+        "big" => {
+            // A body far larger than one write: the host must stream it while the guest
+            // is still writing.
+            let kib = query.get_in("kib", 1024usize, 0..=65536)?;
+            let body: String = (0..kib * 1024)
+                .map(|i| (b'a' + (i % 26) as u8) as char)
+                .collect();
+            Ok(sdk::text(200, body))
+        }
         "print" => {
             println!("misbehave says hello on stdout");
             eprintln!("misbehave says hello on stderr");
