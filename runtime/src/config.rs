@@ -22,6 +22,22 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_FUNCTIONS_DIR")]
     pub functions_dir: Option<PathBuf>,
 
+    /// Directory where deployed functions and their compiled code are kept, so deploys
+    /// survive restarts and a restart compiles nothing it compiled before. Without it,
+    /// deploys live in memory only. Keep it private to the runtime's user: compiled code
+    /// in it is loaded and run as is.
+    #[arg(long, env = "RUNTIME_STORE_DIR")]
+    pub store_dir: Option<PathBuf>,
+
+    /// Bearer token the deploy API's mutating calls (PUT, DELETE) require. Required when
+    /// the ops listener is not on a loopback address.
+    #[arg(long, env = "RUNTIME_DEPLOY_TOKEN", hide_env_values = true)]
+    pub deploy_token: Option<String>,
+
+    /// Largest component accepted by `PUT /functions/{name}`, in bytes.
+    #[arg(long, env = "RUNTIME_MAX_DEPLOY_BYTES", default_value_t = 64 << 20)]
+    pub max_deploy_bytes: usize,
+
     /// Default linear-memory cap per instance, in MiB (a function's settings may lower
     /// or raise it up to --max-memory-mib).
     #[arg(long, env = "RUNTIME_MEMORY_MIB", default_value_t = 128)]
@@ -110,6 +126,16 @@ impl Config {
             self.worker_threads != Some(0),
             "--worker-threads must be at least 1"
         );
+        if self.deploy_token.as_deref() == Some("") {
+            anyhow::bail!("--deploy-token must not be empty");
+        }
+        if self.deploy_token.is_none() && !self.ops_listen.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to serve the deploy API on {} without a token: set --deploy-token \
+                 (RUNTIME_DEPLOY_TOKEN) or listen on a loopback address",
+                self.ops_listen
+            );
+        }
         if let Some(dir) = &self.functions_dir {
             anyhow::ensure!(
                 dir.is_dir(),

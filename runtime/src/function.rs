@@ -12,6 +12,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::host::Host;
 use crate::limits::{Limits, Settings};
+use crate::store::{self, FunctionStore};
 
 /// Why a function could not be loaded. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +46,16 @@ pub struct Function {
     pub permits: Arc<Semaphore>,
     /// True until the first invocation in this process: that one is the cold start.
     pub cold: AtomicBool,
-    /// How long compiling and pre-instantiating took.
+    /// How long compiling (or loading compiled code) and pre-instantiating took.
     pub compile_seconds: f64,
+    /// True when the compiled code came from the on-disk cache instead of Cranelift.
+    pub from_cache: bool,
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: String,
+    pub size: u64,
+    pub settings: Settings,
+    /// When this version was deployed, in seconds since the Unix epoch.
+    pub deployed_at: u64,
 }
 
 impl std::fmt::Debug for Function {
@@ -73,7 +82,26 @@ pub fn validate_name(name: &str) -> Result<(), LoadError> {
 }
 
 impl Function {
-    /// Compiles `wasm`, links it, and checks it is a wasi:http handler.
+    /// What the deploy API shows about this version.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": &*self.name,
+            "digest": self.digest,
+            "size": self.size,
+            "deployed_at": self.deployed_at,
+            "settings": self.settings,
+            "limits": {
+                "memory_bytes": self.limits.memory_bytes,
+                "timeout_secs": self.limits.timeout.as_secs_f64(),
+                "max_concurrency": self.limits.max_concurrency,
+                "max_body_bytes": self.limits.max_body_bytes,
+            },
+        })
+    }
+
+    /// Compiles `wasm` (or loads its compiled code from `cache`), links it, and checks it
+    /// is a wasi:http handler.
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         engine: &Engine,
         linker: &Linker<Host>,
@@ -82,14 +110,15 @@ impl Function {
         settings: &Settings,
         defaults: &Limits,
         max_memory_bytes: u64,
+        cache: Option<&FunctionStore>,
     ) -> Result<Self, LoadError> {
         validate_name(name)?;
         let limits = settings
             .limits(defaults, max_memory_bytes)
             .map_err(LoadError::Settings)?;
         let start = Instant::now();
-        let component =
-            Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let digest = store::digest(wasm);
+        let (component, from_cache) = compile(engine, wasm, &digest, cache)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
@@ -107,6 +136,14 @@ impl Function {
             limits,
             cold: AtomicBool::new(true),
             compile_seconds: start.elapsed().as_secs_f64(),
+            from_cache,
+            digest,
+            size: wasm.len() as u64,
+            settings: settings.clone(),
+            deployed_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         })
     }
 
@@ -117,6 +154,7 @@ impl Function {
         dir: &Path,
         defaults: &Limits,
         max_memory_bytes: u64,
+        cache: Option<&FunctionStore>,
     ) -> anyhow::Result<Vec<Function>> {
         let io = |path: &Path, source| LoadError::Io {
             path: path.display().to_string(),
@@ -152,6 +190,7 @@ impl Function {
                 &settings,
                 defaults,
                 max_memory_bytes,
+                cache,
             )
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             tracing::info!(
@@ -163,6 +202,62 @@ impl Function {
         }
         Ok(functions)
     }
+}
+
+/// Compiled code is cached under a key made of the component's digest and the engine's
+/// compatibility hash (wasmtime version, target, every setting that changes codegen), so
+/// a restart or a redeploy of known bytes loads machine code instead of compiling, and an
+/// engine change never loads incompatible code.
+fn compile(
+    engine: &Engine,
+    wasm: &[u8],
+    digest: &str,
+    cache: Option<&FunctionStore>,
+) -> Result<(Component, bool), LoadError> {
+    let compile = || Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+    let Some(cache) = cache else {
+        return Ok((compile()?, false));
+    };
+    let path = cache.cache_path(&cache_key(engine, digest));
+    if path.exists() {
+        // SAFETY: `deserialize_file` runs the machine code in the file, so it must be code
+        // this runtime compiled: the cache directory is inside the store, which only the
+        // runtime writes (README: keep it private to the runtime's user); files are
+        // written atomically, and wasmtime checks the header and engine compatibility.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize_file(engine, &path) };
+        match loaded {
+            Ok(component) => return Ok((component, true)),
+            Err(e) => {
+                tracing::warn!(
+                    "discarding unusable compiled code {}: {e:#}",
+                    path.display()
+                );
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    let component = compile()?;
+    match component.serialize() {
+        Ok(bytes) => {
+            if let Err(e) = store::write_atomic(&path, &bytes) {
+                tracing::warn!("caching compiled code at {}: {e}", path.display());
+            }
+        }
+        Err(e) => tracing::warn!("serialising compiled code: {e:#}"),
+    }
+    Ok((component, false))
+}
+
+fn cache_key(engine: &Engine, digest: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!(
+        "{}-{:016x}",
+        digest.trim_start_matches("sha256:"),
+        hasher.finish()
+    )
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ enum Failure {
     Memory(u64),
     Trap(String),
     NoResponse,
+    /// The instance pool had no free slot (all functions together are at
+    /// `--pool-instances`).
+    Capacity,
 }
 
 impl Failure {
@@ -47,6 +50,7 @@ impl Failure {
             Failure::Memory(_) => "memory",
             Failure::Trap(_) => "trap",
             Failure::NoResponse => "no_response",
+            Failure::Capacity => "capacity",
         }
     }
 
@@ -68,9 +72,28 @@ impl Failure {
                 500,
                 format!("function {function:?} returned without a response"),
             ),
+            Failure::Capacity => (
+                503,
+                "the runtime has no free instance slot; retry shortly".to_string(),
+            ),
         };
-        boxed(ops::json_error(status, &message))
+        let response = boxed(ops::json_error(status, &message));
+        if matches!(self, Failure::Capacity) {
+            retry_soon(response)
+        } else {
+            response
+        }
     }
+}
+
+/// Adds `Retry-After: 1` to a 503: the condition (a full function or pool) clears as
+/// soon as running requests finish.
+fn retry_soon(mut response: Response<Body>) -> Response<Body> {
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 fn boxed(response: Response<Full<Bytes>>) -> Response<Body> {
@@ -153,19 +176,14 @@ impl Invoker {
         // Beyond the concurrency limit: refuse now rather than queue without bound; the
         // client (or nginx, or a load balancer) retries after a moment.
         let Ok(permit) = function.permits.clone().try_acquire_owned() else {
-            let mut response = reject(
+            return retry_soon(reject(
                 "concurrency",
                 503,
                 format!(
                     "function {name:?} is at its limit of {} concurrent instances",
                     limits.max_concurrency
                 ),
-            );
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            return response;
+            ));
         };
         let body = match Limited::new(body, limits.max_body_bytes as usize)
             .collect()
@@ -359,6 +377,12 @@ impl Drop for ActiveInstance {
 fn classify(error: &wasmtime::Error, usage: &Usage, memory_limit: u64) -> Failure {
     if usage.memory_limit_hit.load(Ordering::Relaxed) {
         return Failure::Memory(memory_limit);
+    }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return Failure::Capacity;
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Failure::Timeout,

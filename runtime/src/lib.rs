@@ -6,6 +6,8 @@
 //! ([`invoke`]). Limits (memory, time, concurrency, body size) fail only the request that
 //! hits them.
 
+mod api;
+mod cli;
 mod config;
 pub mod engine;
 pub mod function;
@@ -15,7 +17,9 @@ pub mod invoke;
 pub mod limits;
 mod metrics;
 pub mod registry;
+pub mod store;
 
+pub use cli::{Cli, Command};
 pub use config::Config;
 
 use std::convert::Infallible;
@@ -33,15 +37,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(serve(config))
 }
 
-/// The host without its listeners: engine, linker, epoch ticker, deployed functions and
-/// the invoker that runs requests. `serve` puts sockets in front of it; benchmarks call
-/// [`invoke::Invoker::handle`] on it directly.
+/// The host without its listeners: engine, linker, epoch ticker, deployed functions, the
+/// store that keeps them, and the invoker that runs requests. `serve` puts sockets in
+/// front of it; benchmarks call [`invoke::Invoker::handle`] on it directly.
 pub struct Runtime {
     engine: wasmtime::Engine,
     linker: wasmtime::component::Linker<host::Host>,
     invoker: Arc<invoke::Invoker>,
+    store: Option<store::FunctionStore>,
     defaults: limits::Limits,
     max_memory_bytes: u64,
+    /// One deploy or delete at a time: store writes and the swap happen in order.
+    deploy_lock: std::sync::Mutex<()>,
     _ticker: engine::EpochTicker,
 }
 
@@ -53,10 +60,27 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// What a deploy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployed {
+    Created,
+    Replaced,
+}
+
+/// Why a deploy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Invalid(#[from] function::LoadError),
+    #[error("writing the store: {0}")]
+    Store(#[from] std::io::Error),
+}
+
 impl Runtime {
     /// Builds the engine and registers every metric in `prom`. Loads `--functions-dir`,
-    /// if given: every function is compiled and checked, and a bad one is an error that
-    /// names its file.
+    /// then what `--store-dir` holds (a stored deploy wins over a file of the same name).
+    /// Every function is compiled (or loaded from the compiled-code cache) and checked;
+    /// a bad one is an error that names it.
     pub fn new(config: &Config, prom: &prometheus::Registry) -> anyhow::Result<Self> {
         config.validate()?;
         let http_metrics = HttpMetrics::new(prom)?;
@@ -64,12 +88,21 @@ impl Runtime {
         let engine = engine::build(config)?;
         let linker = engine::linker(&engine)?;
         let ticker = engine::EpochTicker::start(engine.clone());
+        let store = match &config.store_dir {
+            Some(dir) => Some(
+                store::FunctionStore::open(dir)
+                    .map_err(|e| anyhow::anyhow!("opening the store {}: {e}", dir.display()))?,
+            ),
+            None => None,
+        };
         let runtime = Self {
             invoker: Arc::new(invoke::Invoker::new(Default::default(), http_metrics, faas)),
             defaults: config.default_limits(),
             max_memory_bytes: config.max_memory_mib << 20,
+            deploy_lock: Default::default(),
             engine,
             linker,
+            store,
             _ticker: ticker,
         };
         if let Some(dir) = &config.functions_dir {
@@ -79,23 +112,38 @@ impl Runtime {
                 dir,
                 &runtime.defaults,
                 runtime.max_memory_bytes,
+                runtime.store.as_ref(),
             )?;
             for function in functions {
                 runtime.install(function);
             }
-            heap::release_free_memory();
         }
+        if let Some(store) = &runtime.store {
+            for record in store.list()? {
+                let wasm = store.wasm(&record)?;
+                let mut function = runtime
+                    .load(&record.name, &wasm, &record.settings)
+                    .map_err(|e| anyhow::anyhow!("stored function {}: {e}", record.name))?;
+                function.deployed_at = record.deployed_at;
+                tracing::info!(
+                    function = record.name,
+                    from_cache = function.from_cache,
+                    "restored"
+                );
+                runtime.install(function);
+            }
+        }
+        heap::release_free_memory();
         Ok(runtime)
     }
 
-    /// Compiles and installs `wasm` as `name`, replacing any previous version.
-    pub fn deploy(
+    fn load(
         &self,
         name: &str,
         wasm: &[u8],
         settings: &limits::Settings,
-    ) -> Result<(), function::LoadError> {
-        let function = function::Function::load(
+    ) -> Result<function::Function, function::LoadError> {
+        function::Function::load(
             &self.engine,
             &self.linker,
             name,
@@ -103,23 +151,83 @@ impl Runtime {
             settings,
             &self.defaults,
             self.max_memory_bytes,
-        )?;
-        self.install(function);
-        heap::release_free_memory();
-        Ok(())
+            self.store.as_ref(),
+        )
     }
 
-    fn install(&self, function: function::Function) {
+    /// Compiles and checks `wasm`, records it durably (with a store), then swaps it in
+    /// for `name`. Requests already running finish on the version they started with; a
+    /// component that fails to load changes nothing.
+    pub fn deploy(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        settings: &limits::Settings,
+    ) -> Result<Deployed, DeployError> {
+        let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut function = self.load(name, wasm, settings)?;
+        heap::release_free_memory();
+        if let Some(store) = &self.store {
+            function.deployed_at = store.put(name, wasm, settings)?.deployed_at;
+        }
+        Ok(if self.install(function) {
+            Deployed::Replaced
+        } else {
+            Deployed::Created
+        })
+    }
+
+    /// Removes `name` (and its stored copy). False if there was no such function.
+    pub fn remove(&self, name: &str) -> std::io::Result<bool> {
+        let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let stored = match &self.store {
+            Some(store) => store.remove(name)?,
+            None => false,
+        };
+        let removed = self.invoker.registry.remove(name).is_some();
+        self.invoker
+            .faas
+            .functions
+            .set(self.invoker.registry.len() as i64);
+        Ok(stored || removed)
+    }
+
+    /// Installs `function`; true if it replaced a version.
+    fn install(&self, function: function::Function) -> bool {
         let faas = &self.invoker.faas;
         faas.compile_duration
             .with_label_values(&[&*function.name])
             .observe(function.compile_seconds);
-        self.invoker.registry.insert(function);
+        faas.compiles
+            .with_label_values(&[if function.from_cache {
+                "cached"
+            } else {
+                "compiled"
+            }])
+            .inc();
+        let replaced = self.invoker.registry.insert(function).is_some();
         faas.functions.set(self.invoker.registry.len() as i64);
+        replaced
     }
 
     pub fn invoker(&self) -> Arc<invoke::Invoker> {
         self.invoker.clone()
+    }
+
+    pub fn functions(&self) -> Vec<Arc<function::Function>> {
+        self.invoker.registry.all()
+    }
+
+    pub fn function(&self, name: &str) -> Option<Arc<function::Function>> {
+        self.invoker.registry.get(name)
+    }
+
+    fn count_deployment(&self, result: &str) {
+        self.invoker
+            .faas
+            .deployments
+            .with_label_values(&[result])
+            .inc();
     }
 }
 
@@ -127,7 +235,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let prom = prometheus::Registry::new();
     prom.register(Box::new(ProcessCollector::new()))?;
     // Every function is compiled and checked before a socket is bound.
-    let runtime = Runtime::new(&config, &prom)?;
+    let runtime = Arc::new(Runtime::new(&config, &prom)?);
 
     let shutdown = Shutdown::on_signals()?;
     let traffic = service_ops::listen(config.listen, "traffic").await?;
@@ -147,17 +255,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             async move { Ok::<_, Infallible>(invoker.handle(request).await) }
         });
     let ops_shutdown = shutdown.clone();
+    let api = Arc::new(api::Api::new(
+        runtime.clone(),
+        config.deploy_token.clone(),
+        config.max_deploy_bytes,
+    ));
     let ops_service =
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let response = match request.uri().path() {
-                "/metrics" => ops::metrics(&prom),
-                "/healthz" => ops::healthz(ops_shutdown.is_triggered()),
-                path => ops::json_error(
-                    404,
-                    &format!("no ops endpoint {path:?}; try /metrics or /healthz"),
-                ),
-            };
-            std::future::ready(Ok::<_, Infallible>(response))
+            let (api, prom, shutdown) = (api.clone(), prom.clone(), ops_shutdown.clone());
+            async move {
+                let response = match request.uri().path() {
+                    "/metrics" => ops::metrics(&prom),
+                    "/healthz" => ops::healthz(shutdown.is_triggered()),
+                    _ => api.handle(request).await,
+                };
+                Ok::<_, Infallible>(response)
+            }
         });
     let traffic = tokio::spawn(service_ops::serve(
         traffic,

@@ -1,7 +1,7 @@
 //! Per-function limits and settings: process-wide defaults, overridden per function by a
 //! `NAME.toml` sidecar next to `NAME.wasm`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -29,18 +29,22 @@ pub struct Limits {
 /// [env]
 /// GREETING = "hi"
 /// ```
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
     /// Environment variables the guest sees (it sees none of the host's).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// `host` or `host:port` the guest may send HTTP requests to; empty: none.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
 }
 

@@ -2,9 +2,15 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let config = runtime::Config::parse();
-    service_ops::init_tracing();
-    match runtime::run(config) {
+    let cli = runtime::Cli::parse();
+    let result = match cli.command {
+        Some(command) => command.run(),
+        None => {
+            service_ops::init_tracing();
+            runtime::run(cli.serve)
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("runtime: {e:#}");

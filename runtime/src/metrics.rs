@@ -19,6 +19,8 @@ pub struct FaasMetrics {
     pub rejections: IntCounterVec,
     pub compile_duration: HistogramVec,
     pub functions: IntGauge,
+    pub deployments: IntCounterVec,
+    pub compiles: IntCounterVec,
 }
 
 impl FaasMetrics {
@@ -84,6 +86,16 @@ impl FaasMetrics {
                 ],
             )?,
             functions: IntGauge::new("faas_functions_deployed", "Functions currently deployed.")?,
+            deployments: counter(
+                "faas_deployments_total",
+                "Deploy API calls by result (created, replaced, invalid, deleted, not_found, unauthorized, failed).",
+                &["result"],
+            )?,
+            compiles: counter(
+                "faas_compiles_total",
+                "Function versions made ready, by how: compiled, or cached (compiled code loaded from the store).",
+                &["result"],
+            )?,
         };
         registry.register(Box::new(m.invocations.clone()))?;
         registry.register(Box::new(m.invoke_duration.clone()))?;
@@ -96,6 +108,8 @@ impl FaasMetrics {
         registry.register(Box::new(m.rejections.clone()))?;
         registry.register(Box::new(m.compile_duration.clone()))?;
         registry.register(Box::new(m.functions.clone()))?;
+        registry.register(Box::new(m.deployments.clone()))?;
+        registry.register(Box::new(m.compiles.clone()))?;
         Ok(m)
     }
 }

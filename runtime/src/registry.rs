@@ -29,6 +29,24 @@ impl Registry {
             .insert(name, Arc::new(function))
     }
 
+    /// Removes `name`; requests already running keep their version until they finish.
+    pub fn remove(&self, name: &str) -> Option<Arc<Function>> {
+        self.functions.write().expect("registry lock").remove(name)
+    }
+
+    /// Every deployed function, by name.
+    pub fn all(&self) -> Vec<Arc<Function>> {
+        let mut all: Vec<_> = self
+            .functions
+            .read()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<_> = self
             .functions

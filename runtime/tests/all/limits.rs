@@ -116,3 +116,44 @@ async fn body_over_the_limit_is_413() {
         200
     );
 }
+
+/// With every pool slot taken (all functions together), a new request is a 503 that
+/// says so, not a trap.
+#[tokio::test]
+async fn a_full_instance_pool_is_503_not_a_trap() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &["--pool-instances", "1"]);
+    let client = examples::client();
+    let base = server.url("traffic");
+    let busy = tokio::spawn(client.get(format!("{base}/misbehave/sleep?ms=2000")).send());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::sample(
+        &crate::metrics(&client, &server).await,
+        r#"faas_active_instances{function="misbehave"}"#,
+    ) != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "the first request never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let response = client.get(format!("{base}/hello/")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let v: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no free instance slot"),
+        "{v}"
+    );
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(format!("{base}/hello/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -2,6 +2,7 @@
 //! sockets. Every test deploys through a functions directory (for now the only way in).
 
 mod containment;
+mod deploy;
 mod functions;
 mod isolation;
 mod limits;
@@ -42,7 +43,11 @@ pub fn start(dir: &Path, extra: &[&str]) -> Service {
         dir,
     ];
     // Small pools keep the test processes light; the tests never need more.
-    args.extend_from_slice(&["--pool-instances", "64", "--max-memory-mib", "256"]);
+    for (flag, value) in [("--pool-instances", "64"), ("--max-memory-mib", "256")] {
+        if !extra.contains(&flag) {
+            args.extend_from_slice(&[flag, value]);
+        }
+    }
     args.extend_from_slice(extra);
     Service::start(env!("CARGO_BIN_EXE_runtime"), &args, &["traffic", "ops"])
         .expect("runtime starts")

@@ -67,3 +67,15 @@ fn bad_settings_and_names_are_refused() {
     let stderr = start_fails(dir.path());
     assert!(stderr.contains("invalid function name"), "{stderr}");
 }
+
+#[test]
+fn a_public_deploy_api_without_a_token_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args(["--listen", "127.0.0.1:0", "--ops-listen", "0.0.0.0:0"])
+        .env_remove("RUNTIME_DEPLOY_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--deploy-token"), "{stderr}");
+}

@@ -1,0 +1,277 @@
+//! The deploy API on the ops listener:
+//!
+//! - `PUT /functions/{name}`: body = the component; settings as query parameters
+//!   (`memory_mib`, `timeout_secs`, `max_concurrency`, `max_body_bytes`, `env=KEY=VALUE`
+//!   repeated, `allow=HOST[:PORT]` repeated). 201 created, 200 replaced.
+//! - `GET /functions`, `GET /functions/{name}`: what is deployed (digest, size, settings,
+//!   effective limits, deployed_at).
+//! - `DELETE /functions/{name}`: 204.
+//!
+//! PUT and DELETE need `Authorization: Bearer TOKEN` when a token is configured.
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use service_ops::ops;
+use std::sync::Arc;
+
+use crate::function::LoadError;
+use crate::limits::Settings;
+use crate::{DeployError, Deployed, Runtime};
+
+#[derive(Debug)]
+pub struct Api {
+    runtime: Arc<Runtime>,
+    token: Option<String>,
+    max_deploy_bytes: usize,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+impl Api {
+    pub fn new(runtime: Arc<Runtime>, token: Option<String>, max_deploy_bytes: usize) -> Self {
+        Self {
+            runtime,
+            token,
+            max_deploy_bytes,
+        }
+    }
+
+    pub async fn handle<B>(&self, request: Request<B>) -> Reply
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<service_ops::BoxError>,
+    {
+        let path = request.uri().path().to_string();
+        let name = match path.strip_prefix("/functions") {
+            Some("" | "/") => None,
+            Some(rest) if rest.starts_with('/') => Some(rest[1..].to_string()),
+            _ => {
+                return ops::json_error(
+                    404,
+                    &format!("no ops endpoint {path:?}; try /functions, /metrics or /healthz"),
+                );
+            }
+        };
+        let method = request.method().clone();
+        if matches!(method, Method::PUT | Method::DELETE) && !self.authorized(&request) {
+            self.runtime.count_deployment("unauthorized");
+            let mut reply = ops::json_error(401, "a valid bearer token is required for this call");
+            reply.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return reply;
+        }
+        match (method, name) {
+            (Method::GET, None) => {
+                let functions: Vec<_> = self
+                    .runtime
+                    .functions()
+                    .iter()
+                    .map(|f| f.describe())
+                    .collect();
+                json(200, &serde_json::json!({ "functions": functions }))
+            }
+            (Method::GET, Some(name)) => match self.runtime.function(&name) {
+                Some(function) => json(200, &function.describe()),
+                None => ops::json_error(404, &format!("no function named {name:?}")),
+            },
+            (Method::PUT, Some(name)) => self.deploy(name, request).await,
+            (Method::DELETE, Some(name)) => {
+                let runtime = self.runtime.clone();
+                let target = name.clone();
+                match tokio::task::spawn_blocking(move || runtime.remove(&target)).await {
+                    Ok(Ok(true)) => {
+                        self.runtime.count_deployment("deleted");
+                        tracing::info!(function = name, "deleted");
+                        Response::builder()
+                            .status(204)
+                            .body(Full::new(Bytes::new()))
+                            .expect("static response")
+                    }
+                    Ok(Ok(false)) => {
+                        self.runtime.count_deployment("not_found");
+                        ops::json_error(404, &format!("no function named {name:?}"))
+                    }
+                    Ok(Err(e)) => {
+                        self.runtime.count_deployment("failed");
+                        ops::json_error(500, &format!("removing {name:?} from the store: {e}"))
+                    }
+                    Err(e) => ops::json_error(500, &format!("removing {name:?}: {e}")),
+                }
+            }
+            (_, None) => ops::json_error(405, "/functions supports GET"),
+            (_, Some(_)) => ops::json_error(405, "/functions/{name} supports GET, PUT and DELETE"),
+        }
+    }
+
+    fn authorized<B>(&self, request: &Request<B>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+
+    async fn deploy<B>(&self, name: String, request: Request<B>) -> Reply
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<service_ops::BoxError>,
+    {
+        let settings = match settings_from_query(request.uri().query()) {
+            Ok(settings) => settings,
+            Err(message) => {
+                self.runtime.count_deployment("invalid");
+                return ops::json_error(400, &message);
+            }
+        };
+        let wasm = match Limited::new(request.into_body(), self.max_deploy_bytes)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                self.runtime.count_deployment("invalid");
+                return ops::json_error(
+                    413,
+                    &format!(
+                        "component is larger than --max-deploy-bytes ({} bytes)",
+                        self.max_deploy_bytes
+                    ),
+                );
+            }
+            Err(e) => return ops::json_error(400, &format!("reading the component: {e}")),
+        };
+        // Compiling takes CPU seconds: keep it off the async workers.
+        let runtime = self.runtime.clone();
+        let target = name.clone();
+        let result =
+            tokio::task::spawn_blocking(move || runtime.deploy(&target, &wasm, &settings)).await;
+        match result {
+            Ok(Ok(deployed)) => {
+                let (status, result) = match deployed {
+                    Deployed::Created => (201, "created"),
+                    Deployed::Replaced => (200, "replaced"),
+                };
+                self.runtime.count_deployment(result);
+                tracing::info!(function = name, result, "deployed");
+                match self.runtime.function(&name) {
+                    Some(function) => json(status, &function.describe()),
+                    None => ops::json_error(
+                        409,
+                        &format!("{name:?} was removed while it was being deployed"),
+                    ),
+                }
+            }
+            Ok(Err(DeployError::Invalid(e))) => {
+                self.runtime.count_deployment("invalid");
+                tracing::info!(function = name, "deploy refused: {e}");
+                let status = match e {
+                    LoadError::Name(_) | LoadError::Settings(_) => 400,
+                    LoadError::Io { .. } => 500,
+                    LoadError::Compile(_) | LoadError::Link(_) | LoadError::NotAHandler(_) => 422,
+                };
+                ops::json_error(status, &e.to_string())
+            }
+            Ok(Err(e @ DeployError::Store(_))) => {
+                self.runtime.count_deployment("failed");
+                tracing::error!(function = name, "deploy failed: {e}");
+                ops::json_error(500, &e.to_string())
+            }
+            Err(e) => {
+                self.runtime.count_deployment("failed");
+                ops::json_error(500, &format!("deploy of {name:?} failed: {e}"))
+            }
+        }
+    }
+}
+
+fn json(status: u16, value: &serde_json::Value) -> Reply {
+    ops::response(
+        status,
+        "application/json",
+        serde_json::to_vec(value).expect("JSON values serialise"),
+    )
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Settings from the PUT query string. Unknown parameters are an error, not ignored: a
+/// typo must not deploy a function without the limit its author asked for.
+pub fn settings_from_query(query: Option<&str>) -> Result<Settings, String> {
+    let mut settings = Settings::default();
+    fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+        value
+            .parse()
+            .map_err(|_| format!("query parameter `{key}` must be a number, got {value:?}"))
+    }
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*key {
+            "memory_mib" => settings.memory_mib = Some(number(&key, &value)?),
+            "timeout_secs" => settings.timeout_secs = Some(number(&key, &value)?),
+            "max_concurrency" => settings.max_concurrency = Some(number(&key, &value)?),
+            "max_body_bytes" => settings.max_body_bytes = Some(number(&key, &value)?),
+            "env" => {
+                let (k, v) = value.split_once('=').ok_or_else(|| {
+                    format!("query parameter `env` must be KEY=VALUE, got {value:?}")
+                })?;
+                if k.is_empty() {
+                    return Err("query parameter `env` has an empty KEY".into());
+                }
+                settings.env.insert(k.to_string(), v.to_string());
+            }
+            "allow" => settings.allowed_outbound_hosts.push(value.into_owned()),
+            other => {
+                return Err(format!(
+                    "unknown query parameter `{other}`: use memory_mib, timeout_secs, \
+                     max_concurrency, max_body_bytes, env=KEY=VALUE or allow=HOST[:PORT]"
+                ));
+            }
+        }
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_settings() {
+        let s = settings_from_query(Some(
+            "memory_mib=64&env=A%3D1&env=B=x=y&allow=example.com:443",
+        ))
+        .unwrap();
+        assert_eq!(s.memory_mib, Some(64));
+        assert_eq!(s.env["A"], "1");
+        assert_eq!(s.env["B"], "x=y");
+        assert_eq!(s.allowed_outbound_hosts, ["example.com:443"]);
+        assert!(
+            settings_from_query(Some("memory_mb=64"))
+                .unwrap_err()
+                .contains("memory_mb")
+        );
+        assert!(
+            settings_from_query(Some("timeout_secs=soon"))
+                .unwrap_err()
+                .contains("timeout_secs")
+        );
+        assert!(settings_from_query(Some("env=novalue")).is_err());
+        assert_eq!(settings_from_query(None).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secrets"));
+    }
+}

@@ -1,0 +1,273 @@
+//! The durable function store: what was deployed survives restarts, and a crash at any
+//! moment leaves either the old or the new version of a function, never a broken one.
+//!
+//! Layout under the store directory:
+//!
+//! ```text
+//! blobs/<sha256>.wasm        the component bytes, content-addressed
+//! functions/<name>.json      the deployed version: digest, size, settings, deployed_at
+//! cache/<key>.cwasm          compiled code, keyed by digest and engine (see `cache`)
+//! ```
+//!
+//! A deploy writes the blob first, then the manifest; each file is written to a temporary
+//! name, fsynced, renamed over the final name, and the directory fsynced. A manifest
+//! therefore only ever names a complete blob; a crash between the two leaves an unused
+//! blob, which the next start removes.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::limits::Settings;
+
+/// One deployed version, as the manifest records it and the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub name: String,
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: String,
+    pub size: u64,
+    pub settings: Settings,
+    /// Seconds since the Unix epoch.
+    pub deployed_at: u64,
+}
+
+#[derive(Debug)]
+pub struct FunctionStore {
+    dir: PathBuf,
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+impl FunctionStore {
+    /// Opens (creating if needed) the store at `dir`, and clears what an interrupted
+    /// write left behind: temporary files, and blobs no manifest names.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let store = Self {
+            dir: dir.to_path_buf(),
+        };
+        for sub in ["blobs", "functions", "cache"] {
+            fs::create_dir_all(dir.join(sub))?;
+            for entry in fs::read_dir(dir.join(sub))? {
+                let path = entry?.path();
+                if path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(".tmp-"))
+                {
+                    fs::remove_file(&path)?;
+                }
+            }
+        }
+        let used: std::collections::HashSet<String> = store
+            .list()?
+            .into_iter()
+            .map(|r| blob_file_name(&r.digest))
+            .collect();
+        for entry in fs::read_dir(dir.join("blobs"))? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if !used.contains(&name) {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Durably records `wasm` with `settings` as the current version of `name`.
+    pub fn put(&self, name: &str, wasm: &[u8], settings: &Settings) -> io::Result<Record> {
+        let record = Record {
+            name: name.to_string(),
+            digest: digest(wasm),
+            size: wasm.len() as u64,
+            settings: settings.clone(),
+            deployed_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let blob = self.dir.join("blobs").join(blob_file_name(&record.digest));
+        if !blob.exists() {
+            write_atomic(&blob, wasm)?;
+        }
+        let manifest = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
+        write_atomic(&self.manifest_path(name), &manifest)?;
+        Ok(record)
+    }
+
+    /// Removes `name`; its blob goes too unless another function uses it. False if
+    /// there was no such function.
+    pub fn remove(&self, name: &str) -> io::Result<bool> {
+        let path = self.manifest_path(name);
+        let record = match read_record(&path) {
+            Ok(record) => record,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        fs::remove_file(&path)?;
+        sync_dir(&self.dir.join("functions"))?;
+        if !self.list()?.iter().any(|r| r.digest == record.digest) {
+            let _ = fs::remove_file(self.dir.join("blobs").join(blob_file_name(&record.digest)));
+        }
+        Ok(true)
+    }
+
+    /// Every deployed version, by name.
+    pub fn list(&self) -> io::Result<Vec<Record>> {
+        let mut records = Vec::new();
+        for entry in fs::read_dir(self.dir.join("functions"))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                records.push(read_record(&path)?);
+            }
+        }
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(records)
+    }
+
+    /// The component bytes of `record`, checked against its digest.
+    pub fn wasm(&self, record: &Record) -> io::Result<Vec<u8>> {
+        let bytes = fs::read(self.dir.join("blobs").join(blob_file_name(&record.digest)))?;
+        if digest(&bytes) != record.digest {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob of {} does not match its digest {}",
+                    record.name, record.digest
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Where compiled code for `key` lives.
+    pub fn cache_path(&self, key: &str) -> PathBuf {
+        self.dir.join("cache").join(format!("{key}.cwasm"))
+    }
+
+    fn manifest_path(&self, name: &str) -> PathBuf {
+        self.dir.join("functions").join(format!("{name}.json"))
+    }
+}
+
+fn blob_file_name(digest: &str) -> String {
+    format!("{}.wasm", digest.trim_start_matches("sha256:"))
+}
+
+fn read_record(path: &Path) -> io::Result<Record> {
+    let bytes = fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one:
+/// temporary file, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("store paths have a parent");
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_list_remove_round_trip_and_cleanup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        let settings = Settings {
+            memory_mib: Some(8),
+            ..Default::default()
+        };
+        let a = store.put("a", b"wasm-a", &settings).unwrap();
+        store.put("b", b"wasm-a", &Settings::default()).unwrap();
+        assert_eq!(a.digest, digest(b"wasm-a"));
+        assert_eq!(
+            store
+                .list()
+                .unwrap()
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(store.wasm(&a).unwrap(), b"wasm-a");
+        // Shared blob survives removing one user of it, and goes with the last.
+        assert!(store.remove("a").unwrap());
+        assert!(!store.remove("a").unwrap());
+        let b = &store.list().unwrap()[0];
+        assert_eq!(store.wasm(b).unwrap(), b"wasm-a");
+        assert!(store.remove("b").unwrap());
+        assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0);
+
+        // What an interrupted deploy leaves (a temp file, an orphan blob) is cleared on open.
+        fs::write(dir.path().join("functions/.tmp-1-x.json"), b"{").unwrap();
+        fs::write(dir.path().join("blobs/0123.wasm"), b"orphan").unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("functions")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        let record = store.put("a", b"good", &Settings::default()).unwrap();
+        fs::write(
+            dir.path()
+                .join("blobs")
+                .join(blob_file_name(&record.digest)),
+            b"evil",
+        )
+        .unwrap();
+        assert_eq!(
+            store.wasm(&record).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+}

@@ -1,0 +1,457 @@
+//! The deploy API and CLI against a running runtime with a durable store.
+
+use localrun::{Service, examples};
+use std::path::Path;
+use std::time::Duration;
+
+const TOKEN: &str = "test-token";
+
+fn start_with_store(store: &Path, extra: &[&str]) -> Service {
+    let empty = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--store-dir",
+        store.to_str().unwrap(),
+        "--deploy-token",
+        TOKEN,
+    ];
+    args.extend_from_slice(extra);
+    crate::start(empty.path(), &args)
+}
+
+fn api(server: &Service, name: &str) -> String {
+    format!("{}/functions/{name}", server.url("ops"))
+}
+
+async fn put(
+    client: &reqwest::Client,
+    server: &Service,
+    name: &str,
+    wasm: &str,
+    query: &str,
+) -> reqwest::Response {
+    client
+        .put(format!("{}{query}", api(server, name)))
+        .bearer_auth(TOKEN)
+        .body(std::fs::read(wasm).unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn deploy_list_get_delete_round_trip() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with_store(store.path(), &[]);
+    let client = examples::client();
+    let traffic = server.url("traffic");
+
+    let r = put(
+        &client,
+        &server,
+        "greet",
+        artifacts::HELLO_COMPONENT,
+        "?memory_mib=16&env=A=1",
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let wasm = std::fs::read(artifacts::HELLO_COMPONENT).unwrap();
+    assert_eq!(v["digest"], runtime::store::digest(&wasm));
+    assert_eq!(v["size"], wasm.len());
+    assert_eq!(v["limits"]["memory_bytes"], 16 << 20);
+    assert_eq!(v["settings"]["env"]["A"], "1");
+    assert!(v["deployed_at"].as_u64().unwrap() > 1_700_000_000);
+
+    let (status, body) = crate::get_json(&client, &format!("{traffic}/greet/")).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (200, Some("Hello World!"))
+    );
+
+    let (status, list) =
+        crate::get_json(&client, &format!("{}/functions", server.url("ops"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["functions"][0]["name"], "greet");
+    let (status, one) = crate::get_json(&client, &api(&server, "greet")).await;
+    assert_eq!((status, &one["digest"]), (200, &v["digest"]));
+
+    // Same name again: replaced.
+    assert_eq!(
+        put(&client, &server, "greet", artifacts::HELLO_COMPONENT, "")
+            .await
+            .status(),
+        200
+    );
+
+    let r = client
+        .delete(api(&server, "greet"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        client
+            .get(format!("{traffic}/greet/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client
+            .get(api(&server, "greet"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = client
+        .delete(api(&server, "greet"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let text = crate::metrics(&client, &server).await;
+    for (result, n) in [
+        ("created", 1.0),
+        ("replaced", 1.0),
+        ("deleted", 1.0),
+        ("not_found", 1.0),
+    ] {
+        assert_eq!(
+            crate::sample(
+                &text,
+                &format!(r#"faas_deployments_total{{result="{result}"}}"#)
+            ),
+            Some(n),
+            "{result}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn mutating_calls_need_the_token() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with_store(store.path(), &[]);
+    let client = examples::client();
+    let wasm = std::fs::read(artifacts::HELLO_COMPONENT).unwrap();
+    let r = client
+        .put(api(&server, "x"))
+        .body(wasm.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .put(api(&server, "x"))
+        .bearer_auth("wrong")
+        .body(wasm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client.delete(api(&server, "x")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Reading needs no token.
+    assert_eq!(
+        client
+            .get(format!("{}/functions", server.url("ops")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(&text, r#"faas_deployments_total{result="unauthorized"}"#),
+        Some(3.0)
+    );
+}
+
+#[tokio::test]
+async fn invalid_components_are_refused_and_the_old_version_keeps_serving() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with_store(store.path(), &[]);
+    let client = examples::client();
+    assert_eq!(
+        put(&client, &server, "x", artifacts::HELLO_COMPONENT, "")
+            .await
+            .status(),
+        201
+    );
+
+    let bad: [(&str, &[u8], &str); 3] = [
+        (
+            "garbage",
+            b"definitely not wasm",
+            "not a valid WebAssembly component",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0",
+            "not a valid WebAssembly component",
+        ),
+        (
+            "no handler",
+            b"\0asm\x0d\0\x01\0",
+            "wasi:http/incoming-handler",
+        ),
+    ];
+    for (what, bytes, message) in bad {
+        let r = client
+            .put(api(&server, "x"))
+            .bearer_auth(TOKEN)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{what}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains(message),
+            "{what}: {v}"
+        );
+        let (status, _) = crate::get_json(&client, &format!("{}/x/", server.url("traffic"))).await;
+        assert_eq!(
+            status, 200,
+            "the old version stopped serving after a bad {what}"
+        );
+    }
+    let r = put(
+        &client,
+        &server,
+        "x",
+        artifacts::HELLO_COMPONENT,
+        "?memory_mb=3",
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let r = put(&client, &server, "Bad_Name", artifacts::HELLO_COMPONENT, "").await;
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn deploys_survive_a_restart_without_recompiling() {
+    let store = tempfile::tempdir().unwrap();
+    let client = examples::client();
+    let mut server = start_with_store(store.path(), &[]);
+    assert_eq!(
+        put(
+            &client,
+            &server,
+            "greet",
+            artifacts::HELLO_COMPONENT,
+            "?timeout_secs=2"
+        )
+        .await
+        .status(),
+        201
+    );
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(&text, r#"faas_compiles_total{result="compiled"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    let status = server.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success());
+
+    let server = start_with_store(store.path(), &[]);
+    let (status, body) =
+        crate::get_json(&client, &format!("{}/greet/", server.url("traffic"))).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (200, Some("Hello World!"))
+    );
+    let (_, v) = crate::get_json(&client, &api(&server, "greet")).await;
+    assert_eq!(
+        v["limits"]["timeout_secs"], 2.0,
+        "settings were not restored: {v}"
+    );
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(&text, r#"faas_compiles_total{result="cached"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        crate::sample(&text, r#"faas_compiles_total{result="compiled"}"#),
+        None,
+        "the restart recompiled: {text}"
+    );
+}
+
+#[tokio::test]
+async fn redeploying_under_load_fails_no_request() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with_store(store.path(), &[]);
+    let client = examples::client();
+    assert_eq!(
+        put(&client, &server, "f", artifacts::HELLO_COMPONENT, "")
+            .await
+            .status(),
+        201
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, stop) = (client.clone(), stop.clone());
+            let url = format!("{}/f/", server.url("traffic"));
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        let wasm = if i % 2 == 0 {
+            artifacts::PLAIN_WASI_COMPONENT
+        } else {
+            artifacts::HELLO_COMPONENT
+        };
+        assert_eq!(
+            put(&client, &server, "f", wasm, "").await.status(),
+            200,
+            "redeploy {i}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "requests failed during redeploys: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(
+        total > 20,
+        "too little load to mean anything: {total} requests"
+    );
+}
+
+#[tokio::test]
+async fn sigkill_during_deploys_leaves_a_consistent_store() {
+    let store = tempfile::tempdir().unwrap();
+    let client = examples::client();
+    for round in 0..3u64 {
+        let server = start_with_store(store.path(), &[]);
+        // Deploy in the background and kill the runtime while it works.
+        let url = format!("{}?timeout_secs={}", api(&server, "victim"), round + 1);
+        let wasm = std::fs::read(if round % 2 == 0 {
+            artifacts::HASH_COMPONENT
+        } else {
+            artifacts::HELLO_COMPONENT
+        })
+        .unwrap();
+        let deploy = tokio::spawn(client.put(url).bearer_auth(TOKEN).body(wasm).send());
+        tokio::time::sleep(Duration::from_millis(50 + 150 * round)).await;
+        server.signal(rustix::process::Signal::KILL).unwrap();
+        let _ = deploy.await;
+        drop(server);
+
+        // The store opens, and the function is either absent or whole and serving.
+        let server = start_with_store(store.path(), &[]);
+        let r = client.get(api(&server, "victim")).send().await.unwrap();
+        if r.status() == 200 {
+            let (status, _) = crate::get_json(
+                &client,
+                &format!("{}/victim/?rounds=1", server.url("traffic")),
+            )
+            .await;
+            assert_eq!(
+                status, 200,
+                "round {round}: a restored function does not serve"
+            );
+        } else {
+            assert_eq!(r.status(), 404, "round {round}");
+        }
+        for sub in ["blobs", "functions", "cache"] {
+            for entry in std::fs::read_dir(store.path().join(sub)).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with(".tmp-"),
+                    "round {round}: leftover temporary file {sub}/{name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cli_deploy_list_rm() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with_store(store.path(), &[]);
+    let url = server.url("ops");
+    let cli = |args: &[&str], token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"));
+        command
+            .args(args)
+            .env("RUNTIME_URL", &url)
+            .env_remove("RUNTIME_DEPLOY_TOKEN");
+        if let Some(token) = token {
+            command.env("RUNTIME_DEPLOY_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let out = cli(
+        &[
+            "deploy",
+            "greet",
+            artifacts::HELLO_COMPONENT,
+            "--memory-mib",
+            "32",
+        ],
+        Some(TOKEN),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deployed greet: sha256:"));
+
+    let out = cli(&["list"], None);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("greet\tsha256:"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let out = cli(&["rm", "greet"], Some("wrong"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = cli(&["deploy", "broken", "/nonexistent.wasm"], Some(TOKEN));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.wasm"));
+
+    let out = cli(&["rm", "greet"], Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["list"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
