@@ -54,7 +54,24 @@ impl Api {
             }
         };
         let method = request.method().clone();
-        if matches!(method, Method::PUT | Method::DELETE) && !self.authorized(&request) {
+        // Read the body (bounded) before answering anything: a reply sent while the
+        // client is still uploading makes most clients see a reset, not the reply.
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, self.max_deploy_bytes).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                self.runtime.count_deployment("invalid");
+                return ops::json_error(
+                    413,
+                    &format!(
+                        "component is larger than --max-deploy-bytes ({} bytes)",
+                        self.max_deploy_bytes
+                    ),
+                );
+            }
+            Err(e) => return ops::json_error(400, &format!("reading the request body: {e}")),
+        };
+        if matches!(method, Method::PUT | Method::DELETE) && !self.authorized(&parts.headers) {
             self.runtime.count_deployment("unauthorized");
             let mut reply = ops::json_error(401, "a valid bearer token is required for this call");
             reply.headers_mut().insert(
@@ -77,7 +94,7 @@ impl Api {
                 Some(function) => json(200, &function.describe()),
                 None => ops::json_error(404, &format!("no function named {name:?}")),
             },
-            (Method::PUT, Some(name)) => self.deploy(name, request).await,
+            (Method::PUT, Some(name)) => self.deploy(name, parts.uri.query(), body).await,
             (Method::DELETE, Some(name)) => {
                 let runtime = self.runtime.clone();
                 let target = name.clone();
@@ -106,12 +123,11 @@ impl Api {
         }
     }
 
-    fn authorized<B>(&self, request: &Request<B>) -> bool {
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
-        let given = request
-            .headers()
+        let given = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
@@ -119,34 +135,13 @@ impl Api {
         constant_time_eq(given.as_bytes(), token.as_bytes())
     }
 
-    async fn deploy<B>(&self, name: String, request: Request<B>) -> Reply
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<service_ops::BoxError>,
-    {
-        let settings = match settings_from_query(request.uri().query()) {
+    async fn deploy(&self, name: String, query: Option<&str>, wasm: Bytes) -> Reply {
+        let settings = match settings_from_query(query) {
             Ok(settings) => settings,
             Err(message) => {
                 self.runtime.count_deployment("invalid");
                 return ops::json_error(400, &message);
             }
-        };
-        let wasm = match Limited::new(request.into_body(), self.max_deploy_bytes)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                self.runtime.count_deployment("invalid");
-                return ops::json_error(
-                    413,
-                    &format!(
-                        "component is larger than --max-deploy-bytes ({} bytes)",
-                        self.max_deploy_bytes
-                    ),
-                );
-            }
-            Err(e) => return ops::json_error(400, &format!("reading the component: {e}")),
         };
         // Compiling takes CPU seconds: keep it off the async workers.
         let runtime = self.runtime.clone();

@@ -155,12 +155,4 @@ impl Config {
             max_body_bytes: self.max_body_bytes,
         }
     }
-
-    pub fn worker_threads(&self) -> usize {
-        self.worker_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-    }
 }

@@ -140,10 +140,7 @@ impl Function {
             digest,
             size: wasm.len() as u64,
             settings: settings.clone(),
-            deployed_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            deployed_at: store::unix_now(),
         })
     }
 

@@ -30,11 +30,7 @@ use service_ops::{HttpMetrics, ProcessCollector, ServeConfig, Shutdown, ops};
 /// Runs the runtime until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads())
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(config))
+    service_ops::tokio_runtime(config.worker_threads)?.block_on(serve(config))
 }
 
 /// The host without its listeners: engine, linker, epoch ticker, deployed functions, the

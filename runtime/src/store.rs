@@ -104,10 +104,7 @@ impl FunctionStore {
             digest: digest(wasm),
             size: wasm.len() as u64,
             settings: settings.clone(),
-            deployed_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            deployed_at: unix_now(),
         };
         let blob = self.dir.join("blobs").join(blob_file_name(&record.digest));
         if !blob.exists() {
@@ -171,6 +168,14 @@ impl FunctionStore {
     fn manifest_path(&self, name: &str) -> PathBuf {
         self.dir.join("functions").join(format!("{name}.json"))
     }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn blob_file_name(digest: &str) -> String {

@@ -64,12 +64,4 @@ impl Config {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.header_read_timeout_secs)
     }
-
-    pub fn worker_threads(&self) -> usize {
-        self.worker_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-    }
 }

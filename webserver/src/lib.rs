@@ -15,11 +15,7 @@ use std::sync::Arc;
 /// Runs the webserver until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads())
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(config))
+    service_ops::tokio_runtime(config.worker_threads)?.block_on(serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -41,16 +41,7 @@ async fn over_concurrency_is_503_with_retry_after() {
     let client = examples::client();
     let base = server.url("traffic");
     let busy = tokio::spawn(client.get(format!("{base}/single/sleep?ms=2000")).send());
-    // Wait until the first request holds the only instance.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while crate::sample(
-        &crate::metrics(&client, &server).await,
-        r#"faas_active_instances{function="single"}"#,
-    ) != Some(1.0)
-    {
-        assert!(Instant::now() < deadline, "the first request never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::wait_for_active(&client, &server, "single", 1).await;
     let response = client
         .get(format!("{base}/single/counter"))
         .send()
@@ -126,15 +117,7 @@ async fn a_full_instance_pool_is_503_not_a_trap() {
     let client = examples::client();
     let base = server.url("traffic");
     let busy = tokio::spawn(client.get(format!("{base}/misbehave/sleep?ms=2000")).send());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while crate::sample(
-        &crate::metrics(&client, &server).await,
-        r#"faas_active_instances{function="misbehave"}"#,
-    ) != Some(1.0)
-    {
-        assert!(Instant::now() < deadline, "the first request never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::wait_for_active(&client, &server, "misbehave", 1).await;
     let response = client.get(format!("{base}/hello/")).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");

@@ -82,3 +82,16 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::
     let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text:?}"));
     (status, json)
 }
+
+/// Polls `/metrics` until `function` has `n` active instances (30 s at most).
+pub async fn wait_for_active(client: &reqwest::Client, server: &Service, function: &str, n: u32) {
+    let series = format!(r#"faas_active_instances{{function="{function}"}}"#);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sample(&metrics(client, server).await, &series) != Some(f64::from(n)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw {series} at {n}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

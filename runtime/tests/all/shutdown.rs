@@ -1,5 +1,5 @@
 use localrun::examples;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish() {
@@ -10,15 +10,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let requests: Vec<_> = (0..3)
         .map(|_| tokio::spawn(client.get(&url).send()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while crate::sample(
-        &crate::metrics(&client, &server).await,
-        r#"faas_active_instances{function="sleep"}"#,
-    ) != Some(3.0)
-    {
-        assert!(Instant::now() < deadline, "the requests never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::wait_for_active(&client, &server, "sleep", 3).await;
     server.signal(rustix::process::Signal::TERM).unwrap();
     for request in requests {
         let response = request.await.unwrap().expect("in-flight request completes");
