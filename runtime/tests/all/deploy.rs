@@ -91,23 +91,10 @@ async fn deploy_list_get_delete_round_trip() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(
-        client
-            .get(format!("{traffic}/greet/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        crate::status(&client, format!("{traffic}/greet/")).await,
         404
     );
-    assert_eq!(
-        client
-            .get(api(&server, "greet"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(crate::status(&client, api(&server, "greet")).await, 404);
     let r = client
         .delete(api(&server, "greet"))
         .bearer_auth(TOKEN)

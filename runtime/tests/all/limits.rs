@@ -50,24 +50,11 @@ async fn over_concurrency_is_503_with_retry_after() {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     // Other functions are not affected by one function's limit.
-    assert_eq!(
-        client
-            .get(format!("{base}/hello/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(crate::status(&client, format!("{base}/hello/")).await, 200);
     assert_eq!(busy.await.unwrap().unwrap().status(), 200);
     // With the instance free again, the function answers.
     assert_eq!(
-        client
-            .get(format!("{base}/single/counter"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        crate::status(&client, format!("{base}/single/counter")).await,
         200
     );
     let text = crate::metrics(&client, &server).await;
@@ -130,13 +117,5 @@ async fn a_full_instance_pool_is_503_not_a_trap() {
         "{v}"
     );
     assert_eq!(busy.await.unwrap().unwrap().status(), 200);
-    assert_eq!(
-        client
-            .get(format!("{base}/hello/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(crate::status(&client, format!("{base}/hello/")).await, 200);
 }

@@ -95,3 +95,8 @@ pub async fn wait_for_active(client: &reqwest::Client, server: &Service, functio
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// GET `url`, returning only the status.
+pub async fn status(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::StatusCode {
+    client.get(url).send().await.unwrap().status()
+}
