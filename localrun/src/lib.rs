@@ -52,13 +52,32 @@ pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+fn promtool_path() -> anyhow::Result<std::path::PathBuf> {
+    find_program("promtool").ok_or_else(|| {
+        anyhow::anyhow!("promtool not found: install it with `apt-get install -y prometheus` (scripts/test does it as root)")
+    })
+}
+
+/// Runs `promtool ARGS` in `dir` and fails with promtool's output unless it succeeds.
+pub fn promtool(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(promtool_path()?)
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "promtool {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// Runs `promtool check metrics` on `exposition` and fails with promtool's complaints.
 pub fn promtool_check_metrics(exposition: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    let promtool = find_program("promtool").ok_or_else(|| {
-        anyhow::anyhow!("promtool not found: install it with `apt-get install -y prometheus` (scripts/test does it as root)")
-    })?;
-    let mut child = std::process::Command::new(promtool)
+    let mut child = std::process::Command::new(promtool_path()?)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
