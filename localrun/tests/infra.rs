@@ -29,3 +29,259 @@ fn rules_are_valid_and_pass_their_unit_tests() {
     localrun::promtool(&dir, &args).unwrap();
     localrun::promtool(&dir.join("tests"), &["test", "rules", "rules_test.yml"]).unwrap();
 }
+
+/// A background process started by this test; killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(program: &std::path::Path, args: &[String]) -> Child {
+    Child(
+        std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display())),
+    )
+}
+
+/// Our binaries, built by `cargo test --workspace` beside this test's own directory.
+fn our_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run the workspace tests (scripts/test, or cargo test --workspace), which build it",
+        path.display()
+    );
+    path
+}
+
+fn program(name: &str) -> PathBuf {
+    localrun::find_program(name)
+        .unwrap_or_else(|| panic!("{name} not found: install it (scripts/test does, as root)"))
+}
+
+/// Every target of every panel of every dashboard in `infra/grafana/dashboards`, with
+/// its dashboard and panel titles.
+fn panel_queries() -> Vec<(String, String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/grafana/dashboards");
+    let mut queries = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let title = dashboard["title"].as_str().unwrap().to_string();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                queries.push((
+                    title.clone(),
+                    panel["title"].as_str().unwrap().to_string(),
+                    target["expr"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    queries
+}
+
+#[test]
+fn dashboards_use_the_provisioned_data_source_and_set_units() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/grafana");
+    let provisioned =
+        std::fs::read_to_string(dir.join("provisioning/datasources/prometheus.yml")).unwrap();
+    assert!(provisioned.contains("uid: prometheus"), "{provisioned}");
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(dir.join("dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        dashboards += 1;
+        assert!(
+            d["uid"].is_string() && d["title"].is_string(),
+            "{}",
+            path.display()
+        );
+        for panel in d["panels"].as_array().unwrap() {
+            let name = format!("{} / {}", path.display(), panel["title"]);
+            assert_eq!(panel["datasource"]["uid"], "prometheus", "{name}");
+            assert!(
+                panel["fieldConfig"]["defaults"]["unit"].is_string(),
+                "{name} has no unit"
+            );
+            for target in panel["targets"].as_array().unwrap() {
+                assert_eq!(target["datasource"]["uid"], "prometheus", "{name}");
+                let expr = target["expr"].as_str().unwrap();
+                assert!(
+                    !expr.contains("rate(")
+                        || expr.contains("$__rate_interval")
+                        || expr.contains("$__range"),
+                    "{name}: {expr}"
+                );
+            }
+        }
+    }
+    assert_eq!(dashboards, 3);
+}
+
+/// The whole local stack (runtime, webserver, nginx, nginx-prometheus-exporter and a
+/// real Prometheus with the compose scrape config pointed at them) under traffic; then
+/// every dashboard panel's query must return data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_panel_returns_data() {
+    let client = localrun::examples::client();
+    let functions = tempfile::tempdir().unwrap();
+    for (name, path) in artifacts::FUNCTIONS {
+        std::fs::copy(path, functions.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    let misbehave = artifacts::TEST_PROGRAMS
+        .iter()
+        .find(|(n, _)| *n == "misbehave")
+        .unwrap()
+        .1;
+    std::fs::copy(misbehave, functions.path().join("misbehave.wasm")).unwrap();
+    std::fs::write(
+        functions.path().join("misbehave.toml"),
+        "timeout_secs = 0.5\nmax_concurrency = 1\n",
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+
+    let runtime = localrun::Service::start(
+        our_binary("runtime"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--pool-instances",
+            "64",
+            "--functions-dir",
+            functions.path().to_str().unwrap(),
+            "--store-dir",
+            store.path().to_str().unwrap(),
+            "--deploy-token",
+            "t",
+        ],
+        &["traffic", "ops"],
+    )
+    .unwrap();
+    let webserver = localrun::Service::start(
+        our_binary("webserver"),
+        &["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"],
+        &["traffic", "ops"],
+    )
+    .unwrap();
+    let nginx = localrun::Nginx::start(webserver.addr("traffic"), 1).unwrap();
+    let exporter_port = localrun::free_port().unwrap();
+    let _exporter = spawn(
+        &program("prometheus-nginx-exporter"),
+        &[
+            format!("-nginx.scrape-uri={}", nginx.stub_status_url()),
+            format!("-web.listen-address=127.0.0.1:{exporter_port}"),
+        ],
+    );
+
+    // The compose scrape config, pointed at the local processes, scraping every second.
+    let prometheus_port = localrun::free_port().unwrap();
+    let config = std::fs::read_to_string(prometheus_dir().join("prometheus.yml"))
+        .unwrap()
+        .replace("scrape_interval: 5s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 5s", "evaluation_interval: 1s")
+        .replace(
+            "rules/*.yml",
+            &format!("{}/rules/*.yml", prometheus_dir().display()),
+        )
+        .replace("localhost:9090", &format!("127.0.0.1:{prometheus_port}"))
+        .replace("runtime:8081", &runtime.addr("ops").to_string())
+        .replace("webserver:8001", &webserver.addr("ops").to_string())
+        .replace("nginx-exporter:9113", &format!("127.0.0.1:{exporter_port}"));
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
+    let _prometheus = spawn(
+        &program("prometheus"),
+        &[
+            format!("--config.file={}/prometheus.yml", work.path().display()),
+            format!("--storage.tsdb.path={}/data", work.path().display()),
+            format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
+        ],
+    );
+    let prometheus = format!("http://127.0.0.1:{prometheus_port}");
+
+    // Traffic on both sides for a while, with failures of every kind on the runtime.
+    let deploy = client
+        .put(format!("{}/functions/hello-again", runtime.url("ops")))
+        .bearer_auth("t")
+        .body(std::fs::read(artifacts::HELLO_COMPONENT).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deploy.status(), 201);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while std::time::Instant::now() < end {
+        for base in [
+            runtime.url("traffic"),
+            webserver.url("traffic"),
+            nginx.url(),
+        ] {
+            localrun::examples::check_all(&client, &base).await.unwrap();
+        }
+        let base = runtime.url("traffic");
+        let busy = tokio::spawn(client.get(format!("{base}/misbehave/sleep?ms=300")).send());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = client.get(format!("{base}/misbehave/counter")).send().await; // 503: at its limit
+        let _ = busy.await;
+        let _ = client.get(format!("{base}/misbehave/trap")).send().await;
+        let _ = client
+            .get(format!("{base}/misbehave/sleep?ms=2000"))
+            .send()
+            .await; // 504
+    }
+
+    let mut missing = Vec::new();
+    for (dashboard, panel, expr) in panel_queries() {
+        let query = expr
+            .replace("$side", "runtime|webserver")
+            .replace("$function", ".*")
+            .replace("$__rate_interval", "15s")
+            .replace("$__range", "5m");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let response = client
+                .get(format!("{prometheus}/api/v1/query"))
+                .query(&[("query", &query)])
+                .send()
+                .await;
+            let result = match response {
+                Ok(r) => r.json::<serde_json::Value>().await.ok(),
+                Err(_) => None,
+            };
+            let data = result
+                .as_ref()
+                .and_then(|v| v["data"]["result"].as_array())
+                .map(|r| !r.is_empty());
+            if data == Some(true) {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                missing.push(format!("{dashboard} / {panel}: {query} -> {result:?}"));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "panels without data:\n{}",
+        missing.join("\n")
+    );
+}
