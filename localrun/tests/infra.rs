@@ -131,6 +131,22 @@ fn dashboards_use_the_provisioned_data_source_and_set_units() {
         }
     }
     assert_eq!(dashboards, 3);
+
+    // The compose stack opens on the comparison, read-only, without a login.
+    let ini = std::fs::read_to_string(dir.join("grafana.ini")).unwrap();
+    let home = ini
+        .lines()
+        .find_map(|l| l.strip_prefix("default_home_dashboard_path = "))
+        .expect("a home dashboard is set");
+    let file = std::path::Path::new(home).file_name().unwrap();
+    assert!(
+        dir.join("dashboards").join(file).is_file(),
+        "home dashboard {home} is not one of ours"
+    );
+    assert!(
+        ini.contains("[auth.anonymous]\nenabled = true\norg_role = Viewer"),
+        "{ini}"
+    );
 }
 
 /// The whole local stack (runtime, webserver, nginx, nginx-prometheus-exporter and a
