@@ -13,7 +13,7 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Address for `/metrics` and `/healthz`.
+    /// Address for `/metrics`, `/healthz` and the deploy API (`/functions`).
     #[arg(long, env = "RUNTIME_OPS_LISTEN", default_value = "127.0.0.1:8081")]
     pub ops_listen: SocketAddr,
 
