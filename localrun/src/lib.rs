@@ -97,3 +97,20 @@ pub fn promtool_check_metrics(exposition: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Fetches `service`'s `/metrics` from its ops listener.
+pub async fn metrics(client: &reqwest::Client, service: &Service) -> String {
+    let url = format!("{}/metrics", service.url("ops"));
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of the sample whose line starts with `series` (name and labels exactly).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

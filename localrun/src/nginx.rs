@@ -113,15 +113,21 @@ impl Nginx {
         let conf = prefix.join("nginx.conf");
         std::fs::write(&conf, main)?;
 
-        let check = Command::new(binary)
+        // The same prefix, config and log target for the check and the real start.
+        let nginx = || {
+            let mut command = Command::new(binary);
+            command
+                .arg("-p")
+                .arg(prefix)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-e")
+                .arg("stderr");
+            command
+        };
+        let check = nginx()
             .arg("-t")
             .arg("-q")
-            .arg("-p")
-            .arg(prefix)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg("stderr")
             .output()
             .with_context(|| format!("running {}", binary.display()))?;
         if !check.status.success() {
@@ -131,13 +137,7 @@ impl Nginx {
             );
         }
 
-        let mut child = Command::new(binary)
-            .arg("-p")
-            .arg(prefix)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg("stderr")
+        let mut child = nginx()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

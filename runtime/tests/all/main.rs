@@ -53,22 +53,7 @@ pub fn start(dir: &Path, extra: &[&str]) -> Service {
         .expect("runtime starts")
 }
 
-/// Fetches `/metrics` from the ops listener.
-pub async fn metrics(client: &reqwest::Client, server: &Service) -> String {
-    let url = format!("{}/metrics", server.url("ops"));
-    client.get(url).send().await.unwrap().text().await.unwrap()
-}
-
-/// The value of the sample whose line starts with `series` (name and labels exactly).
-pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
+pub use localrun::{metrics, sample};
 
 /// GET `url`, returning status and JSON body.
 pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {

@@ -11,14 +11,7 @@ async fn metrics_pass_promtool_and_count_requests_by_function() {
     }
 
     let ops = server.url("ops");
-    let text = client
-        .get(format!("{ops}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = localrun::metrics(&client, &server).await;
     localrun::promtool_check_metrics(&text).unwrap();
 
     // 2 hello cases in check_all, plus 3 above.

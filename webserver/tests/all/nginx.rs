@@ -10,25 +10,11 @@ async fn every_example_function_answers_through_nginx() {
     // Each request below is a new client connection to nginx, yet nginx reuses its
     // upstream keep-alive connections: the webserver accepts far fewer connections than
     // it answers requests. (Without `keepalive` upstream it would accept one per request.)
-    let connections = |text: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix("http_server_connections_total "))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+    let connections = async || {
+        let text = localrun::metrics(&client, &server).await;
+        localrun::sample(&text, "http_server_connections_total").unwrap()
     };
-    let metrics_url = format!("{}/metrics", server.url("ops"));
-    let before = connections(
-        &client
-            .get(&metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let before = connections().await;
     for _ in 0..50 {
         let r = reqwest::Client::builder()
             .no_proxy()
@@ -40,16 +26,7 @@ async fn every_example_function_answers_through_nginx() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let after = connections(
-        &client
-            .get(&metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let after = connections().await;
     assert!(
         after - before < 10.0,
         "50 requests opened {} upstream connections: keep-alive is not working",

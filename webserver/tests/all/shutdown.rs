@@ -2,22 +2,15 @@ use localrun::examples;
 use std::time::{Duration, Instant};
 
 /// Polls the ops endpoint until `sleep` has `n` requests in flight.
-async fn wait_in_flight(client: &reqwest::Client, ops: &str, n: u32) {
-    let want = format!(r#"http_server_requests_in_flight{{function="sleep"}} {n}"#);
+async fn wait_in_flight(client: &reqwest::Client, server: &localrun::Service, n: u32) {
+    let series = r#"http_server_requests_in_flight{function="sleep"}"#;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = client
-            .get(format!("{ops}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.contains(&want) {
+        let text = localrun::metrics(client, server).await;
+        if localrun::sample(&text, series) == Some(f64::from(n)) {
             return;
         }
-        assert!(Instant::now() < deadline, "never saw {want}");
+        assert!(Instant::now() < deadline, "never saw {series} at {n}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -30,7 +23,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let requests: Vec<_> = (0..5)
         .map(|_| tokio::spawn(client.get(&url).send()))
         .collect();
-    wait_in_flight(&client, &server.url("ops"), 5).await;
+    wait_in_flight(&client, &server, 5).await;
 
     server.signal(rustix::process::Signal::TERM).unwrap();
     for request in requests {
@@ -53,7 +46,7 @@ async fn drain_is_bounded_and_new_connections_are_refused() {
     let traffic = server.addr("traffic");
     let url = format!("http://{traffic}/sleep/?min_ms=30000&max_ms=30000");
     let stuck = tokio::spawn(client.get(&url).send());
-    wait_in_flight(&client, &server.url("ops"), 1).await;
+    wait_in_flight(&client, &server, 1).await;
 
     server.signal(rustix::process::Signal::TERM).unwrap();
     let status = tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(10)))
