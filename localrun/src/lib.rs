@@ -43,6 +43,24 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> 
     }
 }
 
+/// One of the workspace's binaries, for an integration test: `cargo test --workspace`
+/// builds every package's binaries into the target directory above the test's own
+/// `deps/` directory. Panics with the command to run when it is not there.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a test binary lives in target/PROFILE/deps")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run the workspace tests (scripts/test, or cargo test --workspace), which build it",
+        path.display()
+    );
+    path
+}
+
 /// Where to find a command: on PATH, else in the sbin directories Debian uses.
 pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -51,21 +51,7 @@ fn spawn(program: &std::path::Path, args: &[String]) -> Child {
     )
 }
 
-/// Our binaries, built by `cargo test --workspace` beside this test's own directory.
-fn our_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built: run the workspace tests (scripts/test, or cargo test --workspace), which build it",
-        path.display()
-    );
-    path
-}
+use localrun::workspace_binary as our_binary;
 
 fn program(name: &str) -> PathBuf {
     localrun::find_program(name)

@@ -14,7 +14,7 @@ mod server;
 mod shutdown;
 
 pub use http_metrics::{HttpMetrics, InFlight, LATENCY_BUCKETS, method_label};
-pub use process::ProcessCollector;
+pub use process::{ProcStat, ProcessCollector};
 pub use server::{BoxError, ServeConfig, listen, serve};
 pub use shutdown::Shutdown;
 

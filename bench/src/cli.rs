@@ -1,0 +1,190 @@
+//! Command line: `bench compare`, `bench run`, `bench report`.
+
+use crate::runner::RunnerOptions;
+use crate::scenario::Scenario;
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Drives the same open-loop load at the serverless runtime and at nginx + webserver, and
+/// writes a side-by-side report (Markdown, HTML with charts, JSON).
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start both sides locally (runtime, webserver, nginx on free loopback ports), deploy
+    /// the example functions, run the scenarios and write the report.
+    Compare(CompareArgs),
+    /// Run the scenarios against sides that are already running (e.g. the compose stack).
+    Run(RunArgs),
+    /// Render report.md and report.html again from a results.json.
+    Report(ReportArgs),
+}
+
+/// Settings every measuring command shares.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Scenario file (TOML); the one shipped in bench/scenarios.toml when not given.
+    #[arg(long, env = "BENCH_SCENARIOS")]
+    pub scenarios: Option<PathBuf>,
+    /// Run only these scenarios (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Multiply every request count and sweep step duration (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Rounds per fixed-rate scenario, overriding the file.
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// Directory the report is written to.
+    #[arg(long, env = "BENCH_OUT", default_value = "bench-report")]
+    pub out: PathBuf,
+    /// Worker threads of the load generator. It shares the machine with the servers:
+    /// one is enough up to tens of thousands of requests per second.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// How often the sides' processes are sampled, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub sample_interval_ms: u64,
+    /// Quiet time between runs, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub pause_ms: u64,
+    /// No progress bars (they are hidden anyway when stderr is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl CommonArgs {
+    /// The scenarios to run, validated, filtered and with overrides applied.
+    pub fn scenarios(&self) -> anyhow::Result<Vec<Scenario>> {
+        let mut all = crate::scenario::load(self.scenarios.as_deref(), self.scale)?;
+        for name in &self.only {
+            if !all.iter().any(|s| &s.name == name) {
+                let known: Vec<_> = all.iter().map(|s| s.name.as_str()).collect();
+                bail!("no scenario named {name:?}; the file has {known:?}");
+            }
+        }
+        if !self.only.is_empty() {
+            all.retain(|s| self.only.contains(&s.name));
+        }
+        if let Some(rounds) = self.rounds {
+            anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
+            for s in &mut all {
+                s.rounds = rounds;
+            }
+        }
+        Ok(all)
+    }
+
+    pub fn runner_options(&self) -> RunnerOptions {
+        RunnerOptions {
+            threads: self.threads,
+            sample_interval: Duration::from_millis(self.sample_interval_ms.max(1)),
+            pause: Duration::from_millis(self.pause_ms),
+            progress: !self.no_progress,
+        }
+    }
+
+    /// The settings a report records.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let mut s = BTreeMap::new();
+        s.insert("generator threads".into(), self.threads.to_string());
+        s.insert(
+            "sample interval".into(),
+            format!("{} ms", self.sample_interval_ms),
+        );
+        s.insert("scale".into(), self.scale.to_string());
+        s.insert(
+            "scenario file".into(),
+            self.scenarios
+                .as_ref()
+                .map_or("bench/scenarios.toml".into(), |p| p.display().to_string()),
+        );
+        s
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The runtime binary; built with cargo (same profile as bench) when not given.
+    #[arg(long)]
+    pub runtime_bin: Option<PathBuf>,
+    /// The webserver binary; built with cargo (same profile as bench) when not given.
+    #[arg(long)]
+    pub webserver_bin: Option<PathBuf>,
+    /// nginx worker processes (default: one per core, like `worker_processes auto`).
+    #[arg(long)]
+    pub nginx_workers: Option<usize>,
+    /// Also measure the webserver without nginx in front, to show what the proxy costs.
+    #[arg(long)]
+    pub direct: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// A side as NAME=URL (e.g. serverless=http://localhost:8080); repeat for each side.
+    /// Ratios compare the sides named serverless and traditional.
+    #[arg(long = "side", value_parser = name_value, required = true)]
+    pub sides: Vec<(String, String)>,
+    /// NAME=URL of a side's Prometheus /metrics, to cross-check request counts.
+    #[arg(long = "metrics", value_parser = name_value)]
+    pub metrics: Vec<(String, String)>,
+    /// NAME=PID of a process that belongs to a side (repeat for several).
+    #[arg(long = "pid", value_parser = name_value)]
+    pub pids: Vec<(String, String)>,
+    /// NAME=PID of a process counted with all its children (nginx's master).
+    #[arg(long = "tree", value_parser = name_value)]
+    pub trees: Vec<(String, String)>,
+    /// Repeat the scenarios until stopped, rewriting the report after each pass (the
+    /// compose stack's `load` profile uses this to keep the dashboards busy).
+    #[arg(long)]
+    pub forever: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results.json written by compare or run.
+    pub results: PathBuf,
+    /// Directory for report.md and report.html (default: beside results.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn name_value(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))?;
+    if name.is_empty() || value.is_empty() {
+        return Err(format!("expected NAME=VALUE, got {text:?}"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Parses `NAME=PID` values for the sides given.
+pub fn pids_for(
+    values: &[(String, String)],
+    sides: &[(String, String)],
+) -> anyhow::Result<BTreeMap<String, Vec<u32>>> {
+    let mut map: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (name, pid) in values {
+        if !sides.iter().any(|(s, _)| s == name) {
+            bail!("{name}={pid} names no --side");
+        }
+        let pid: u32 = pid
+            .parse()
+            .with_context(|| format!("{name}={pid}: not a process id"))?;
+        map.entry(name.clone()).or_default().push(pid);
+    }
+    Ok(map)
+}

@@ -1,0 +1,237 @@
+//! `bench compare`: start both sides locally on free loopback ports, deploy the example
+//! functions into the runtime through its deploy API, check that both sides answer every
+//! example correctly, run the scenarios, stop everything, write the report.
+
+use crate::cli::CompareArgs;
+use crate::report::{SideInfo, figures};
+use crate::runner::{Runner, Side};
+use crate::sample::ProcessSet;
+use anyhow::{Context, bail, ensure};
+use localrun::{Nginx, Service};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Everything `compare` started; stopped on drop (also on error or ctrl-c).
+#[derive(Debug)]
+struct Local {
+    runtime: Service,
+    webserver: Service,
+    nginx: Nginx,
+    _store: tempfile::TempDir,
+}
+
+impl Local {
+    fn stop(mut self) {
+        // SIGTERM first, so both servers drain and exit the way they would in production;
+        // whatever is still running when the handles drop is killed.
+        for service in [&mut self.runtime, &mut self.webserver] {
+            if let Err(e) = service.terminate(Duration::from_secs(10)) {
+                eprintln!("warning: {e:#}");
+            }
+        }
+    }
+}
+
+pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    let scenarios = args.common.scenarios()?;
+    // Before anything starts: a missing nginx is the most likely mistake.
+    let nginx_binary = localrun::find_nginx()?;
+    let (runtime_bin, webserver_bin) = binaries(args)?;
+    let runner = Runner::new(args.common.runner_options())?;
+
+    let local = start(args, &runtime_bin, &webserver_bin, &runner)?;
+    let mut sides = vec![
+        Side {
+            info: SideInfo {
+                name: figures::SERVERLESS.into(),
+                description: "runtime: wasmtime, a fresh sandboxed instance per request".into(),
+                url: local.runtime.url("traffic"),
+            },
+            processes: Some(ProcessSet {
+                pids: vec![local.runtime.pid()],
+                trees: vec![],
+            }),
+            metrics_url: Some(format!("{}/metrics", local.runtime.url("ops"))),
+        },
+        Side {
+            info: SideInfo {
+                name: figures::TRADITIONAL.into(),
+                description: format!(
+                    "nginx ({} workers) in front of the webserver: the same handlers linked natively",
+                    args.nginx_workers()
+                ),
+                url: local.nginx.url(),
+            },
+            processes: Some(ProcessSet {
+                pids: vec![local.webserver.pid()],
+                trees: vec![local.nginx.pid()],
+            }),
+            metrics_url: Some(format!("{}/metrics", local.webserver.url("ops"))),
+        },
+    ];
+    if args.direct {
+        sides.push(Side {
+            info: SideInfo {
+                name: "direct".into(),
+                description: "the webserver alone, without nginx: what the proxy costs".into(),
+                url: local.webserver.url("traffic"),
+            },
+            processes: Some(ProcessSet {
+                pids: vec![local.webserver.pid()],
+                trees: vec![],
+            }),
+            metrics_url: Some(format!("{}/metrics", local.webserver.url("ops"))),
+        });
+    }
+
+    let mut settings = args.common.settings();
+    settings.insert("nginx workers".into(), args.nginx_workers().to_string());
+    settings.insert(
+        "runtime".into(),
+        "default limits (128 MiB memory, 30 s timeout, 200 concurrent per function)".into(),
+    );
+    let outcome = crate::run_scenarios(
+        &runner,
+        &scenarios,
+        &sides,
+        crate::versions_and_settings(Some(&nginx_binary), settings),
+        &args.common.out,
+    );
+    local.stop();
+    outcome
+}
+
+fn start(
+    args: &CompareArgs,
+    runtime_bin: &Path,
+    webserver_bin: &Path,
+    runner: &Runner,
+) -> anyhow::Result<Local> {
+    let store = tempfile::tempdir().context("creating the runtime's store directory")?;
+    let loopback = ["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
+    let runtime = Service::start_with(
+        Command::new(runtime_bin)
+            .args(loopback)
+            .arg("--store-dir")
+            .arg(store.path())
+            .env("RUST_LOG", "warn"),
+        &["traffic", "ops"],
+    )
+    .context("starting the runtime")?;
+    let webserver = Service::start_with(
+        Command::new(webserver_bin)
+            .args(loopback)
+            .env("RUST_LOG", "warn"),
+        &["traffic", "ops"],
+    )
+    .context("starting the webserver")?;
+    let nginx =
+        Nginx::start(webserver.addr("traffic"), args.nginx_workers()).context("starting nginx")?;
+
+    runner.block_on(async {
+        let client = runner.client();
+        for (name, path) in artifacts::FUNCTIONS {
+            let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+            let url = format!("{}/functions/{name}", runtime.url("ops"));
+            let response = client
+                .put(&url)
+                .body(wasm)
+                .send()
+                .await
+                .with_context(|| format!("PUT {url}"))?;
+            let status = response.status();
+            ensure!(
+                status.is_success(),
+                "deploying {name}: {status} {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        for (side, base) in [("runtime", runtime.url("traffic")), ("nginx", nginx.url())] {
+            localrun::examples::check_all(client, &base)
+                .await
+                .with_context(|| format!("{side} does not answer the examples correctly"))?;
+        }
+        anyhow::Ok(())
+    })?;
+    eprintln!(
+        "serverless: {}  traditional: {} (nginx) -> {} (webserver)",
+        runtime.url("traffic"),
+        nginx.url(),
+        webserver.url("traffic")
+    );
+    Ok(Local {
+        runtime,
+        webserver,
+        nginx,
+        _store: store,
+    })
+}
+
+/// The runtime and webserver binaries: given, or built now by cargo in the same profile
+/// as this bench binary (so a release bench never measures debug servers, and a stale
+/// binary from an older checkout is never measured).
+fn binaries(args: &CompareArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if let (Some(r), Some(w)) = (&args.runtime_bin, &args.webserver_bin) {
+        for path in [r, w] {
+            ensure!(path.is_file(), "{} does not exist", path.display());
+        }
+        return Ok((r.clone(), w.clone()));
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    ensure!(
+        manifest.is_file(),
+        "the workspace ({}) is not here to build the servers from: pass --runtime-bin and --webserver-bin",
+        manifest.display()
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "-p", "runtime", "-p", "webserver"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(&manifest);
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    eprintln!("building the runtime and the webserver ...");
+    let out = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo to build the runtime and the webserver")?;
+    if !out.status.success() {
+        bail!("cargo could not build the runtime and the webserver (its errors are above)");
+    }
+    let mut found = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact"
+            && let (Some(name), Some(exe)) = (
+                message["target"]["name"].as_str(),
+                message["executable"].as_str(),
+            )
+        {
+            found.insert(name.to_string(), PathBuf::from(exe));
+        }
+    }
+    let pick = |given: &Option<PathBuf>, name: &str| {
+        given
+            .clone()
+            .or_else(|| found.get(name).cloned())
+            .with_context(|| format!("cargo built no {name} binary"))
+    };
+    Ok((
+        pick(&args.runtime_bin, "runtime")?,
+        pick(&args.webserver_bin, "webserver")?,
+    ))
+}
+
+impl CompareArgs {
+    pub fn nginx_workers(&self) -> usize {
+        self.nginx_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}

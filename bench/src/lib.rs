@@ -1,0 +1,166 @@
+//! The comparison's measuring instrument.
+//!
+//! - [`load`]: the open-loop load engine (constant arrival rate, HDR histograms, latency
+//!   from the intended send time);
+//! - [`scenario`]: scenarios from TOML;
+//! - [`sample`]: the sides' process resource use from `/proc`;
+//! - [`runner`]: scenarios against sides, one side at a time, alternating;
+//! - [`report`]: results as JSON, Markdown and HTML with charts;
+//! - [`compare`]: the one-command local comparison.
+
+pub mod cli;
+pub mod compare;
+pub mod load;
+pub mod machine;
+pub mod report;
+pub mod runner;
+pub mod sample;
+pub mod scenario;
+
+use anyhow::Context;
+use report::{Meta, Report, ScenarioResult};
+use runner::{Runner, Side};
+use scenario::Scenario;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Runs the command the user asked for.
+pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    match cli.command {
+        cli::Command::Compare(args) => compare::compare(&args),
+        cli::Command::Run(args) => run_against(&args),
+        cli::Command::Report(args) => {
+            let report = Report::read(&args.results)?;
+            let dir = args.out.unwrap_or_else(|| {
+                args.results
+                    .parent()
+                    .map_or_else(|| ".".into(), Path::to_path_buf)
+            });
+            report.write(&dir)?;
+            eprintln!("report written to {}", dir.join("report.md").display());
+            Ok(())
+        }
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// The report's machine, versions and settings.
+pub fn versions_and_settings(nginx: Option<&Path>, settings: BTreeMap<String, String>) -> Meta {
+    Meta {
+        machine: machine::machine(),
+        versions: machine::versions(nginx),
+        settings,
+        ..Meta::default()
+    }
+}
+
+/// Runs every scenario on every side and writes the report to `out`, also when a
+/// scenario fails or ctrl-c stops it (marked incomplete, with what was measured).
+pub fn run_scenarios(
+    runner: &Runner,
+    scenarios: &[Scenario],
+    sides: &[Side],
+    mut meta: Meta,
+    out: &Path,
+) -> anyhow::Result<()> {
+    meta.started = now();
+    let mut results = Vec::new();
+    let mut failure = None;
+    for scenario in scenarios {
+        let mut result = ScenarioResult {
+            name: scenario.name.clone(),
+            description: scenario.description.clone(),
+            method: scenario.method.to_string(),
+            path: scenario.path.clone(),
+            connections: scenario.connections,
+            warmup_seconds: scenario.warmup.as_secs_f64(),
+            timeout_seconds: scenario.timeout.as_secs_f64(),
+            sweep: match scenario.shape {
+                scenario::Shape::Sweep {
+                    p99_limit,
+                    max_error_ratio,
+                    ..
+                } => Some(report::SweepLimits {
+                    p99_limit_ms: p99_limit.as_secs_f64() * 1000.0,
+                    max_error_ratio,
+                }),
+                scenario::Shape::Fixed { .. } => None,
+            },
+            runs: Vec::new(),
+        };
+        let outcome = runner.scenario(scenario, sides, &mut result);
+        if !result.runs.is_empty() {
+            results.push(result);
+        }
+        if let Err(e) = outcome {
+            failure = Some(e.context(format!("scenario {}", scenario.name)));
+            break;
+        }
+    }
+    meta.finished = now();
+    meta.settings.insert(
+        "generator priority".into(),
+        if load::priority_raised() {
+            "nice -10 (the servers run at the default 0)".into()
+        } else {
+            "default (raising it needs root or CAP_SYS_NICE)".into()
+        },
+    );
+    meta.interrupted = failure.as_ref().map(|e| format!("{e:#}"));
+    let report = Report {
+        meta,
+        sides: sides.iter().map(|s| s.info.clone()).collect(),
+        scenarios: results,
+    };
+    report.write(out)?;
+    eprintln!(
+        "report written to {} (also report.html and results.json)",
+        out.join("report.md").display()
+    );
+    failure.map_or(Ok(()), Err)
+}
+
+/// `bench run`: the scenarios against sides that are already running.
+fn run_against(args: &cli::RunArgs) -> anyhow::Result<()> {
+    let scenarios = args.common.scenarios()?;
+    let pids = cli::pids_for(&args.pids, &args.sides)?;
+    let trees = cli::pids_for(&args.trees, &args.sides)?;
+    let metrics: BTreeMap<_, _> = args.metrics.iter().cloned().collect();
+    for name in metrics.keys() {
+        anyhow::ensure!(
+            args.sides.iter().any(|(s, _)| s == name),
+            "--metrics {name}=... names no --side"
+        );
+    }
+    let sides: Vec<Side> = args
+        .sides
+        .iter()
+        .map(|(name, url)| {
+            let (p, t) = (pids.get(name).cloned(), trees.get(name).cloned());
+            Side {
+                info: report::SideInfo {
+                    name: name.clone(),
+                    description: "given with --side".into(),
+                    url: url.clone(),
+                },
+                processes: (p.is_some() || t.is_some()).then(|| sample::ProcessSet {
+                    pids: p.unwrap_or_default(),
+                    trees: t.unwrap_or_default(),
+                }),
+                metrics_url: metrics.get(name).cloned(),
+            }
+        })
+        .collect();
+    let runner = Runner::new(args.common.runner_options())?;
+    loop {
+        let meta = versions_and_settings(None, args.common.settings());
+        run_scenarios(&runner, &scenarios, &sides, meta, &args.common.out)
+            .context("running the scenarios")?;
+        if !args.forever {
+            return Ok(());
+        }
+    }
+}

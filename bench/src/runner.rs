@@ -1,0 +1,303 @@
+//! Runs scenarios against sides, one side at a time, alternating, and collects [`Run`]s.
+
+use crate::load::{self, LoadSpec, Progress};
+use crate::report::{Run, ScenarioResult, SideInfo, SweepLimits, figures, passes};
+use crate::sample::{ProcessSet, Sampler};
+use crate::scenario::{Scenario, Shape};
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// One side of the comparison as the runner sees it.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub info: SideInfo,
+    /// Sampled from `/proc` during every run, when known (local sides).
+    pub processes: Option<ProcessSet>,
+    /// The service's `/metrics`, read before and after every run.
+    pub metrics_url: Option<String>,
+}
+
+/// How runs are carried out.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// Worker threads of the load generator.
+    pub threads: usize,
+    pub sample_interval: Duration,
+    /// Quiet time between runs, so one side's after-effects do not land on the next.
+    pub pause: Duration,
+    pub progress: bool,
+}
+
+/// Why the runner stopped early.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by ctrl-c")]
+pub struct Interrupted;
+
+#[derive(Debug)]
+pub struct Runner {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    options: RunnerOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Runner {
+    /// Builds the generator's runtime and starts watching for ctrl-c: from here on ctrl-c
+    /// ends the current run, and the caller stops what it started and writes what it has.
+    pub fn new(options: RunnerOptions) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.threads.max(1))
+            .thread_name("bench-load")
+            .on_thread_start(load::raise_priority)
+            .enable_all()
+            .build()
+            .context("building the load generator's runtime")?;
+        let (tx, stop) = tokio::sync::watch::channel(false);
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nctrl-c: stopping after cleaning up");
+                let _ = tx.send(true);
+            }
+        });
+        Ok(Self {
+            runtime,
+            client: localrun::examples::client(),
+            options,
+            stop,
+        })
+    }
+
+    pub fn interrupted(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Runs `future` on the generator's runtime (setup: deploys, health checks).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Runs one scenario on every side. On interruption the runs so far are kept in
+    /// `result` and the error is [`Interrupted`].
+    pub fn scenario(
+        &self,
+        scenario: &Scenario,
+        sides: &[Side],
+        result: &mut ScenarioResult,
+    ) -> anyhow::Result<()> {
+        match &scenario.shape {
+            Shape::Fixed { rate, requests } => {
+                for round in 0..scenario.rounds {
+                    for side in sides {
+                        let run = self.run(scenario, side, *rate, *requests, round)?;
+                        result.runs.push(run);
+                    }
+                }
+            }
+            Shape::Sweep {
+                rates,
+                step,
+                p99_limit,
+                max_error_ratio,
+            } => {
+                let limits = SweepLimits {
+                    p99_limit_ms: p99_limit.as_secs_f64() * 1000.0,
+                    max_error_ratio: *max_error_ratio,
+                };
+                let mut active: Vec<&Side> = sides.iter().collect();
+                for &rate in rates {
+                    let requests = ((step.as_secs_f64() * rate).round() as u64).max(1);
+                    let mut still = Vec::new();
+                    for side in active {
+                        // One blip on a shared machine should not end a side's sweep: a
+                        // step fails only when a second attempt fails too.
+                        for attempt in 0..2 {
+                            let run = self.run(scenario, side, rate, requests, attempt)?;
+                            let passed = passes(&run, limits);
+                            result.runs.push(run);
+                            if passed {
+                                still.push(side);
+                                break;
+                            }
+                        }
+                    }
+                    active = still;
+                    if active.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One run: `requests` measured requests at `rate` against `side`.
+    pub fn run(
+        &self,
+        scenario: &Scenario,
+        side: &Side,
+        rate: f64,
+        requests: u64,
+        round: u32,
+    ) -> anyhow::Result<Run> {
+        if self.interrupted() {
+            return Err(Interrupted.into());
+        }
+        let url = format!("{}{}", side.info.url.trim_end_matches('/'), scenario.path);
+        let spec = LoadSpec {
+            url: url.parse().with_context(|| format!("URL {url:?}"))?,
+            method: scenario.method.clone(),
+            body: scenario.body.clone(),
+            rate,
+            requests,
+            warmup_requests: scenario.warmup_requests(rate),
+            connections: scenario.connections,
+            timeout: scenario.timeout,
+        };
+        let counted_before = self.counted(side);
+        let origin = Instant::now();
+        let interval = self.options.sample_interval;
+        let side_sampler = side
+            .processes
+            .clone()
+            .map(|set| Sampler::start(set, origin, interval));
+        let generator_sampler = Sampler::start(
+            ProcessSet {
+                pids: vec![std::process::id()],
+                trees: vec![],
+            },
+            origin,
+            interval,
+        );
+
+        let progress = Arc::new(Progress::default());
+        let bar = self.bar(
+            &format!(
+                "{} {} r{} @{rate}/s",
+                scenario.name,
+                side.info.name,
+                round + 1
+            ),
+            spec.warmup_requests + spec.requests,
+        );
+        let ticker = {
+            let (progress, bar) = (progress.clone(), bar.clone());
+            self.runtime.spawn(async move {
+                loop {
+                    bar.set_position(progress.done.load(Ordering::Relaxed));
+                    bar.set_message(format!(
+                        "errors {}",
+                        progress.errors.load(Ordering::Relaxed)
+                    ));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let mut stop = self.stop.clone();
+        let outcome = self.runtime.block_on(async {
+            tokio::select! {
+                result = load::run(&spec, progress) => Some(result),
+                _ = stop.wait_for(|stopped| *stopped) => None,
+            }
+        });
+        ticker.abort();
+        bar.finish_and_clear();
+        let side_samples = side_sampler.map(Sampler::finish);
+        let generator_samples = generator_sampler.finish();
+        let result = outcome.ok_or(Interrupted)??;
+
+        // Samples are timed from `origin`; the load's own clock started a little later.
+        let shift = result.started.duration_since(origin).as_secs_f64();
+        let rebase = |mut samples: Vec<crate::sample::Sample>| {
+            for s in &mut samples {
+                s.t -= shift;
+            }
+            samples
+        };
+        let counted = match (counted_before, self.counted(side)) {
+            (Some(before), Some(after)) => Some(after - before),
+            _ => None,
+        };
+        let run = Run::new(
+            crate::report::RunId {
+                side: &side.info.name,
+                round,
+                rate,
+                requests,
+            },
+            &result,
+            side_samples.map(rebase),
+            &rebase(generator_samples),
+            counted,
+        );
+        eprintln!(
+            "{:<18} {:<12} round {} {:>8} req/s: achieved {:>9.1}/s  p50 {:>9}  p99 {:>9}  errors {}",
+            scenario.name,
+            side.info.name,
+            round + 1,
+            rate,
+            run.achieved_rate,
+            figures::micros(run.latency_us.p50),
+            figures::micros(run.latency_us.p99),
+            run.error_count()
+        );
+        std::thread::sleep(self.options.pause);
+        Ok(run)
+    }
+
+    fn bar(&self, prefix: &str, len: u64) -> ProgressBar {
+        if !self.options.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {elapsed_precise} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix.to_string());
+        bar
+    }
+
+    /// Requests the side's `/metrics` has counted so far, summed over every series.
+    fn counted(&self, side: &Side) -> Option<f64> {
+        let url = side.metrics_url.as_ref()?;
+        let text = self.runtime.block_on(async {
+            let response = self.client.get(url).send().await.ok()?;
+            response.text().await.ok()
+        })?;
+        Some(sum_series(&text, "http_server_requests_total"))
+    }
+}
+
+/// The sum of every sample of metric `name` in a Prometheus text exposition.
+pub fn sum_series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sum_series_adds_every_labelled_sample_of_one_metric_only() {
+        let text = "# HELP http_server_requests_total x\n\
+                    http_server_requests_total{function=\"a\",status=\"200\"} 3\n\
+                    http_server_requests_total{function=\"b\",status=\"500\"} 4\n\
+                    http_server_requests_total_other 100\n\
+                    http_server_requests_in_flight 7\n";
+        assert_eq!(super::sum_series(text, "http_server_requests_total"), 7.0);
+    }
+}

@@ -1,0 +1,336 @@
+//! Scenarios, read from a TOML file (`bench/scenarios.toml` is the shipped one).
+//!
+//! ```toml
+//! [defaults]            # every scenario may override these
+//! connections = 16
+//! warmup = "1s"         # at the scenario's rate, left out of every figure
+//! timeout = "10s"       # counted from each request's intended send time
+//! rounds = 3            # fixed-rate scenarios: A B A B A B
+//!
+//! [[scenario]]
+//! name = "seed-hello"
+//! path = "/hello/"
+//! rate = 100            # requests per second
+//! requests = 1000       # or: duration = "10s"
+//!
+//! [[scenario]]
+//! name = "sweep-hello"
+//! path = "/hello/"
+//! rates = [500, 1000, 2000]
+//! duration = "5s"       # per step
+//! p99_limit = "10ms"    # a step passes with p99 at most this, errors at most
+//! max_error_ratio = 0.001  # this share, and an achieved rate of 90% of the target
+//! ```
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// The scenario file shipped with the repository.
+pub const SHIPPED: &str = include_str!("../scenarios.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    defaults: Settings,
+    #[serde(rename = "scenario")]
+    scenarios: Vec<Def>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    connections: Option<usize>,
+    warmup: Option<String>,
+    timeout: Option<String>,
+    rounds: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Def {
+    name: String,
+    #[serde(default)]
+    description: String,
+    path: String,
+    method: Option<String>,
+    body: Option<String>,
+    rate: Option<f64>,
+    requests: Option<u64>,
+    duration: Option<String>,
+    rates: Option<Vec<f64>>,
+    p99_limit: Option<String>,
+    max_error_ratio: Option<f64>,
+    // The same fields as [`Settings`]: serde cannot flatten and deny unknown fields at once.
+    connections: Option<usize>,
+    warmup: Option<String>,
+    timeout: Option<String>,
+    rounds: Option<u32>,
+}
+
+/// One scenario, validated, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// Path and query, the same on every side (e.g. `/hello/`).
+    pub path: String,
+    pub method: http::Method,
+    pub body: Bytes,
+    pub connections: usize,
+    pub warmup: Duration,
+    pub timeout: Duration,
+    pub rounds: u32,
+    pub shape: Shape,
+}
+
+#[derive(Debug, Clone)]
+pub enum Shape {
+    /// One constant rate, `requests` measured requests, repeated `rounds` times per side.
+    Fixed { rate: f64, requests: u64 },
+    /// Rising rates, `step` long each, until a side's step fails the limits.
+    Sweep {
+        rates: Vec<f64>,
+        step: Duration,
+        p99_limit: Duration,
+        max_error_ratio: f64,
+    },
+}
+
+impl Scenario {
+    /// Warm-up requests at `rate`.
+    pub fn warmup_requests(&self, rate: f64) -> u64 {
+        (self.warmup.as_secs_f64() * rate).ceil() as u64
+    }
+}
+
+fn duration(field: &str, text: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text)
+        .with_context(|| format!("{field} = {text:?} is not a duration like \"5s\" or \"500ms\""))
+}
+
+/// Parses and validates a scenario file. `scale` multiplies every request count and
+/// duration (not warm-up), for quick runs; counts never drop below one request.
+pub fn parse(text: &str, scale: f64) -> anyhow::Result<Vec<Scenario>> {
+    ensure!(
+        scale.is_finite() && scale > 0.0,
+        "scale must be positive, got {scale}"
+    );
+    let file: File = toml::from_str(text).context("parsing the scenario file")?;
+    ensure!(!file.scenarios.is_empty(), "the file has no [[scenario]]");
+    let mut names = std::collections::HashSet::new();
+    file.scenarios
+        .into_iter()
+        .map(|def| {
+            let name = def.name.clone();
+            ensure!(
+                names.insert(name.clone()),
+                "scenario {name:?} is defined twice"
+            );
+            resolve(def, &file.defaults, scale).with_context(|| format!("scenario {name:?}"))
+        })
+        .collect()
+}
+
+/// Reads `path`, or the shipped scenarios when `path` is `None`.
+pub fn load(path: Option<&Path>, scale: f64) -> anyhow::Result<Vec<Scenario>> {
+    match path {
+        None => parse(SHIPPED, scale),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            parse(&text, scale).with_context(|| format!("in {}", path.display()))
+        }
+    }
+}
+
+fn resolve(def: Def, defaults: &Settings, scale: f64) -> anyhow::Result<Scenario> {
+    ensure!(
+        !def.name.is_empty()
+            && def
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "name must be letters, digits, '-' or '_'"
+    );
+    ensure!(
+        def.path.starts_with('/'),
+        "path must start with '/', got {:?}",
+        def.path
+    );
+    let pick = |own: &Option<String>, default: &Option<String>, fallback: &str| {
+        own.clone()
+            .or_else(|| default.clone())
+            .unwrap_or_else(|| fallback.to_string())
+    };
+    let connections = def.connections.or(defaults.connections).unwrap_or(16);
+    ensure!(connections >= 1, "connections must be at least 1");
+    let rounds = def.rounds.or(defaults.rounds).unwrap_or(3);
+    ensure!(rounds >= 1, "rounds must be at least 1");
+    let warmup = duration("warmup", &pick(&def.warmup, &defaults.warmup, "1s"))?;
+    let timeout = duration("timeout", &pick(&def.timeout, &defaults.timeout, "10s"))?;
+    let method = def.method.as_deref().unwrap_or("GET");
+    let method = http::Method::from_bytes(method.as_bytes())
+        .with_context(|| format!("method {method:?}"))?;
+    let valid_rate = |r: f64| r.is_finite() && r > 0.0;
+
+    let shape = match (def.rate, def.rates) {
+        (Some(rate), None) => {
+            ensure!(valid_rate(rate), "rate must be positive, got {rate}");
+            ensure!(
+                def.p99_limit.is_none() && def.max_error_ratio.is_none(),
+                "p99_limit and max_error_ratio belong to sweeps (rates = [...])"
+            );
+            let requests = match (def.requests, &def.duration) {
+                (Some(n), None) => n,
+                (None, Some(d)) => (duration("duration", d)?.as_secs_f64() * rate).round() as u64,
+                _ => bail!("give exactly one of requests or duration"),
+            };
+            ensure!(requests >= 1, "requests must be at least 1");
+            Shape::Fixed {
+                rate,
+                requests: ((requests as f64 * scale).round() as u64).max(1),
+            }
+        }
+        (None, Some(rates)) => {
+            ensure!(!rates.is_empty(), "rates is empty");
+            ensure!(
+                rates.iter().all(|&r| valid_rate(r)),
+                "every rate must be positive"
+            );
+            ensure!(
+                rates.windows(2).all(|w| w[0] < w[1]),
+                "rates must rise: {rates:?}"
+            );
+            ensure!(
+                def.requests.is_none(),
+                "a sweep's steps are given by duration, not requests"
+            );
+            let step = duration(
+                "duration",
+                def.duration.as_deref().context("a sweep needs duration")?,
+            )?;
+            let max_error_ratio = def.max_error_ratio.unwrap_or(0.001);
+            ensure!(
+                (0.0..=1.0).contains(&max_error_ratio),
+                "max_error_ratio must be between 0 and 1"
+            );
+            Shape::Sweep {
+                rates,
+                step: step.mul_f64(scale),
+                p99_limit: duration(
+                    "p99_limit",
+                    def.p99_limit
+                        .as_deref()
+                        .context("a sweep needs p99_limit")?,
+                )?,
+                max_error_ratio,
+            }
+        }
+        (Some(_), Some(_)) => bail!("give rate (one rate) or rates (a sweep), not both"),
+        (None, None) => bail!("give rate (one rate) or rates (a sweep)"),
+    };
+    Ok(Scenario {
+        name: def.name,
+        description: def.description,
+        path: def.path,
+        method,
+        body: def.body.map(Bytes::from).unwrap_or_default(),
+        connections,
+        warmup,
+        timeout,
+        rounds,
+        shape,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_is_valid_and_has_what_the_comparison_needs() {
+        let scenarios = parse(SHIPPED, 1.0).unwrap();
+        let names: Vec<_> = scenarios.iter().map(|s| s.name.as_str()).collect();
+        for function in ["hello", "sleep", "hash", "memory"] {
+            let seed = scenarios
+                .iter()
+                .find(|s| s.name == format!("seed-{function}"))
+                .unwrap_or_else(|| panic!("no seed scenario for {function} in {names:?}"));
+            assert!(
+                matches!(seed.shape, Shape::Fixed { rate, requests: 1000 } if rate == 100.0),
+                "seed-{function} is not 1000 requests 10 ms apart: {:?}",
+                seed.shape
+            );
+        }
+        assert!(
+            scenarios
+                .iter()
+                .any(|s| matches!(s.shape, Shape::Sweep { .. })),
+            "no rate sweep in {names:?}"
+        );
+    }
+
+    #[test]
+    fn scale_shrinks_counts_and_steps_but_not_below_one_request() {
+        let text = r#"
+            [[scenario]]
+            name = "a"
+            path = "/hello/"
+            rate = 100
+            duration = "10s"
+            [[scenario]]
+            name = "b"
+            path = "/hello/"
+            rates = [10, 20]
+            duration = "4s"
+            p99_limit = "5ms"
+        "#;
+        let s = parse(text, 0.001).unwrap();
+        assert!(matches!(s[0].shape, Shape::Fixed { requests: 1, .. }));
+        assert!(
+            matches!(s[1].shape, Shape::Sweep { step, .. } if step == Duration::from_millis(4))
+        );
+        let s = parse(text, 1.0).unwrap();
+        assert!(matches!(s[0].shape, Shape::Fixed { requests: 1000, .. }));
+        assert_eq!(s[0].connections, 16);
+        assert_eq!(s[0].rounds, 3);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/\"\nrate = 0\nrequests = 1",
+                "rate must be positive",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/\"\nrate = 1",
+                "exactly one of requests or duration",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/\"\nrates = [2, 1]\nduration = \"1s\"\np99_limit = \"1ms\"",
+                "rates must rise",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/\"\nrate = 1\nrequests = 1\nwarmup = \"soon\"",
+                "not a duration",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/\"\nrate = 1\nrequests = 1\nspeed = 3",
+                "unknown field",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/\"\nrate = 1\nrequests = 1\n[[scenario]]\nname = \"x\"\npath = \"/\"\nrate = 1\nrequests = 1",
+                "defined twice",
+            ),
+        ];
+        for (text, want) in cases {
+            let error = format!("{:#}", parse(text, 1.0).unwrap_err());
+            assert!(error.contains(want), "{text:?}: {error:?} lacks {want:?}");
+        }
+    }
+}

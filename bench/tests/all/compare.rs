@@ -1,0 +1,195 @@
+//! A short `bench compare` against the real runtime, webserver and nginx: the report files
+//! are written and hold both sides; ctrl-c stops everything and still writes a report.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use localrun::workspace_binary as our_binary;
+
+const TINY: &str = r#"
+[defaults]
+connections = 4
+warmup = "100ms"
+timeout = "5s"
+rounds = 2
+
+[[scenario]]
+name = "tiny-hello"
+path = "/hello/"
+rate = 200
+requests = 60
+
+[[scenario]]
+name = "tiny-sweep"
+path = "/hello/"
+rates = [100, 200]
+duration = "300ms"
+p99_limit = "2s"
+"#;
+
+fn compare(dir: &Path, scenarios: &str) -> Command {
+    let file = dir.join("scenarios.toml");
+    std::fs::write(&file, scenarios).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bench"));
+    command
+        .arg("compare")
+        .arg("--scenarios")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.join("report"))
+        .arg("--runtime-bin")
+        .arg(our_binary("runtime"))
+        .arg("--webserver-bin")
+        .arg(our_binary("webserver"))
+        .args(["--pause-ms", "0", "--nginx-workers", "1"]);
+    command
+}
+
+#[test]
+fn compare_writes_markdown_html_and_json_with_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = compare(dir.path(), TINY).status().unwrap();
+    assert!(status.success(), "bench compare failed: {status}");
+
+    let out = dir.path().join("report");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert!(json["meta"]["interrupted"].is_null(), "{}", json["meta"]);
+    let scenarios = json["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 2);
+    let fixed = &scenarios[0];
+    for side in ["serverless", "traditional"] {
+        let runs: Vec<_> = fixed["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["side"] == side)
+            .collect();
+        assert_eq!(runs.len(), 2, "two rounds of {side}");
+        for run in runs {
+            assert_eq!(run["ok"], 60, "{side}: {run}");
+            assert!(run["latency_us"]["p50"].as_f64().unwrap() > 0.0);
+            assert!(
+                run["usage"]["resident_peak_bytes"].as_u64().unwrap() > 1 << 20,
+                "{side} RSS sampled"
+            );
+            // The side's own /metrics saw at least the measured requests.
+            assert!(run["server_counted"].as_f64().unwrap() >= 60.0, "{run}");
+        }
+    }
+    // Rounds alternate: A B A B.
+    let order: Vec<&str> = fixed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["side"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["serverless", "traditional", "serverless", "traditional"]
+    );
+    assert!(
+        scenarios[1]["sweep"].is_object() && scenarios[1]["runs"].as_array().unwrap().len() >= 2
+    );
+
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in [
+        "## tiny-hello",
+        "## tiny-sweep",
+        "| latency p99 |",
+        "serverless",
+        "traditional",
+        "reservation, not a cost",
+        "wasmtime",
+    ] {
+        assert!(markdown.contains(needle), "report.md lacks {needle:?}");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.matches("<svg").count() >= 4, "charts in report.html");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "report.html must be self-contained"
+    );
+
+    // `bench report` renders the same Markdown again from the JSON.
+    let again = dir.path().join("again");
+    let status = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .arg("report")
+        .arg(out.join("results.json"))
+        .arg("--out")
+        .arg(&again)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(again.join("report.md")).unwrap(),
+        markdown
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_servers_and_still_writes_what_was_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = TINY.replace("requests = 60", "requests = 100000");
+    let mut child = compare(dir.path(), &long)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the sides are up (bench prints their URLs), then interrupt.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("[bench] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let runtime_url = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("bench never reported its sides");
+        if let Some(rest) = line.strip_prefix("serverless: http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "bench did not stop on ctrl-c");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "exit status for an interrupted run"
+    );
+    let addr: std::net::SocketAddr = runtime_url.parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
+        "the runtime bench started is still listening on {addr}"
+    );
+    let json = std::fs::read_to_string(dir.path().join("report/results.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        json["meta"]["interrupted"]
+            .as_str()
+            .unwrap()
+            .contains("ctrl-c"),
+        "{}",
+        json["meta"]
+    );
+}
