@@ -1,7 +1,7 @@
 //! The comparison's measuring instrument.
 //!
 //! - [`load`]: the open-loop load engine (constant arrival rate, HDR histograms, latency
-//!   from the intended send time);
+//!   from each request's release on schedule);
 //! - [`scenario`]: scenarios from TOML;
 //! - [`sample`]: the sides' process resource use from `/proc`;
 //! - [`runner`]: scenarios against sides, one side at a time, alternating;

@@ -2,16 +2,19 @@
 //!
 //! A scheduler thread releases request *i* at `start + i / rate` whether or not earlier
 //! requests have finished, onto a queue that a fixed pool of connections drains. A request's
-//! latency runs from that intended time to the end of its response body, so time spent
-//! waiting for a free connection behind a slow response counts against the server. Tools
-//! that start the clock when they actually send (closed loop) hide exactly those stalls:
+//! latency runs from its release to the end of its response body, so time spent waiting
+//! for a free connection behind a slow response counts against the server. Tools that
+//! start the clock when they actually send (closed loop) hide exactly those stalls:
 //! coordinated omission.
 //!
 //! Timing: tokio's timer has millisecond granularity, which would add up to 1 ms of the
 //! generator's own error to every microsecond-scale latency. The scheduler is therefore a
-//! plain thread sleeping with the kernel's timer slack set to its minimum; how late each
-//! request actually left is recorded too (`send_lag`), so a report can show when the
-//! generator, not the server, was behind.
+//! plain thread sleeping with the kernel's timer slack at its minimum. Latency counts from
+//! when it actually released a request rather than from the ideal instant: its wake-up
+//! lateness (about 100 µs on a virtual machine, milliseconds when it finds no free core)
+//! is the generator's, not the server's. That lateness is recorded apart
+//! (`schedule_lag`), so a report can say when the generator fell behind and the offered
+//! load was burstier than planned.
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -44,8 +47,8 @@ pub struct LoadSpec {
     pub warmup_requests: u64,
     /// Connections kept open; at most this many requests are in flight.
     pub connections: usize,
-    /// A request whose response has not ended this long after its *intended* send time is a
-    /// timeout, whether it waited for a connection or for the server.
+    /// A request whose response has not ended this long after its release is a timeout,
+    /// whether it waited for a connection or for the server.
     pub timeout: Duration,
 }
 
@@ -66,7 +69,7 @@ impl LoadSpec {
 pub enum ErrorKind {
     /// The TCP connection could not be opened.
     Connect,
-    /// No complete response within the timeout (counted from the intended send time).
+    /// No complete response within the timeout (counted from the request's release).
     Timeout,
     /// The connection failed while sending or receiving (reset, closed, bad HTTP).
     Io,
@@ -88,13 +91,13 @@ impl std::fmt::Display for ErrorKind {
 /// What a run measured. Only the measured requests (not warm-up) are in it.
 #[derive(Debug, Clone)]
 pub struct LoadResult {
-    /// Latency of successful requests, intended send time to end of body, in µs.
+    /// Latency of successful requests, release to end of body, in µs.
     pub latency: Histogram<u64>,
-    /// How late requests left relative to their intended time, in µs: time spent queued for
-    /// a connection plus the generator's own scheduling error.
+    /// How long released requests waited for a free connection, in µs: the server falling
+    /// behind (counted in latency too).
     pub send_lag: Histogram<u64>,
-    /// The generator's own part of that: how late the scheduler released requests, in µs.
-    /// High values mean the generator, not the server, was behind.
+    /// How late the scheduler released requests after their planned instant, in µs: the
+    /// generator falling behind (not counted in latency).
     pub schedule_lag: Histogram<u64>,
     pub ok: u64,
     pub errors: BTreeMap<ErrorKind, u64>,
@@ -359,7 +362,7 @@ async fn worker(
 ) -> Tally {
     let mut tally = Tally::new();
     while let Ok(ticket) = queue.recv().await {
-        let outcome = send(&mut sender, &target, ticket.intended).await;
+        let outcome = send(&mut sender, &target, ticket.released).await;
         let done = Instant::now();
         progress.done.fetch_add(1, Ordering::Relaxed);
         if outcome.is_err() {
@@ -376,10 +379,10 @@ async fn worker(
             Ok(sent_at) => {
                 tally.ok += 1;
                 tally.last_sent = tally.last_sent.max(Some(sent_at));
-                let _ = tally.latency.record(micros(done - ticket.intended));
+                let _ = tally.latency.record(micros(done - ticket.released));
                 let _ = tally
                     .send_lag
-                    .record(micros(sent_at.saturating_duration_since(ticket.intended)));
+                    .record(micros(sent_at.saturating_duration_since(ticket.released)));
             }
             Err(kind) => *tally.errors.entry(kind).or_default() += 1,
         }
@@ -392,9 +395,9 @@ async fn worker(
 async fn send(
     sender: &mut Option<Sender>,
     target: &Target,
-    intended: Instant,
+    released: Instant,
 ) -> Result<Instant, ErrorKind> {
-    let deadline = intended + target.timeout;
+    let deadline = released + target.timeout;
     if Instant::now() >= deadline {
         // Waited out its whole timeout in the queue: never sent, connection untouched.
         return Err(ErrorKind::Timeout);

@@ -4,7 +4,7 @@
 //! [defaults]            # every scenario may override these
 //! connections = 16
 //! warmup = "1s"         # at the scenario's rate, left out of every figure
-//! timeout = "10s"       # counted from each request's intended send time
+//! timeout = "10s"       # counted from each request's release on schedule
 //! rounds = 3            # fixed-rate scenarios: A B A B A B
 //!
 //! [[scenario]]

@@ -55,9 +55,9 @@ pub fn html(report: &Report) -> String {
     out.push_str("</table>");
     let _ = write!(
         out,
-        "<p>Figures are medians over rounds, range in brackets. Latency counts from each \
-         request's intended send time (open loop) and covers successful requests; errors are \
-         counted apart. S / T = serverless / traditional.</p><p class=\"note\">{}</p>",
+        "<p>Figures are medians over rounds, range in brackets. Latency counts from the \
+         moment each request was due and released, whether or not a connection was free \
+         (open loop), and covers successful requests; errors are counted apart. S / T = serverless / traditional.</p><p class=\"note\">{}</p>",
         escape(VIRTUAL_MEMORY_NOTE)
     );
 

@@ -38,9 +38,10 @@ pub fn markdown(report: &Report) -> String {
         out,
         "\nEach fixed-rate scenario ran in rounds, the sides one after the other and \
          alternating (A B A B ...); figures are the median over rounds with the range in \
-         brackets. Latency counts from each request's *intended* send time (open loop, no \
-         coordinated omission) and covers successful requests only; errors are counted \
-         apart. The ratio is serverless / traditional: below 1 the serverless figure is \
+         brackets. Latency counts from the moment each request was due and released by \
+         the generator, whether or not a connection was free (open loop, no coordinated \
+         omission), to the end of its response, and covers successful requests only; \
+         errors are counted apart. The ratio is serverless / traditional: below 1 the serverless figure is \
          the smaller one.\n\n> {VIRTUAL_MEMORY_NOTE}\n"
     );
 
@@ -241,9 +242,9 @@ fn generator_note(out: &mut String, scenario: &ScenarioResult) {
         let _ = writeln!(
             out,
             "- **Generator behind**: in the worst run ({} at {} req/s) the load generator \
-             itself released 1% of requests more than {} late (no free core for it). That \
-             lateness is counted as latency of the side under test; treat the run's tail \
-             figures with care.",
+             released 1% of requests more than {} after they were due (it found no free \
+             core). Latency does not include that lateness, but the load offered was \
+             burstier than planned; treat that run's tail figures with care.",
             run.side,
             run.rate,
             figures::micros(run.schedule_lag_us.p99)

@@ -82,12 +82,12 @@ pub struct Run {
     /// Successful responses per second over the measured window.
     pub achieved_rate: f64,
     pub window_seconds: f64,
-    /// Successful requests, intended send time to end of body.
+    /// Successful requests, from their release on schedule to the end of the body.
     pub latency_us: Percentiles,
-    /// How late requests left their intended time (queued for a connection, or the
-    /// generator behind).
+    /// How long released requests waited for a free connection (included in latency).
     pub send_lag_us: Percentiles,
-    /// How late the generator's scheduler released requests: its own lateness.
+    /// How late the generator released requests after their planned instant: its own
+    /// lateness (not in latency).
     pub schedule_lag_us: Percentiles,
     /// (percentile, µs) along the whole distribution, for the percentile chart.
     pub latency_curve: Vec<(f64, f64)>,
