@@ -45,9 +45,10 @@ async fn sends_exactly_the_scheduled_requests_never_ahead_of_schedule() {
     assert!(result.errors.is_empty(), "{:?}", result.errors);
     assert_eq!(result.latency.len(), 100);
     // Open loop on a fixed schedule: 120 requests 5 ms apart cannot finish in less than
-    // 119 intervals, however fast the server.
+    // 119 intervals (less the little the scheduler may release early), however fast the
+    // server.
     assert!(
-        elapsed >= Duration::from_millis(595),
+        elapsed >= Duration::from_millis(595) - load::EARLY,
         "finished in {elapsed:?}: ahead of the schedule"
     );
     assert_eq!(result.measure_start, Duration::from_millis(100));
