@@ -1,6 +1,6 @@
 //! The load engine: open-loop, constant arrival rate, over HTTP/1.1 keep-alive.
 //!
-//! A scheduler thread releases request *i* at `start + i / rate` whether or not earlier
+//! A scheduler releases request *i* at `start + i / rate` whether or not earlier
 //! requests have finished, onto a queue that a fixed pool of connections drains. A request's
 //! latency runs from its release to the end of its response body, so time spent waiting
 //! for a free connection behind a slow response counts against the server. Tools that
@@ -8,14 +8,14 @@
 //! coordinated omission.
 //!
 //! Timing: tokio's timer has millisecond granularity, which would add up to 1 ms of the
-//! generator's own error to every microsecond-scale latency. The scheduler is therefore a
-//! plain thread sleeping with the kernel's timer slack at its minimum (and releasing what is
-//! due within [`EARLY`] at each wake, to keep its wake-ups affordable). Latency counts from
-//! when it actually released a request rather than from the ideal instant: its wake-up
-//! lateness (about 100 µs on a virtual machine, milliseconds when it finds no free core)
-//! is the generator's, not the server's. That lateness is recorded apart
-//! (`schedule_lag`), so a report can say when the generator fell behind and the offered
-//! load was burstier than planned.
+//! generator's own error to every microsecond-scale latency. The scheduler is a task that
+//! sleeps on a timerfd instead: nanosecond expiry, delivered through tokio's own epoll
+//! reactor, so releasing a request wakes no other thread (cross-thread wake-ups, each a
+//! context switch, were most of the generator's CPU). Latency counts from when a request
+//! was actually released rather than from its ideal instant: any lateness of the
+//! scheduler (milliseconds when it finds no free core) is the generator's, not the
+//! server's. That lateness is recorded apart (`schedule_lag`), so a report can say when
+//! the generator fell behind and the offered load was burstier than planned.
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -23,17 +23,17 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
-use std::num::NonZeroU64;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 
-/// A request due this soon is released now rather than after another sleep. Each wake of
-/// the scheduler is a context switch, and at tens of thousands of requests per second
-/// those were most of the generator's CPU. At rates up to 10k/s this only shifts the
-/// whole schedule by a constant (and offsets part of the kernel's wake-up lateness); above,
-/// requests due within the same 100 µs leave together.
+/// A request due this soon is released now rather than after another sleep: every sleep
+/// is a trip through the kernel. At rates up to 10k/s this only shifts the whole schedule
+/// by a constant (and offsets part of the wake-up lateness); above, requests due within
+/// the same 100 µs leave together.
 pub const EARLY: Duration = Duration::from_micros(100);
 
 /// Latencies are recorded in microseconds, from 1 µs to this bound, at 3 significant
@@ -207,6 +207,55 @@ impl Tally {
     }
 }
 
+/// A one-shot timer with nanosecond resolution whose expiry wakes tokio's reactor: epoll
+/// reports the timerfd readable. tokio's own timer rounds to milliseconds.
+struct PreciseTimer {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl PreciseTimer {
+    fn new() -> std::io::Result<Self> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        // SAFETY: `register` is unsafe because the reactor must not outlive the descriptor
+        // it watches. Here the AsyncFd owns the OwnedFd: nothing else can close it, and
+        // dropping the AsyncFd deregisters it before the descriptor is closed.
+        #[allow(unsafe_code)]
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(std::io::Error::from)?;
+        Ok(Self { fd })
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
+        // A zero expiry would disarm the timer instead of firing it.
+        let duration = duration.max(Duration::from_nanos(1));
+        let value = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: duration.as_secs() as _,
+                tv_nsec: duration.subsec_nanos() as _,
+            },
+        };
+        timerfd_settime(self.fd.get_ref(), TimerfdTimerFlags::empty(), &value)
+            .expect("arming a timerfd we own");
+        loop {
+            let mut guard = self.fd.readable().await.expect("timerfd in the reactor");
+            let mut expirations = [0u8; 8];
+            match rustix::io::read(self.fd.get_ref(), &mut expirations) {
+                Ok(_) => return,
+                Err(rustix::io::Errno::AGAIN) => guard.clear_ready(),
+                Err(e) => panic!("reading a timerfd: {e}"),
+            }
+        }
+    }
+}
+
 /// Whether the generator's threads run at a higher priority than the servers (nice -10,
 /// which needs root or CAP_SYS_NICE). The generator shares the cores with the side under
 /// test, and every moment it waits for a core is charged to that side as latency; the
@@ -278,29 +327,24 @@ pub async fn run(spec: &LoadSpec, progress: Arc<Progress>) -> Result<LoadResult,
     let interval = spec.interval();
     let total = spec.warmup_requests + spec.requests;
     let warmup = spec.warmup_requests;
-    let scheduler = std::thread::Builder::new()
-        .name("bench-scheduler".into())
-        .spawn(move || {
-            // Best effort: without it the kernel may wake us up to 50 µs late.
-            let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
-            raise_priority();
-            for i in 0..total {
-                let intended = started + interval.mul_f64(i as f64);
-                let now = Instant::now();
-                if intended > now + EARLY {
-                    std::thread::sleep(intended - now - EARLY);
-                }
-                let ticket = Ticket {
-                    intended,
-                    released: Instant::now(),
-                    measured: i >= warmup,
-                };
-                if tx.send_blocking(ticket).is_err() {
-                    break;
-                }
+    let scheduler = tokio::spawn(async move {
+        let timer = PreciseTimer::new().expect("creating a timerfd");
+        for i in 0..total {
+            let intended = started + interval.mul_f64(i as f64);
+            let now = Instant::now();
+            if intended > now + EARLY {
+                timer.sleep(intended - now - EARLY).await;
             }
-        })
-        .expect("spawning the scheduler thread");
+            let ticket = Ticket {
+                intended,
+                released: Instant::now(),
+                measured: i >= warmup,
+            };
+            if tx.send(ticket).await.is_err() {
+                break;
+            }
+        }
+    });
 
     let workers: Vec<_> = senders
         .into_iter()
@@ -315,7 +359,7 @@ pub async fn run(spec: &LoadSpec, progress: Arc<Progress>) -> Result<LoadResult,
     for worker in workers {
         tally.merge(worker.await.expect("load worker panicked"));
     }
-    scheduler.join().expect("scheduler thread panicked");
+    scheduler.await.expect("the scheduler panicked");
 
     let measure_start = interval.mul_f64(warmup as f64);
     let since_start = |t: Option<Instant>| t.map_or(measure_start, |t| t.duration_since(started));
