@@ -317,3 +317,21 @@ fn every_scrape_target_and_url_names_a_service_port() {
         "expected the exporter, bench and nginx URLs, saw {seen}"
     );
 }
+
+#[test]
+fn dashboards_are_validated_against_the_grafana_version_compose_runs() {
+    let compose = compose();
+    let image = compose["services"]["grafana"]["image"].as_str().unwrap();
+    let version = image.rsplit_once(':').unwrap().1;
+    let script =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test"))
+            .unwrap();
+    let pinned = script
+        .lines()
+        .find_map(|l| l.strip_prefix("grafana_schema_version="))
+        .expect("scripts/test pins grafana_schema_version");
+    assert_eq!(
+        pinned, version,
+        "scripts/test validates dashboards against Grafana {pinned}, compose runs {image}"
+    );
+}

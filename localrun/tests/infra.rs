@@ -30,6 +30,42 @@ fn rules_are_valid_and_pass_their_unit_tests() {
     localrun::promtool(&dir.join("tests"), &["test", "rules", "rules_test.yml"]).unwrap();
 }
 
+/// Every dashboard validates against Grafana's published dashboard schema: the JSON Schema
+/// scripts/test generates from @grafana/schema (pinned to the Grafana version compose
+/// runs) and names in GRAFANA_DASHBOARD_SCHEMA.
+#[test]
+fn dashboards_match_grafanas_published_schema() {
+    let schema = std::env::var("GRAFANA_DASHBOARD_SCHEMA").expect(
+        "GRAFANA_DASHBOARD_SCHEMA is not set: run the tests through scripts/test, which generates Grafana's dashboard schema and sets it",
+    );
+    assert!(
+        std::path::Path::new(&schema).is_file(),
+        "{schema} does not exist: run scripts/test, which generates it"
+    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/grafana/dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "dashboards: {files:?}");
+    let checker = localrun::find_program("check-jsonschema")
+        .expect("check-jsonschema not found: scripts/test installs it");
+    let out = std::process::Command::new(checker)
+        .arg("--schemafile")
+        .arg(&schema)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dashboards do not match Grafana's schema:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A background process started by this test; killed on drop.
 struct Child(std::process::Child);
 
