@@ -42,6 +42,16 @@ pub fn machine() -> BTreeMap<String, String> {
     m
 }
 
+/// CPU time the hypervisor has taken from this machine's virtual CPUs so far (all CPUs
+/// together, seconds): `steal` in `/proc/stat`. Time stolen during a run is time neither
+/// side nor the generator could run, and it shows in latency tails.
+pub fn steal_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let steal: f64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    Some(steal / rustix::param::clock_ticks_per_second() as f64)
+}
+
 /// The wasmtime version the workspace pins, read from `Cargo.lock` at build time.
 fn wasmtime_version() -> Option<&'static str> {
     let lock = include_str!("../../Cargo.lock");
@@ -95,6 +105,12 @@ pub fn versions(nginx: Option<&std::path::Path>) -> BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn steal_time_is_read_from_proc_stat() {
+        let steal = super::steal_seconds().expect("a steal column in /proc/stat");
+        assert!(steal >= 0.0);
+    }
+
     #[test]
     fn the_pinned_wasmtime_version_is_found() {
         let v = super::wasmtime_version().expect("wasmtime in Cargo.lock");

@@ -161,6 +161,7 @@ impl Runner {
             timeout: scenario.timeout,
         };
         let counted_before = self.counted(side);
+        let steal_before = crate::machine::steal_seconds();
         let origin = Instant::now();
         let interval = self.options.sample_interval;
         let side_sampler = side
@@ -208,6 +209,10 @@ impl Runner {
         });
         ticker.abort();
         bar.finish_and_clear();
+        let stolen = match (steal_before, crate::machine::steal_seconds()) {
+            (Some(before), Some(after)) => Some(after - before),
+            _ => None,
+        };
         let side_samples = side_sampler.map(Sampler::finish);
         let generator_samples = generator_sampler.finish();
         let result = outcome.ok_or(Interrupted)??;
@@ -235,6 +240,7 @@ impl Runner {
             side_samples.map(rebase),
             &rebase(generator_samples),
             counted,
+            stolen,
         );
         eprintln!(
             "{:<18} {:<12} round {} {:>8} req/s: achieved {:>9.1}/s  p50 {:>9}  p99 {:>9}  errors {}",

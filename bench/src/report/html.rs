@@ -154,7 +154,7 @@ fn percentile_chart(report: &Report, scenario: &ScenarioResult, sides: &[String]
                     )
                 })
                 .filter(|(p, _)| *p < 100.0)
-                .map(|(p, v)| (tail(p) + 1.0, v))
+                .map(|(p, v)| (tail(p), v))
                 .collect();
             Some(Series {
                 name: side.clone(),
@@ -168,13 +168,13 @@ fn percentile_chart(report: &Report, scenario: &ScenarioResult, sides: &[String]
         title: format!("{}: latency by percentile", scenario.name),
         x_label: "percentile".into(),
         y_label: "latency".into(),
-        x_scale: Scale::Log,
+        // The x values are already -log10(1 - p): a linear axis over them.
+        x_scale: Scale::Linear,
         y_scale: Scale::Log,
-        // Shifted by one so 0% sits at 1 on the log axis.
         x_ticks: Some(
             [0.0, 90.0, 99.0, 99.9, 99.99, 99.999]
                 .iter()
-                .map(|&p| (tail(p) + 1.0, format!("{p}%")))
+                .map(|&p| (tail(p), format!("{p}%")))
                 .collect(),
         ),
         x_format: |v| format!("{v}"),
@@ -206,14 +206,9 @@ fn timeline_chart(
                     .iter()
                     .map(|s| (s.t - origin, s.resident_bytes as f64 / (1024.0 * 1024.0)))
                     .collect(),
-                Timeline::Cpu => run
-                    .timeline
-                    .windows(2)
-                    .filter(|w| w[1].t > w[0].t)
-                    .map(|w| {
-                        let cores = (w[1].cpu_seconds - w[0].cpu_seconds) / (w[1].t - w[0].t);
-                        (w[1].t - origin, cores)
-                    })
+                Timeline::Cpu => cpu_rate(&run.timeline)
+                    .into_iter()
+                    .map(|(t, cores)| (t - origin, cores))
                     .collect(),
             };
             Series {
@@ -235,11 +230,27 @@ fn timeline_chart(
         x_scale: Scale::Linear,
         y_scale: Scale::Linear,
         x_ticks: None,
-        x_format: |v| format!("{v:.0}"),
+        // `+ 0.0` turns -0 into 0.
+        x_format: |v| format!("{:.0}", v + 0.0),
         y_format,
         y_from_zero: true,
         series,
     }
+}
+
+/// Cores busy over windows of at least half a second: CPU time is counted in 10 ms
+/// ticks, so between two 100 ms samples it reads 0 or 0.1 at low load.
+fn cpu_rate(samples: &[crate::sample::Sample]) -> Vec<(f64, f64)> {
+    let mut points = Vec::new();
+    let mut start = 0;
+    for (i, s) in samples.iter().enumerate() {
+        let first = &samples[start];
+        if s.t - first.t >= 0.5 {
+            points.push((s.t, (s.cpu_seconds - first.cpu_seconds) / (s.t - first.t)));
+            start = i;
+        }
+    }
+    points
 }
 
 fn sweep(out: &mut String, report: &Report, scenario: &ScenarioResult, sides: &[String]) {
@@ -278,7 +289,14 @@ fn sweep(out: &mut String, report: &Report, scenario: &ScenarioResult, sides: &[
     out.push_str("</ul><div class=\"charts\">");
     let mut series = Vec::new();
     for side in sides {
-        let runs: Vec<&Run> = scenario.runs_of(side).filter(|r| r.ok > 0).collect();
+        // At a rate tried twice, the second attempt decided: chart that one.
+        let mut runs: Vec<&Run> = Vec::new();
+        for run in scenario.runs_of(side).filter(|r| r.ok > 0) {
+            if runs.last().is_some_and(|last| last.rate == run.rate) {
+                runs.pop();
+            }
+            runs.push(run);
+        }
         for (label, dashed, pick) in [
             ("p50", true, (|r: &Run| r.latency_us.p50) as fn(&Run) -> f64),
             ("p99", false, |r: &Run| r.latency_us.p99),

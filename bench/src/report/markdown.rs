@@ -163,6 +163,7 @@ fn fixed(out: &mut String, scenario: &ScenarioResult, sides: &[String]) {
         }
     }
     generator_note(out, scenario);
+    steal_note(out, scenario);
     let _ = writeln!(out);
 }
 
@@ -223,7 +224,30 @@ fn sweep(out: &mut String, scenario: &ScenarioResult, sides: &[String]) {
          may go higher: add rates to find its limit.\n"
     );
     generator_note(out, scenario);
+    steal_note(out, scenario);
     let _ = writeln!(out);
+}
+
+/// Says when the hypervisor took a noticeable share of the CPU during a run.
+fn steal_note(out: &mut String, scenario: &ScenarioResult) {
+    let worst = scenario
+        .runs
+        .iter()
+        .filter_map(|r| Some((r.steal_share?, r)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((share, run)) = worst
+        && share > 0.01
+    {
+        let _ = writeln!(
+            out,
+            "- **Noisy machine**: during the worst run ({} at {} req/s) the hypervisor took \
+             {:.1}% of the machine's CPU time (steal). Neither side nor the generator could \
+             run then; tail latencies of such runs say more about the neighbours than the sides.",
+            run.side,
+            run.rate,
+            share * 100.0
+        );
+    }
 }
 
 /// Flags runs where requests left well after their intended time, and says whose fault

@@ -100,6 +100,9 @@ pub struct Run {
     pub timeline: Vec<Sample>,
     /// Requests the side's own `/metrics` counted during the run (warm-up included).
     pub server_counted: Option<f64>,
+    /// Share of the machine's CPU time the hypervisor took during the run (0 to 1).
+    #[serde(default)]
+    pub steal_share: Option<f64>,
     pub measure_start_seconds: f64,
 }
 
@@ -130,6 +133,7 @@ impl Run {
         side_samples: Option<Vec<Sample>>,
         generator_samples: &[Sample],
         server_counted: Option<f64>,
+        steal_seconds: Option<f64>,
     ) -> Self {
         let from = result.measure_start.as_secs_f64();
         let to = result.measure_end.as_secs_f64();
@@ -158,6 +162,11 @@ impl Run {
             generator_usage: crate::sample::usage(generator_samples, from, to),
             timeline: side_samples.unwrap_or_default(),
             server_counted,
+            steal_share: steal_seconds.map(|steal| {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+                let elapsed = result.started.elapsed().as_secs_f64().max(1e-9);
+                (steal / (cpus * elapsed)).clamp(0.0, 1.0)
+            }),
             measure_start_seconds: from,
         }
     }
