@@ -77,6 +77,13 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_DECOMMIT_BATCH_SIZE", default_value_t = 16)]
     pub decommit_batch_size: usize,
 
+    /// Serve a newly deployed component first with code from Winch, wasmtime's baseline
+    /// compiler (about 4x faster to compile, slower to run), while Cranelift compiles
+    /// the optimized code in the background; that version then swaps in. A deploy whose
+    /// optimized code is already cached skips the baseline. `false`: Cranelift only.
+    #[arg(long, env = "RUNTIME_BASELINE_COMPILE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub baseline_compile: bool,
+
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "RUNTIME_DRAIN_TIMEOUT_SECS", default_value_t = 30.0)]
     pub drain_timeout_secs: f64,

@@ -1,4 +1,5 @@
-//! The one wasmtime `Engine` of the process, its linker, and the epoch ticker.
+//! The process's wasmtime engines (Cranelift for optimized code; Winch, the baseline
+//! compiler, for fast first deploys), their linker, and the epoch ticker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Builds the engine: async (guests may await host I/O), component model, pooling
 /// allocator with copy-on-write memory images (so instantiation is a few microseconds of
 /// mapping, not a copy), and epoch interruption for deadlines.
-pub fn build(config: &Config) -> anyhow::Result<Engine> {
+pub fn build(config: &Config, strategy: wasmtime::Strategy) -> anyhow::Result<Engine> {
     let slots = config.pool_instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
@@ -46,6 +47,7 @@ pub fn build(config: &Config) -> anyhow::Result<Engine> {
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
+        .strategy(strategy)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&wasm).map_err(|e| anyhow::anyhow!("configuring wasmtime: {e:#}"))
 }
@@ -61,7 +63,7 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<Host>> {
     Ok(linker)
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on one thread for the whole process;
+/// Advances the engines' epochs every [`EPOCH_TICK`] on one thread for the whole process;
 /// stops when dropped.
 #[derive(Debug)]
 pub struct EpochTicker {
@@ -70,7 +72,7 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
-    pub fn start(engine: Engine) -> Self {
+    pub fn start(engines: Vec<Engine>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -78,7 +80,9 @@ impl EpochTicker {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })
             .expect("spawning the epoch thread");

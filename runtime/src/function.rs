@@ -50,6 +50,9 @@ pub struct Function {
     pub compile_seconds: f64,
     /// True when the compiled code came from the on-disk cache instead of Cranelift.
     pub from_cache: bool,
+    /// Which compiler made the running code: `cranelift`, or `winch` while the optimized
+    /// version is being compiled.
+    pub compiler: &'static str,
     /// `sha256:<hex>` of the component bytes.
     pub digest: String,
     pub size: u64,
@@ -89,6 +92,7 @@ impl Function {
             "digest": self.digest,
             "size": self.size,
             "deployed_at": self.deployed_at,
+            "compiler": self.compiler,
             "settings": self.settings,
             "limits": {
                 "memory_bytes": self.limits.memory_bytes,
@@ -137,6 +141,8 @@ impl Function {
             cold: AtomicBool::new(true),
             compile_seconds: start.elapsed().as_secs_f64(),
             from_cache,
+            // The caller says otherwise when it loaded with the baseline engine.
+            compiler: "cranelift",
             digest,
             size: wasm.len() as u64,
             settings: settings.clone(),
@@ -244,6 +250,13 @@ fn compile(
         Err(e) => tracing::warn!("serialising compiled code: {e:#}"),
     }
     Ok((component, false))
+}
+
+/// Whether `cache` holds compiled code for `wasm` from `engine`.
+pub fn is_cached(engine: &Engine, wasm: &[u8], cache: &FunctionStore) -> bool {
+    cache
+        .cache_path(&cache_key(engine, &store::digest(wasm)))
+        .exists()
 }
 
 fn cache_key(engine: &Engine, digest: &str) -> String {

@@ -39,6 +39,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 pub struct Runtime {
     engine: wasmtime::Engine,
     linker: wasmtime::component::Linker<host::Host>,
+    /// Winch's engine and linker, for first deploys (`--baseline-compile`).
+    baseline: Option<(wasmtime::Engine, wasmtime::component::Linker<host::Host>)>,
+    /// Background Cranelift compiles run one at a time: they share the cores with traffic.
+    tier_up_lock: Arc<std::sync::Mutex<()>>,
     invoker: Arc<invoke::Invoker>,
     store: Option<store::FunctionStore>,
     defaults: limits::Limits,
@@ -81,9 +85,18 @@ impl Runtime {
         config.validate()?;
         let http_metrics = HttpMetrics::new(prom)?;
         let faas = metrics::FaasMetrics::new(prom)?;
-        let engine = engine::build(config)?;
+        let engine = engine::build(config, wasmtime::Strategy::Cranelift)?;
         let linker = engine::linker(&engine)?;
-        let ticker = engine::EpochTicker::start(engine.clone());
+        let baseline = if config.baseline_compile {
+            let engine = engine::build(config, wasmtime::Strategy::Winch)?;
+            let linker = engine::linker(&engine)?;
+            Some((engine, linker))
+        } else {
+            None
+        };
+        let mut engines = vec![engine.clone()];
+        engines.extend(baseline.iter().map(|(e, _)| e.clone()));
+        let ticker = engine::EpochTicker::start(engines);
         let store = match &config.store_dir {
             Some(dir) => Some(
                 store::FunctionStore::open(dir)
@@ -98,6 +111,8 @@ impl Runtime {
             deploy_lock: Default::default(),
             engine,
             linker,
+            baseline,
+            tier_up_lock: Default::default(),
             store,
             _ticker: ticker,
         };
@@ -161,16 +176,109 @@ impl Runtime {
         settings: &limits::Settings,
     ) -> Result<Deployed, DeployError> {
         let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut function = self.load(name, wasm, settings)?;
+        // New code is served first from Winch's quick compile unless Cranelift's is
+        // already cached; Cranelift's then swaps in from the background.
+        let baseline = self.baseline.as_ref().filter(|(_, _)| {
+            !self
+                .store
+                .as_ref()
+                .is_some_and(|store| function::is_cached(&self.engine, wasm, store))
+        });
+        let mut function = match baseline {
+            Some((engine, linker)) => {
+                let mut function = function::Function::load(
+                    engine,
+                    linker,
+                    name,
+                    wasm,
+                    settings,
+                    &self.defaults,
+                    self.max_memory_bytes,
+                    None,
+                )?;
+                function.compiler = "winch";
+                function
+            }
+            None => self.load(name, wasm, settings)?,
+        };
         heap::release_free_memory();
         if let Some(store) = &self.store {
             function.deployed_at = store.put(name, wasm, settings)?.deployed_at;
         }
-        Ok(if self.install(function) {
+        let replaced = self.install(function);
+        if baseline.is_some()
+            && let Some(installed) = self.invoker.registry.get(name)
+        {
+            self.tier_up(installed, wasm.to_vec(), settings.clone());
+        }
+        Ok(if replaced {
             Deployed::Replaced
         } else {
             Deployed::Created
         })
+    }
+
+    /// Compiles `expected`'s component with Cranelift on a background thread (caching
+    /// the code in the store) and swaps the result in, unless a newer deploy or a
+    /// delete replaced `expected` meanwhile.
+    fn tier_up(
+        &self,
+        expected: Arc<function::Function>,
+        wasm: Vec<u8>,
+        settings: limits::Settings,
+    ) {
+        let engine = self.engine.clone();
+        let linker = self.linker.clone();
+        let store = self.store.clone();
+        let invoker = self.invoker.clone();
+        let defaults = self.defaults.clone();
+        let max_memory_bytes = self.max_memory_bytes;
+        let lock = self.tier_up_lock.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tier-up".into())
+            .spawn(move || {
+                let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+                if !invoker.registry.is_current(&expected) {
+                    return;
+                }
+                let name = expected.name.clone();
+                let loaded = function::Function::load(
+                    &engine,
+                    &linker,
+                    &name,
+                    &wasm,
+                    &settings,
+                    &defaults,
+                    max_memory_bytes,
+                    store.as_ref(),
+                );
+                match loaded {
+                    Ok(mut optimized) => {
+                        optimized.deployed_at = expected.deployed_at;
+                        let seconds = optimized.compile_seconds;
+                        if invoker.registry.replace_if_current(&expected, optimized) {
+                            let faas = &invoker.faas;
+                            faas.compile_duration
+                                .with_label_values(&[&*name])
+                                .observe(seconds);
+                            faas.compiles.with_label_values(&["compiled"]).inc();
+                            tracing::info!(
+                                function = %name,
+                                compile_seconds = seconds,
+                                "optimized code swapped in"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        function = %name,
+                        "compiling optimized code failed; the baseline code keeps serving: {e}"
+                    ),
+                }
+                heap::release_free_memory();
+            });
+        if let Err(e) = spawned {
+            tracing::error!("starting a background compile: {e}; the baseline code keeps serving");
+        }
     }
 
     /// Removes `name` (and its stored copy). False if there was no such function.
@@ -197,6 +305,8 @@ impl Runtime {
         faas.compiles
             .with_label_values(&[if function.from_cache {
                 "cached"
+            } else if function.compiler == "winch" {
+                "baseline"
             } else {
                 "compiled"
             }])

@@ -93,7 +93,7 @@ impl FaasMetrics {
             )?,
             compiles: counter(
                 "faas_compiles_total",
-                "Function versions made ready, by how: compiled, or cached (compiled code loaded from the store).",
+                "Function versions made ready, by how: compiled (Cranelift), baseline (Winch, served while Cranelift compiles), or cached (compiled code loaded from the store).",
                 &["result"],
             )?,
         };

@@ -34,7 +34,7 @@ pub struct Record {
     pub deployed_at: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FunctionStore {
     dir: PathBuf,
 }

@@ -223,6 +223,92 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_serving() {
     assert_eq!(r.status(), 400);
 }
 
+/// Polls the deploy API until `name` runs code from `compiler`.
+async fn wait_for_compiler(client: &reqwest::Client, server: &Service, name: &str, compiler: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = crate::get_json(client, &api(server, name)).await;
+        if v["compiler"] == compiler {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never ran {compiler} code: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A new component is served at once from Winch's quick compile; Cranelift's optimized
+/// code swaps in from the background and is cached, so deploying the same bytes again
+/// goes straight to it.
+#[tokio::test]
+async fn a_first_deploy_serves_baseline_code_until_optimized_code_swaps_in() {
+    let store = tempfile::tempdir().unwrap();
+    let client = examples::client();
+    let server = start_with_store(store.path(), &[]);
+    let status = put(&client, &server, "hash", artifacts::HASH_COMPONENT, "")
+        .await
+        .status();
+    assert_eq!(status, 201);
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(&text, r#"faas_compiles_total{result="baseline"}"#),
+        Some(1.0),
+        "the deploy did not take the baseline compiler: {text}"
+    );
+    let url = format!("{}/hash/?rounds=3&size=5", server.url("traffic"));
+    let (status, before) = crate::get_json(&client, &url).await;
+    assert_eq!(status, 200, "{before}");
+
+    wait_for_compiler(&client, &server, "hash", "cranelift").await;
+    let (status, after) = crate::get_json(&client, &url).await;
+    assert_eq!(
+        (status, &after),
+        (200, &before),
+        "the optimized code answers differently"
+    );
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(&text, r#"faas_compiles_total{result="compiled"}"#),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Known bytes: the cached optimized code, no baseline step.
+    let status = put(&client, &server, "hash2", artifacts::HASH_COMPONENT, "")
+        .await
+        .status();
+    assert_eq!(status, 201);
+    let (_, v) = crate::get_json(&client, &api(&server, "hash2")).await;
+    assert_eq!(v["compiler"], "cranelift", "{v}");
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(&text, r#"faas_compiles_total{result="cached"}"#),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn without_baseline_compile_a_deploy_waits_for_cranelift() {
+    let store = tempfile::tempdir().unwrap();
+    let client = examples::client();
+    let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+    let status = put(&client, &server, "hello", artifacts::HELLO_COMPONENT, "")
+        .await
+        .status();
+    assert_eq!(status, 201);
+    let (_, v) = crate::get_json(&client, &api(&server, "hello")).await;
+    assert_eq!(v["compiler"], "cranelift", "{v}");
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(&text, r#"faas_compiles_total{result="baseline"}"#),
+        None,
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn deploys_survive_a_restart_without_recompiling() {
     let store = tempfile::tempdir().unwrap();
@@ -240,6 +326,7 @@ async fn deploys_survive_a_restart_without_recompiling() {
         .status(),
         201
     );
+    wait_for_compiler(&client, &server, "greet", "cranelift").await;
     let text = crate::metrics(&client, &server).await;
     assert_eq!(
         crate::sample(&text, r#"faas_compiles_total{result="compiled"}"#),
