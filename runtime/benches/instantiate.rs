@@ -35,7 +35,13 @@ fn bench(c: &mut Criterion) {
         ("runtime defaults", &[]),
     ];
     for (label, flags) in variants {
-        let mut args = vec!["runtime", "--pool-instances", "64"];
+        // Steady state: Cranelift's code from the start, not Winch's while it compiles.
+        let mut args = vec![
+            "runtime",
+            "--pool-instances",
+            "64",
+            "--baseline-compile=false",
+        ];
         args.extend_from_slice(flags);
         let config = runtime::Config::parse_from(args);
         let prom = prometheus::Registry::new();

@@ -41,3 +41,61 @@ async fn large_response_bodies_stream_whole() {
         "body corrupted"
     );
 }
+
+/// A chunked request body (no Content-Length; the host strips Transfer-Encoding before
+/// the guest sees the headers) reaches the handler like a sized one.
+#[tokio::test]
+async fn chunked_and_sized_request_bodies_reach_the_handler_alike() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &[]);
+    let sized = format!("{}/hash/?rounds=1", server.url("traffic"));
+    let response = examples::client()
+        .post(&sized)
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let want: serde_json::Value = response.json().await.unwrap();
+
+    let mut stream = tokio::net::TcpStream::connect(server.addr("traffic"))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /hash/?rounds=1 HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\
+              Connection: close\r\n\r\n1\r\na\r\n2\r\nbc\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (head, mut body) = response.split_once("\r\n\r\n").unwrap();
+    let dechunked;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // size CRLF data CRLF ... 0 CRLF CRLF
+        let mut out = String::new();
+        let mut rest = body;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+        dechunked = out;
+        body = &dechunked;
+    }
+    let got: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        got, want,
+        "a chunked body hashed differently from a sized one"
+    );
+}
