@@ -64,32 +64,44 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<Host>> {
 }
 
 /// Advances the engines' epochs every [`EPOCH_TICK`] on one thread for the whole process;
-/// stops when dropped.
+/// stops when dropped. Engines created later (the baseline compiler's, on first use) are
+/// added with [`EpochTicker::add`].
 #[derive(Debug)]
 pub struct EpochTicker {
+    engines: Arc<std::sync::Mutex<Vec<Engine>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    pub fn start(engines: Vec<Engine>) -> Self {
+    pub fn start(engine: Engine) -> Self {
+        let engines = Arc::new(std::sync::Mutex::new(vec![engine]));
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (flag, ticked) = (stop.clone(), engines.clone());
         let thread = std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    for engine in &engines {
+                    for engine in ticked.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                         engine.increment_epoch();
                     }
                 }
             })
             .expect("spawning the epoch thread");
         Self {
+            engines,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Ticks `engine` too from now on.
+    pub fn add(&self, engine: Engine) {
+        self.engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(engine);
     }
 }
 

@@ -39,8 +39,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 pub struct Runtime {
     engine: wasmtime::Engine,
     linker: wasmtime::component::Linker<host::Host>,
-    /// Winch's engine and linker, for first deploys (`--baseline-compile`).
-    baseline: Option<(wasmtime::Engine, wasmtime::component::Linker<host::Host>)>,
+    /// `--baseline-compile`: Winch's engine and linker for first deploys, created on the
+    /// first deploy that needs them (a second pooling allocator costs resident memory a
+    /// runtime that never takes deploys should not pay).
+    baseline: Option<std::sync::OnceLock<Baseline>>,
+    /// The configuration the baseline engine is built from.
+    config: Config,
     /// Background Cranelift compiles run one at a time: they share the cores with traffic.
     tier_up_lock: Arc<std::sync::Mutex<()>>,
     invoker: Arc<invoke::Invoker>,
@@ -49,7 +53,7 @@ pub struct Runtime {
     max_memory_bytes: u64,
     /// One deploy or delete at a time: store writes and the swap happen in order.
     deploy_lock: std::sync::Mutex<()>,
-    _ticker: engine::EpochTicker,
+    ticker: engine::EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -59,6 +63,8 @@ impl std::fmt::Debug for Runtime {
             .finish_non_exhaustive()
     }
 }
+
+type Baseline = (wasmtime::Engine, wasmtime::component::Linker<host::Host>);
 
 /// What a deploy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,16 +93,8 @@ impl Runtime {
         let faas = metrics::FaasMetrics::new(prom)?;
         let engine = engine::build(config, wasmtime::Strategy::Cranelift)?;
         let linker = engine::linker(&engine)?;
-        let baseline = if config.baseline_compile {
-            let engine = engine::build(config, wasmtime::Strategy::Winch)?;
-            let linker = engine::linker(&engine)?;
-            Some((engine, linker))
-        } else {
-            None
-        };
-        let mut engines = vec![engine.clone()];
-        engines.extend(baseline.iter().map(|(e, _)| e.clone()));
-        let ticker = engine::EpochTicker::start(engines);
+        let baseline = config.baseline_compile.then(std::sync::OnceLock::new);
+        let ticker = engine::EpochTicker::start(engine.clone());
         let store = match &config.store_dir {
             Some(dir) => Some(
                 store::FunctionStore::open(dir)
@@ -112,9 +110,10 @@ impl Runtime {
             engine,
             linker,
             baseline,
+            config: config.clone(),
             tier_up_lock: Default::default(),
             store,
-            _ticker: ticker,
+            ticker,
         };
         if let Some(dir) = &config.functions_dir {
             let functions = function::Function::load_dir(
@@ -178,12 +177,14 @@ impl Runtime {
         let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
         // New code is served first from Winch's quick compile unless Cranelift's is
         // already cached; Cranelift's then swaps in from the background.
-        let baseline = self.baseline.as_ref().filter(|(_, _)| {
-            !self
-                .store
-                .as_ref()
-                .is_some_and(|store| function::is_cached(&self.engine, wasm, store))
-        });
+        let cached = self
+            .store
+            .as_ref()
+            .is_some_and(|store| function::is_cached(&self.engine, wasm, store));
+        let baseline = match &self.baseline {
+            Some(_) if !cached => self.baseline_engine(),
+            _ => None,
+        };
         let mut function = match baseline {
             Some((engine, linker)) => {
                 let mut function = function::Function::load(
@@ -216,6 +217,27 @@ impl Runtime {
         } else {
             Deployed::Created
         })
+    }
+
+    /// Winch's engine and linker, built on first use; `None` (Cranelift only) if that
+    /// fails, which is logged.
+    fn baseline_engine(&self) -> Option<&Baseline> {
+        let cell = self.baseline.as_ref()?;
+        if let Some(baseline) = cell.get() {
+            return Some(baseline);
+        }
+        let built = engine::build(&self.config, wasmtime::Strategy::Winch)
+            .and_then(|engine| Ok((engine.clone(), engine::linker(&engine)?)));
+        match built {
+            Ok(baseline) => {
+                self.ticker.add(baseline.0.clone());
+                Some(cell.get_or_init(|| baseline))
+            }
+            Err(e) => {
+                tracing::error!("building the baseline compiler's engine: {e:#}; compiling with Cranelift only");
+                None
+            }
+        }
     }
 
     /// Compiles `expected`'s component with Cranelift on a background thread (caching
