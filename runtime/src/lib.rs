@@ -234,7 +234,9 @@ impl Runtime {
                 Some(cell.get_or_init(|| baseline))
             }
             Err(e) => {
-                tracing::error!("building the baseline compiler's engine: {e:#}; compiling with Cranelift only");
+                tracing::error!(
+                    "building the baseline compiler's engine: {e:#}; compiling with Cranelift only"
+                );
                 None
             }
         }
