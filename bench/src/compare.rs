@@ -1,6 +1,7 @@
 //! `bench compare`: start both sides locally on free loopback ports, deploy the example
-//! functions into the runtime through its deploy API, check that both sides answer every
-//! example correctly, run the scenarios, stop everything, write the report.
+//! functions into the runtime through its deploy API (and wait for their optimized code),
+//! check that both sides answer every example correctly, run the scenarios, stop
+//! everything, write the report.
 
 use crate::cli::CompareArgs;
 use crate::report::{SideInfo, figures};
@@ -147,6 +148,24 @@ fn start(
                 "deploying {name}: {status} {}",
                 response.text().await.unwrap_or_default()
             );
+        }
+        // A first deploy is served by Winch's quickly compiled code until Cranelift's
+        // swaps in from the background: measure the steady state, not that window.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        for (name, _) in artifacts::FUNCTIONS {
+            let url = format!("{}/functions/{name}", runtime.url("ops"));
+            loop {
+                let info: serde_json::Value = client.get(&url).send().await?.json().await?;
+                if info["compiler"] == "cranelift" {
+                    break;
+                }
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "{name} still runs {} code two minutes after its deploy",
+                    info["compiler"]
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         for (side, base) in [("runtime", runtime.url("traffic")), ("nginx", nginx.url())] {
             localrun::examples::check_all(client, &base)
