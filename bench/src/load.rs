@@ -64,12 +64,6 @@ impl LoadSpec {
     pub fn interval(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.rate)
     }
-
-    /// When the last request is due, from the start of the run.
-    pub fn schedule_length(&self) -> Duration {
-        self.interval()
-            .mul_f64((self.warmup_requests + self.requests).saturating_sub(1) as f64)
-    }
 }
 
 /// Why a request failed.
