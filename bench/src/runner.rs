@@ -161,7 +161,7 @@ impl Runner {
             timeout: scenario.timeout,
         };
         let counted_before = self.counted(side);
-        let steal_before = crate::machine::steal_seconds();
+        let steal_before = (Instant::now(), crate::machine::steal_seconds());
         let origin = Instant::now();
         let interval = self.options.sample_interval;
         let side_sampler = side
@@ -209,8 +209,12 @@ impl Runner {
         });
         ticker.abort();
         bar.finish_and_clear();
-        let stolen = match (steal_before, crate::machine::steal_seconds()) {
-            (Some(before), Some(after)) => Some(after - before),
+        let steal_share = match (steal_before, crate::machine::steal_seconds()) {
+            ((since, Some(before)), Some(after)) => {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+                let elapsed = since.elapsed().as_secs_f64().max(1e-9);
+                Some(((after - before) / (cpus * elapsed)).clamp(0.0, 1.0))
+            }
             _ => None,
         };
         let side_samples = side_sampler.map(Sampler::finish);
@@ -240,7 +244,7 @@ impl Runner {
             side_samples.map(rebase),
             &rebase(generator_samples),
             counted,
-            stolen,
+            steal_share,
         );
         eprintln!(
             "{:<18} {:<12} round {} {:>8} req/s: achieved {:>9.1}/s  p50 {:>9}  p99 {:>9}  errors {}",

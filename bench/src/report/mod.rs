@@ -133,7 +133,7 @@ impl Run {
         side_samples: Option<Vec<Sample>>,
         generator_samples: &[Sample],
         server_counted: Option<f64>,
-        steal_seconds: Option<f64>,
+        steal_share: Option<f64>,
     ) -> Self {
         let from = result.measure_start.as_secs_f64();
         let to = result.measure_end.as_secs_f64();
@@ -162,11 +162,7 @@ impl Run {
             generator_usage: crate::sample::usage(generator_samples, from, to),
             timeline: side_samples.unwrap_or_default(),
             server_counted,
-            steal_share: steal_seconds.map(|steal| {
-                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-                let elapsed = result.started.elapsed().as_secs_f64().max(1e-9);
-                (steal / (cpus * elapsed)).clamp(0.0, 1.0)
-            }),
+            steal_share,
             measure_start_seconds: from,
         }
     }
