@@ -2,8 +2,8 @@
 //! settings, ready to be instantiated per request.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -12,6 +12,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::host::Host;
 use crate::limits::{Limits, Settings};
+use crate::metrics::InvocationMetrics;
 use crate::store::{self, FunctionStore};
 
 /// Why a function could not be loaded. Each says what to fix.
@@ -40,12 +41,14 @@ pub struct Function {
     pub name: Arc<str>,
     pub pre: ProxyPre<Host>,
     pub limits: Limits,
-    pub env: Vec<(String, String)>,
+    pub env: Arc<[(String, String)]>,
     pub allowed_hosts: Arc<[String]>,
     /// One permit per instance allowed at once.
     pub permits: Arc<Semaphore>,
     /// True until the first invocation in this process: that one is the cold start.
     pub cold: AtomicBool,
+    /// This function's per-invocation metric series, resolved at its first request.
+    pub metrics: OnceLock<InvocationMetrics>,
     /// How long compiling (or loading compiled code) and pre-instantiating took.
     pub compile_seconds: f64,
     /// True when the compiled code came from the on-disk cache instead of Cranelift.
@@ -134,11 +137,13 @@ impl Function {
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             allowed_hosts: settings.allowed_outbound_hosts.clone().into(),
             permits: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             limits,
             cold: AtomicBool::new(true),
+            metrics: OnceLock::new(),
             compile_seconds: start.elapsed().as_secs_f64(),
             from_cache,
             // The caller says otherwise when it loaded with the baseline engine.

@@ -2,26 +2,59 @@
 //! limiter that also records peak use, and the hooks that police outbound HTTP.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::random::WasiRandomCtx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-/// What one invocation used, shared between the store (which the guest task owns) and
-/// the request handler (which reports it).
-#[derive(Debug, Default)]
+/// What one invocation used, read from its store before the store is dropped.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Usage {
-    pub peak_memory_bytes: AtomicUsize,
-    pub memory_limit_hit: AtomicBool,
+    pub peak_memory_bytes: usize,
+    pub memory_limit_hit: bool,
 }
 
 pub struct Host {
     table: ResourceTable,
-    wasi: WasiCtx,
+    /// Built on the guest's first call into WASI proper (environment, clocks, random,
+    /// stdio): most handlers only use wasi:http and wasi:io, which need the table alone,
+    /// and building a context seeds three random generators.
+    wasi: Option<WasiCtx>,
+    /// wasi:random on its own, also built on first use: Rust's std asks for a seed the
+    /// first time a guest makes a `HashMap`, and that should not build the rest.
+    random: Option<WasiRandomCtx>,
+    sandbox: Sandbox,
     http: WasiHttpCtx,
     hooks: OutboundPolicy,
     limiter: MemoryLimiter,
+}
+
+/// What a request's WASI context is built from.
+struct Sandbox {
+    function: Arc<str>,
+    request_id: u64,
+    env: Arc<[(String, String)]>,
+}
+
+impl Sandbox {
+    fn build(&self) -> WasiCtx {
+        let mut wasi = WasiCtx::builder();
+        // No preopened directories, no host environment, no sockets (the builder's
+        // defaults deny every address), no stdin. Only the configured env.
+        wasi.envs(&self.env);
+        wasi.stdout(LogStream::new(
+            self.function.clone(),
+            self.request_id,
+            "stdout",
+        ));
+        wasi.stderr(LogStream::new(
+            self.function.clone(),
+            self.request_id,
+            "stderr",
+        ));
+        wasi.build()
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -36,20 +69,19 @@ impl Host {
     pub fn new(
         function: &Arc<str>,
         request_id: u64,
-        env: &[(String, String)],
+        env: Arc<[(String, String)]>,
         allowed_hosts: Arc<[String]>,
         memory_limit: usize,
-        usage: Arc<Usage>,
     ) -> Self {
-        let mut wasi = WasiCtx::builder();
-        // Sandbox: no preopened directories, no host environment, no sockets (the
-        // builder's defaults deny every address), no stdin. Only the configured env.
-        wasi.envs(env);
-        wasi.stdout(LogStream::new(function.clone(), request_id, "stdout"));
-        wasi.stderr(LogStream::new(function.clone(), request_id, "stderr"));
         Self {
             table: ResourceTable::new(),
-            wasi: wasi.build(),
+            wasi: None,
+            random: None,
+            sandbox: Sandbox {
+                function: function.clone(),
+                request_id,
+                env,
+            },
             http: WasiHttpCtx::new(),
             hooks: OutboundPolicy {
                 allowed_hosts,
@@ -57,7 +89,7 @@ impl Host {
             },
             limiter: MemoryLimiter {
                 limit: memory_limit,
-                usage,
+                usage: Usage::default(),
             },
         }
     }
@@ -65,14 +97,32 @@ impl Host {
     pub fn limiter(&mut self) -> &mut MemoryLimiter {
         &mut self.limiter
     }
+
+    /// The guest's wasi:random state (see `engine::linker`).
+    pub fn random(&mut self) -> &mut WasiRandomCtx {
+        self.random.get_or_insert_with(WasiRandomCtx::default)
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.limiter.usage
+    }
 }
 
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let sandbox = &self.sandbox;
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| sandbox.build()),
             table: &mut self.table,
         }
+    }
+}
+
+/// wasi:io (streams, pollables, errors) needs only the resource table; the linker wires
+/// it here so that an HTTP body's streams never build the WASI context.
+impl wasmtime_wasi_io::IoView for Host {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
@@ -92,7 +142,7 @@ impl WasiHttpView for Host {
 #[derive(Debug)]
 pub struct MemoryLimiter {
     limit: usize,
-    usage: Arc<Usage>,
+    usage: Usage,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -103,12 +153,10 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limit {
-            self.usage.memory_limit_hit.store(true, Ordering::Relaxed);
+            self.usage.memory_limit_hit = true;
             return Ok(false);
         }
-        self.usage
-            .peak_memory_bytes
-            .fetch_max(desired, Ordering::Relaxed);
+        self.usage.peak_memory_bytes = self.usage.peak_memory_bytes.max(desired);
         Ok(true)
     }
 

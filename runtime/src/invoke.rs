@@ -207,14 +207,12 @@ impl Invoker {
         }
 
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let usage = Arc::new(Usage::default());
         let host = Host::new(
             &function.name,
             request_id,
-            &function.env,
+            function.env.clone(),
             function.allowed_hosts.clone(),
             limits.memory_bytes as usize,
-            usage.clone(),
         );
         let mut store = Store::new(function.pre.engine(), host);
         store.limiter(|host| host.limiter());
@@ -247,56 +245,59 @@ impl Invoker {
             self.faas.coldstarts.with_label_values(&[name]).inc();
             tracing::info!(function = name, request_id, "cold start");
         }
-        self.faas.invocations.with_label_values(&[name]).inc();
-        let active = ActiveInstance::new(self.faas.active_instances.with_label_values(&[name]));
+        let metrics = function
+            .metrics
+            .get_or_init(|| self.faas.for_function(name));
+        metrics.invocations.inc();
+        let active = ActiveInstance::new(metrics.active_instances.clone());
 
         let timeout = limits.timeout;
         let memory_limit = limits.memory_bytes;
-        let pre = function.pre.clone();
-        let faas = self.faas.clone();
-        let fname = function.name.clone();
+        let invoker = self.clone();
+        let function = function.clone();
         // The guest runs in this request's task at first: a guest that answers and
         // returns in one go (most do) costs no spawn and no cross-thread wake-up. If it
         // answers and keeps going (a streaming body), the rest moves to its own task.
         let guest = async move {
             let _permit = permit;
+            let fname = &*function.name;
+            let metrics = function
+                .metrics
+                .get()
+                .expect("resolved before the guest runs");
             let run = async {
                 let t0 = Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
-                faas.init_duration
-                    .with_label_values(&[&*fname])
-                    .observe(t0.elapsed().as_secs_f64());
+                let proxy = function.pre.instantiate_async(&mut store).await?;
+                metrics.init_duration.observe(t0.elapsed().as_secs_f64());
                 let t1 = Instant::now();
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, out)
                     .await?;
-                faas.invoke_duration
-                    .with_label_values(&[&*fname])
-                    .observe(t1.elapsed().as_secs_f64());
+                metrics.invoke_duration.observe(t1.elapsed().as_secs_f64());
                 wasmtime::Result::<()>::Ok(())
             };
             let outcome = tokio::time::timeout(timeout, run).await;
+            let usage = store.data().usage();
             // Drop the instance before reporting: its memory slot goes back to the pool.
             drop(store);
             drop(active);
             let failure = match outcome {
                 Err(_elapsed) => Some(Failure::Timeout),
                 Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(classify(&e, &usage, memory_limit)),
+                Ok(Err(e)) => Some(classify(&e, usage, memory_limit)),
             };
-            faas.mem_usage
-                .with_label_values(&[&*fname])
-                .observe(usage.peak_memory_bytes.load(Ordering::Relaxed) as f64);
+            metrics.mem_usage.observe(usage.peak_memory_bytes as f64);
             if let Some(failure) = &failure {
+                let faas = &invoker.faas;
                 faas.errors
-                    .with_label_values(&[&*fname, failure.reason()])
+                    .with_label_values(&[fname, failure.reason()])
                     .inc();
                 if matches!(failure, Failure::Timeout) {
-                    faas.timeouts.with_label_values(&[&*fname]).inc();
+                    faas.timeouts.with_label_values(&[fname]).inc();
                 }
                 tracing::warn!(
-                    function = &*fname,
+                    function = fname,
                     request_id,
                     "invocation failed: {failure:?}"
                 );
@@ -374,8 +375,8 @@ impl Drop for ActiveInstance {
     }
 }
 
-fn classify(error: &wasmtime::Error, usage: &Usage, memory_limit: u64) -> Failure {
-    if usage.memory_limit_hit.load(Ordering::Relaxed) {
+fn classify(error: &wasmtime::Error, usage: Usage, memory_limit: u64) -> Failure {
+    if usage.memory_limit_hit {
         return Failure::Memory(memory_limit);
     }
     if error

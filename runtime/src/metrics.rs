@@ -2,7 +2,8 @@
 //! way, plus what a host operator needs (instances, rejections, compile time).
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use service_ops::LATENCY_BUCKETS;
 
@@ -23,7 +24,28 @@ pub struct FaasMetrics {
     pub compiles: IntCounterVec,
 }
 
+/// The series of one function that every invocation touches, looked up once per
+/// function version instead of hashing the label on every request.
+#[derive(Debug, Clone)]
+pub struct InvocationMetrics {
+    pub invocations: IntCounter,
+    pub active_instances: IntGauge,
+    pub init_duration: Histogram,
+    pub invoke_duration: Histogram,
+    pub mem_usage: Histogram,
+}
+
 impl FaasMetrics {
+    pub fn for_function(&self, name: &str) -> InvocationMetrics {
+        InvocationMetrics {
+            invocations: self.invocations.with_label_values(&[name]),
+            active_instances: self.active_instances.with_label_values(&[name]),
+            init_duration: self.init_duration.with_label_values(&[name]),
+            invoke_duration: self.invoke_duration.with_label_values(&[name]),
+            mem_usage: self.mem_usage.with_label_values(&[name]),
+        }
+    }
+
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let f = &["function"];
         let counter = |name: &str, help: &str, labels: &[&str]| {
