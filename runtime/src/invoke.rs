@@ -164,7 +164,7 @@ impl Invoker {
             )
         };
 
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         if let Some(len) = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -195,6 +195,13 @@ impl Invoker {
             }
             Err(e) => return boxed(ops::json_error(400, &format!("reading request body: {e}"))),
         };
+        // The body is whole now, so its length is known: say it, as a buffering proxy
+        // does. A guest then knows a bodiless request has no body without reading it
+        // (wasi:http hides `Transfer-Encoding`, so without a length it cannot tell).
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
         let mut guest_request = Request::from_parts(parts, Full::new(body));
         // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
         if guest_request.uri().authority().is_none()

@@ -42,11 +42,11 @@ async fn large_response_bodies_stream_whole() {
     );
 }
 
-/// A chunked request body (no Content-Length; the host strips Transfer-Encoding before
-/// the guest sees the headers) reaches the handler like a sized one.
+/// A chunked request body (no Content-Length from the client; wasi:http strips
+/// Transfer-Encoding before the guest sees the headers) reaches the handler like a
+/// sized one.
 #[tokio::test]
 async fn chunked_and_sized_request_bodies_reach_the_handler_alike() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = crate::functions_dir(&[]);
     let server = crate::start(dir.path(), &[]);
     let sized = format!("{}/hash/?rounds=1", server.url("traffic"));
@@ -59,43 +59,79 @@ async fn chunked_and_sized_request_bodies_reach_the_handler_alike() {
     assert_eq!(response.status(), 200);
     let want: serde_json::Value = response.json().await.unwrap();
 
-    let mut stream = tokio::net::TcpStream::connect(server.addr("traffic"))
-        .await
-        .unwrap();
-    stream
-        .write_all(
-            b"POST /hash/?rounds=1 HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\
-              Connection: close\r\n\r\n1\r\na\r\n2\r\nbc\r\n0\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let (head, mut body) = response.split_once("\r\n\r\n").unwrap();
-    let dechunked;
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        // size CRLF data CRLF ... 0 CRLF CRLF
-        let mut out = String::new();
-        let mut rest = body;
-        loop {
-            let (size, after) = rest.split_once("\r\n").unwrap();
-            let size = usize::from_str_radix(size.trim(), 16).unwrap();
-            if size == 0 {
-                break;
-            }
-            out.push_str(&after[..size]);
-            rest = &after[size + 2..];
-        }
-        dechunked = out;
-        body = &dechunked;
-    }
-    let got: serde_json::Value = serde_json::from_str(body).unwrap();
+    let body = raw_exchange(
+        server.addr("traffic"),
+        b"POST /hash/?rounds=1 HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\n1\r\na\r\n2\r\nbc\r\n0\r\n\r\n",
+    )
+    .await;
+    let got: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         got, want,
         "a chunked body hashed differently from a sized one"
     );
+}
+
+/// The runtime reads the whole body before the guest runs, so it tells the guest its
+/// length, as a buffering proxy does: `Content-Length: 0` on a bodiless request (which
+/// lets the SDK skip reading an empty body), the real length on a chunked one.
+#[tokio::test]
+async fn the_guest_is_told_the_length_of_the_body_it_gets() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &[]);
+    let url = format!("{}/misbehave/request", server.url("traffic"));
+    let seen: serde_json::Value = examples::client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({"method": "GET", "content_length": "0", "body": ""})
+    );
+
+    let body = raw_exchange(
+        server.addr("traffic"),
+        b"PUT /misbehave/request HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n",
+    )
+    .await;
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({"method": "PUT", "content_length": "5", "body": "abcde"})
+    );
+}
+
+/// Sends `request` as raw bytes on a new connection (it must ask to close it) and
+/// returns the body of a 200 answer, de-chunked if it came chunked.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_string();
+    }
+    // size CRLF data CRLF ... 0 CRLF CRLF
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
 }

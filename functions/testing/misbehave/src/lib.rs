@@ -75,6 +75,24 @@ pub async fn handle(request: Request) -> Result {
                 .collect();
             Ok(sdk::text(200, body))
         }
+        "request" => {
+            // What the handler was given: the host's framing headers and the body.
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            Ok(sdk::json(
+                200,
+                &serde_json::json!({
+                    "method": request.method().as_str(),
+                    "content_length": header("content-length"),
+                    "body": String::from_utf8_lossy(request.body()),
+                }),
+            ))
+        }
         "print" => {
             println!("misbehave says hello on stdout");
             eprintln!("misbehave says hello on stderr");
