@@ -11,7 +11,7 @@
 use crate::{Request, Response};
 use std::future::Future;
 use wasip2::http::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingResponse, Scheme,
+    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingResponse,
 };
 use wasip2::io::streams::StreamError;
 
@@ -53,19 +53,15 @@ fn read_request(incoming: &IncomingRequest) -> Result<Request, String> {
             http::Method::from_bytes(m.as_bytes()).map_err(|e| format!("method {m:?}: {e}"))?
         }
     };
-    let mut uri = http::Uri::builder()
-        .path_and_query(incoming.path_with_query().unwrap_or_else(|| "/".into()));
-    if let Some(authority) = incoming.authority() {
-        let scheme = match incoming.scheme() {
-            Some(Scheme::Https) => "https".to_string(),
-            Some(Scheme::Other(s)) => s,
-            _ => "http".to_string(),
-        };
-        uri = uri.scheme(scheme.as_str()).authority(authority);
-    }
+    // As natively (hyper hands the webserver an origin-form URI and the `Host` header):
+    // the path and query as the URI, and the authority, which wasi:http passes apart
+    // from the headers, as `Host`.
     let mut builder = http::Request::builder()
         .method(method)
-        .uri(uri.build().map_err(|e| format!("uri: {e}"))?);
+        .uri(incoming.path_with_query().unwrap_or_else(|| "/".into()));
+    if let Some(authority) = incoming.authority() {
+        builder = builder.header(http::header::HOST, authority);
+    }
     let mut empty_body = false;
     for (name, value) in incoming.headers().entries() {
         if name.eq_ignore_ascii_case("content-length") {

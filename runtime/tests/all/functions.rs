@@ -72,14 +72,15 @@ async fn chunked_and_sized_request_bodies_reach_the_handler_alike() {
     );
 }
 
-/// The runtime reads the whole body before the guest runs, so it tells the guest its
-/// length, as a buffering proxy does: `Content-Length: 0` on a bodiless request (which
-/// lets the SDK skip reading an empty body), the real length on a chunked one.
+/// The handler gets what it gets natively: an origin-form URI and `Host`. And as the
+/// runtime reads the whole body before the guest runs, it tells the guest its length,
+/// as a buffering proxy does: `Content-Length: 0` on a bodiless request (which lets the
+/// SDK skip reading an empty body), the real length on a chunked one.
 #[tokio::test]
-async fn the_guest_is_told_the_length_of_the_body_it_gets() {
+async fn the_guest_gets_origin_form_uri_host_and_the_length_of_its_body() {
     let dir = crate::functions_dir(&[]);
     let server = crate::start(dir.path(), &[]);
-    let url = format!("{}/misbehave/request", server.url("traffic"));
+    let url = format!("{}/misbehave/request?x=1", server.url("traffic"));
     let seen: serde_json::Value = examples::client()
         .get(&url)
         .send()
@@ -88,9 +89,17 @@ async fn the_guest_is_told_the_length_of_the_body_it_gets() {
         .json()
         .await
         .unwrap();
+    // The URI in origin form and the authority as `Host`, as hyper gives them natively.
+    let host = server.addr("traffic").to_string();
     assert_eq!(
         seen,
-        serde_json::json!({"method": "GET", "content_length": "0", "body": ""})
+        serde_json::json!({
+            "method": "GET",
+            "uri": "/misbehave/request?x=1",
+            "host": host,
+            "content_length": "0",
+            "body": "",
+        })
     );
 
     let body = raw_exchange(
@@ -102,7 +111,13 @@ async fn the_guest_is_told_the_length_of_the_body_it_gets() {
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         seen,
-        serde_json::json!({"method": "PUT", "content_length": "5", "body": "abcde"})
+        serde_json::json!({
+            "method": "PUT",
+            "uri": "/misbehave/request",
+            "host": "test",
+            "content_length": "5",
+            "body": "abcde",
+        })
     );
 }
 

@@ -76,7 +76,7 @@ pub async fn handle(request: Request) -> Result {
             Ok(sdk::text(200, body))
         }
         "request" => {
-            // What the handler was given: the host's framing headers and the body.
+            // What the handler was given: URI, host, framing headers and body.
             let header = |name: &str| {
                 request
                     .headers()
@@ -88,6 +88,8 @@ pub async fn handle(request: Request) -> Result {
                 200,
                 &serde_json::json!({
                     "method": request.method().as_str(),
+                    "uri": request.uri().to_string(),
+                    "host": header("host"),
                     "content_length": header("content-length"),
                     "body": String::from_utf8_lossy(request.body()),
                 }),
