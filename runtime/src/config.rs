@@ -72,9 +72,12 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_KEEP_RESIDENT_BYTES", default_value_t = 1 << 20)]
     pub keep_resident_bytes: usize,
 
-    /// Slot decommits (madvise) gathered into one batch: fewer, shared TLB shootdowns
-    /// at the price of slots waiting a little longer to be reused.
-    #[arg(long, env = "RUNTIME_DECOMMIT_BATCH_SIZE", default_value_t = 16)]
+    /// Slots whose memory beyond `--keep-resident-bytes` is returned (madvise) together,
+    /// sharing one TLB shootdown. Only functions that touch more than that decommit at
+    /// all; for them a batch of N keeps up to N instances' pages resident (16 measured
+    /// 190-226 MiB peak for 16 MiB requests against 56-62 MiB unbatched, with no gain in
+    /// throughput), so the default returns each slot's memory at once.
+    #[arg(long, env = "RUNTIME_DECOMMIT_BATCH_SIZE", default_value_t = 1)]
     pub decommit_batch_size: usize,
 
     /// Serve a newly deployed component first with code from Winch, wasmtime's baseline

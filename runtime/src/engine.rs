@@ -36,7 +36,7 @@ pub fn build(config: &Config, strategy: wasmtime::Strategy) -> anyhow::Result<En
         // per page touched next time and, in a multi-threaded process, a cross-core TLB
         // shootdown. Instead keep up to `keep_resident_bytes` resident and reset it with
         // memset; with PAGEMAP_SCAN (Linux 6.7+) only the pages the guest dirtied are
-        // reset. What is still returned is batched, so shootdowns are shared.
+        // reset. What lies beyond is returned, in batches if configured.
         .linear_memory_keep_resident(config.keep_resident_bytes)
         .table_keep_resident(config.keep_resident_bytes)
         .async_stack_keep_resident(config.keep_resident_bytes)
