@@ -318,17 +318,23 @@ impl Invoker {
             failure = &mut guest => First::Finished(failure),
             answer = &mut rx => First::Answered(answer.ok()),
         };
-        let answer = match first {
+        let (answer, outcome) = match first {
             // Headers are ready and the guest is still running: let it finish the body
             // on its own task, and answer now.
             First::Answered(answer) => {
-                tokio::spawn(guest);
-                answer
+                let (failed, outcome) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let _ = failed.send(guest.await.is_some());
+                });
+                (answer, Some(outcome))
             }
             // The guest is done; whatever it answered is in the channel.
-            First::Finished(failure) => match rx.try_recv() {
-                Ok(answer) => Some(answer),
-                Err(_) => {
+            First::Finished(failure) => match (rx.try_recv(), failure) {
+                (Ok(answer), None) => (Some(answer), None),
+                // It answered, then trapped or ran out of time or memory: nothing has
+                // been sent yet, so the client hears what happened, not a cut-off body.
+                (Ok(_), Some(failure)) => return failure.response(name, timeout),
+                (Err(_), failure) => {
                     let failure = failure.unwrap_or_else(|| {
                         self.faas
                             .errors
@@ -340,23 +346,96 @@ impl Invoker {
                 }
             },
         };
-        match answer {
-            Some(Ok(response)) => response.map(|b| b.map_err(BoxError::from).boxed_unsync()),
-            Some(Err(code)) => {
-                self.faas
-                    .errors
-                    .with_label_values(&[name, "error_response"])
-                    .inc();
-                boxed(ops::json_error(
-                    500,
-                    &format!("function {name:?} answered with an error: {code:?}"),
-                ))
-            }
+        let broken = |what: String| {
+            self.faas
+                .errors
+                .with_label_values(&[name, "error_response"])
+                .inc();
+            boxed(ops::json_error(500, &format!("function {name:?} {what}")))
+        };
+        match (answer, outcome) {
+            // The guest has returned, so its whole body is queued already: send it with
+            // its length (as the webserver does) instead of chunked.
+            (Some(Ok(response)), None) => match whole(response).await {
+                Ok(response) => response,
+                Err(code) => broken(format!("answered with a broken body: {code:?}")),
+            },
+            (Some(Ok(response)), Some(outcome)) => response.map(|body| {
+                Guarded {
+                    body: body.map_err(BoxError::from).boxed_unsync(),
+                    outcome: Some(outcome),
+                }
+                .boxed_unsync()
+            }),
+            (Some(Err(code)), _) => broken(format!("answered with an error: {code:?}")),
             // The sender went away without an answer while the guest was still running:
             // it cannot answer any more. (Its own outcome is counted when it ends.)
-            None => Failure::NoResponse.response(name, timeout),
+            (None, _) => Failure::NoResponse.response(name, timeout),
         }
     }
+}
+
+/// A streamed answer's body, ended by its guest's outcome. wasi:http ends a body cleanly
+/// when its guest goes away without finishing it, so a guest that fails after its headers
+/// went out (a trap, the timeout, the memory cap) would look like a complete, shorter
+/// answer. Instead the body ends in an error: hyper stops without the final chunk and
+/// the client knows the response is cut short.
+struct Guarded {
+    body: Body,
+    /// Whether the guest failed; `None` once read.
+    outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(None) => {}
+            frame => return frame,
+        }
+        let Some(outcome) = this.outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let failed = match std::pin::Pin::new(outcome).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(failed) => failed.unwrap_or(false),
+        };
+        this.outcome = None;
+        if failed {
+            Poll::Ready(Some(Err(
+                "the function failed after answering: its body is incomplete".into(),
+            )))
+        } else {
+            Poll::Ready(None)
+        }
+    }
+}
+
+/// A finished guest's response with its body in one piece (and trailers, if it sent
+/// any), so that hyper states its length.
+async fn whole<B>(response: Response<B>) -> Result<Response<Body>, B::Error>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().filter(|t| !t.is_empty()).cloned();
+    let body = Full::new(collected.to_bytes());
+    let body = match trailers {
+        None => body.map_err(|never| match never {}).boxed_unsync(),
+        Some(trailers) => body
+            .with_trailers(async move { Some(Ok(trailers)) })
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Which came first: the guest finishing, or its answer (response headers or an error).

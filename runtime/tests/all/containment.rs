@@ -1,5 +1,6 @@
-//! A guest that traps, spins, hoards memory or overflows its stack fails its own request
-//! with a precise status, while other requests, even concurrent ones, carry on.
+//! A guest that traps (even after answering), spins, hoards memory or overflows its stack
+//! fails its own request with a precise status, while other requests, even concurrent
+//! ones, carry on.
 
 use localrun::examples;
 use std::time::Duration;
@@ -36,6 +37,8 @@ async fn misbehaving_guests_fail_only_their_own_request() {
         ("misbehave/oom", 500, "memory limit of 32 MiB"),
         ("misbehave/stack", 500, "trapped"),
         ("spinner/loop", 504, "timed out"),
+        // Its response was set and its body begun: the client still hears the trap.
+        ("plain-wasi/trap-after-answering", 500, "trapped"),
     ];
     let runs = cases.map(|(path, status, message)| {
         let client = client.clone();
@@ -64,6 +67,7 @@ async fn misbehaving_guests_fail_only_their_own_request() {
         ("misbehave", "trap"),
         ("misbehave", "memory"),
         ("spinner", "timeout"),
+        ("plain-wasi", "trap"),
     ] {
         let series = format!(r#"faas_errors_total{{function="{function}",reason="{reason}"}}"#);
         assert!(
@@ -79,6 +83,46 @@ async fn misbehaving_guests_fail_only_their_own_request() {
     assert_eq!(
         crate::sample(&text, r#"faas_active_instances{function="misbehave"}"#),
         Some(0.0),
+        "{text}"
+    );
+}
+
+/// A guest that fails after its headers went out cannot change the status any more; its
+/// body then ends in an error (no final chunk), so the client cannot take the cut-off
+/// body for a complete answer. The runtime carries on.
+#[tokio::test]
+async fn a_guest_failing_mid_body_cuts_the_response_short() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let base = server.url("traffic");
+    let response = client
+        .get(format!("{base}/plain-wasi/panic-after-answering"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await;
+    assert!(body.is_err(), "a cut-off body read as complete: {body:?}");
+
+    // A guest that finishes normally still ends its body cleanly.
+    let ok = client
+        .get(format!("{base}/plain-wasi/fine"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.text().await.unwrap(),
+        "plain wasi says hi to /plain-wasi/fine\n"
+    );
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(
+            &text,
+            r#"faas_errors_total{function="plain-wasi",reason="trap"}"#
+        ),
+        Some(1.0),
         "{text}"
     );
 }

@@ -23,6 +23,31 @@ async fn a_component_built_without_the_sdk_runs_unchanged() {
     );
 }
 
+/// A guest that has returned by the time its response goes out has its body sent whole,
+/// with its length, as the webserver sends it (not chunked).
+#[tokio::test]
+async fn a_finished_guests_response_says_its_length() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &[]);
+    for path in ["hello/", "plain-wasi/x"] {
+        let url = format!("{}/{path}", server.url("traffic"));
+        let response = examples::client().get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let length = response.headers().get("content-length").cloned();
+        assert!(
+            response.headers().get("transfer-encoding").is_none(),
+            "{path}: {:?}",
+            response.headers()
+        );
+        let body = response.bytes().await.unwrap();
+        assert_eq!(
+            length.as_ref().and_then(|v| v.to_str().ok()),
+            Some(body.len().to_string().as_str()),
+            "{path}"
+        );
+    }
+}
+
 /// A body much larger than the guest's writes is streamed whole, while the guest is
 /// still producing it.
 #[tokio::test]

@@ -23,6 +23,16 @@ mod component {
             stream
                 .blocking_write_and_flush(format!("plain wasi says hi to {path}\n").as_bytes())
                 .unwrap();
+            // For the containment tests: answer, start the body, then crash. A bare
+            // `unreachable` traps at once (a panic would first print its message).
+            if path.ends_with("/trap-after-answering") {
+                core::arch::wasm32::unreachable();
+            }
+            // A panic prints first (stderr is asynchronous), so the host has sent the
+            // headers by the time the trap comes.
+            if path.ends_with("/panic-after-answering") {
+                panic!("plain-wasi: panicking after answering");
+            }
             drop(stream);
             OutgoingBody::finish(body, None).unwrap();
         }
