@@ -137,8 +137,7 @@ impl Function {
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<Vec<_>>()
-                .into(),
+                .collect(),
             allowed_hosts: settings.allowed_outbound_hosts.clone().into(),
             permits: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             limits,

@@ -17,9 +17,9 @@ pub struct Usage {
 
 pub struct Host {
     table: ResourceTable,
-    /// Built on the guest's first call into WASI proper (environment, clocks, random,
-    /// stdio): most handlers only use wasi:http and wasi:io, which need the table alone,
-    /// and building a context seeds three random generators.
+    /// Built on the guest's first call into the rest of WASI (environment, clocks,
+    /// stdio, filesystem, sockets): most handlers only use wasi:http and wasi:io, which
+    /// need the table alone, and building a context seeds three random generators.
     wasi: Option<WasiCtx>,
     /// wasi:random on its own, also built on first use: Rust's std asks for a seed the
     /// first time a guest makes a `HashMap`, and that should not build the rest.
