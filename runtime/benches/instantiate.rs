@@ -1,6 +1,7 @@
 //! What one serverless request costs the host, in-process (no sockets): a fresh instance
 //! of a component from its `ProxyPre`, the guest handler, and the response body, through
-//! the same `Invoker::handle` the server uses. Target: ≤ 20 µs median for `hello`.
+//! the same `service_ops::traffic::Traffic` front and `Invoker` the server uses.
+//! Target: ≤ 20 µs median for `hello`.
 //!
 //! `cargo bench -p runtime --bench instantiate`
 //!
@@ -45,22 +46,24 @@ fn bench(c: &mut Criterion) {
         args.extend_from_slice(flags);
         let config = runtime::Config::parse_from(args);
         let prom = prometheus::Registry::new();
-        let host = runtime::Runtime::new(&config, &prom).unwrap();
+        let control = runtime::ControlPlane::start(&config, &prom).unwrap();
         for (name, path) in [
             ("hello", artifacts::HELLO_COMPONENT),
             ("plain-wasi", artifacts::PLAIN_WASI_COMPONENT),
         ] {
-            host.deploy(name, &std::fs::read(path).unwrap(), &Default::default())
+            control
+                .deploy(name, &std::fs::read(path).unwrap(), Default::default())
                 .unwrap();
         }
-        let invoker = host.invoker();
+        let http = service_ops::HttpMetrics::new(&prom).unwrap();
+        let traffic = service_ops::traffic::Traffic::new(control.invoker(), http);
         for (what, path) in [
             ("hello (sdk)", "/hello/"),
             ("plain wasip2 handler, no sdk", "/plain-wasi/"),
         ] {
             group.bench_function(format!("{what}, {label}"), |b| {
                 b.to_async(&tokio).iter(|| async {
-                    let response = invoker.clone().handle(request(path)).await;
+                    let response = traffic.handle(request(path)).await;
                     assert_eq!(response.status(), 200);
                     response.into_body().collect().await.unwrap().to_bytes()
                 })

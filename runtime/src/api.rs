@@ -11,33 +11,33 @@
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
+use service_ops::body::{BodyError, read_limited};
 use service_ops::ops;
-use std::sync::Arc;
 
-use crate::function::LoadError;
+use crate::control::{ControlPlane, DeployError};
 use crate::limits::Settings;
-use crate::{DeployError, Deployed, Runtime};
 
 #[derive(Debug)]
 pub struct Api {
-    runtime: Arc<Runtime>,
+    control: ControlPlane,
     token: Option<String>,
-    max_deploy_bytes: usize,
+    max_deploy_bytes: u64,
 }
 
 type Reply = Response<Full<Bytes>>;
 
 impl Api {
-    pub fn new(runtime: Arc<Runtime>, token: Option<String>, max_deploy_bytes: usize) -> Self {
+    pub fn new(control: ControlPlane, token: Option<String>, max_deploy_bytes: u64) -> Self {
         Self {
-            runtime,
+            control,
             token,
             max_deploy_bytes,
         }
     }
 
-    pub async fn handle<B>(&self, request: Request<B>) -> Reply
+    /// Answers one call to the deploy API.
+    pub async fn answer<B>(&self, request: Request<B>) -> Reply
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<service_ops::BoxError>,
@@ -57,22 +57,19 @@ impl Api {
         // Read the body (bounded) before answering anything: a reply sent while the
         // client is still uploading makes most clients see a reset, not the reply.
         let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, self.max_deploy_bytes).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                self.runtime.count_deployment("invalid");
+        let body = match read_limited(body, self.max_deploy_bytes).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge { limit }) => {
+                self.control.count_deployment("invalid");
                 return ops::json_error(
                     413,
-                    &format!(
-                        "component is larger than --max-deploy-bytes ({} bytes)",
-                        self.max_deploy_bytes
-                    ),
+                    &format!("component is larger than --max-deploy-bytes ({limit} bytes)"),
                 );
             }
-            Err(e) => return ops::json_error(400, &format!("reading the request body: {e}")),
+            Err(e) => return e.response(),
         };
         if matches!(method, Method::PUT | Method::DELETE) && !self.authorized(&parts.headers) {
-            self.runtime.count_deployment("unauthorized");
+            self.control.count_deployment("unauthorized");
             let mut reply = ops::json_error(401, "a valid bearer token is required for this call");
             reply.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
@@ -83,24 +80,24 @@ impl Api {
         match (method, name) {
             (Method::GET, None) => {
                 let functions: Vec<_> = self
-                    .runtime
+                    .control
                     .functions()
                     .iter()
                     .map(|f| f.describe())
                     .collect();
                 json(200, &serde_json::json!({ "functions": functions }))
             }
-            (Method::GET, Some(name)) => match self.runtime.function(&name) {
+            (Method::GET, Some(name)) => match self.control.function(&name) {
                 Some(function) => json(200, &function.describe()),
                 None => ops::json_error(404, &format!("no function named {name:?}")),
             },
             (Method::PUT, Some(name)) => self.deploy(name, parts.uri.query(), body).await,
             (Method::DELETE, Some(name)) => {
-                let runtime = self.runtime.clone();
+                let control = self.control.clone();
                 let target = name.clone();
-                match tokio::task::spawn_blocking(move || runtime.remove(&target)).await {
+                match tokio::task::spawn_blocking(move || control.remove(&target)).await {
                     Ok(Ok(true)) => {
-                        self.runtime.count_deployment("deleted");
+                        self.control.count_deployment("deleted");
                         tracing::info!(function = name, "deleted");
                         Response::builder()
                             .status(204)
@@ -108,11 +105,11 @@ impl Api {
                             .expect("static response")
                     }
                     Ok(Ok(false)) => {
-                        self.runtime.count_deployment("not_found");
+                        self.control.count_deployment("not_found");
                         ops::json_error(404, &format!("no function named {name:?}"))
                     }
                     Ok(Err(e)) => {
-                        self.runtime.count_deployment("failed");
+                        self.control.count_deployment("failed");
                         ops::json_error(500, &format!("removing {name:?} from the store: {e}"))
                     }
                     Err(e) => ops::json_error(500, &format!("removing {name:?}: {e}")),
@@ -132,58 +129,57 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        constant_time_eq(given.as_bytes(), token.as_bytes())
+        tokens_match(given, token)
     }
 
     async fn deploy(&self, name: String, query: Option<&str>, wasm: Bytes) -> Reply {
         let settings = match settings_from_query(query) {
             Ok(settings) => settings,
             Err(message) => {
-                self.runtime.count_deployment("invalid");
+                self.control.count_deployment("invalid");
                 return ops::json_error(400, &message);
             }
         };
         // Compiling takes CPU seconds: keep it off the async workers.
-        let runtime = self.runtime.clone();
+        let control = self.control.clone();
         let target = name.clone();
         let result =
-            tokio::task::spawn_blocking(move || runtime.deploy(&target, &wasm, &settings)).await;
+            tokio::task::spawn_blocking(move || control.deploy(&target, &wasm, settings)).await;
         match result {
-            Ok(Ok(deployed)) => {
-                let (status, result) = match deployed {
-                    Deployed::Created => (201, "created"),
-                    Deployed::Replaced => (200, "replaced"),
-                };
-                self.runtime.count_deployment(result);
+            Ok(Ok((deployed, function))) => {
+                let result = deployed.result();
+                self.control.count_deployment(result);
                 tracing::info!(function = name, result, "deployed");
-                match self.runtime.function(&name) {
-                    Some(function) => json(status, &function.describe()),
-                    None => ops::json_error(
-                        409,
-                        &format!("{name:?} was removed while it was being deployed"),
-                    ),
-                }
+                let status = match deployed {
+                    crate::control::Deployed::Created => 201,
+                    crate::control::Deployed::Replaced => 200,
+                };
+                json(status, &function.describe())
             }
             Ok(Err(DeployError::Invalid(e))) => {
-                self.runtime.count_deployment("invalid");
+                self.control.count_deployment("invalid");
                 tracing::info!(function = name, "deploy refused: {e}");
-                let status = match e {
-                    LoadError::Name(_) | LoadError::Settings(_) => 400,
-                    LoadError::Io { .. } => 500,
-                    LoadError::Compile(_) | LoadError::Link(_) | LoadError::NotAHandler(_) => 422,
-                };
-                ops::json_error(status, &e.to_string())
+                ops::json_error(e.status(), &e.to_string())
             }
             Ok(Err(e @ DeployError::Store(_))) => {
-                self.runtime.count_deployment("failed");
+                self.control.count_deployment("failed");
                 tracing::error!(function = name, "deploy failed: {e}");
                 ops::json_error(500, &e.to_string())
             }
             Err(e) => {
-                self.runtime.count_deployment("failed");
+                self.control.count_deployment("failed");
                 ops::json_error(500, &format!("deploy of {name:?} failed: {e}"))
             }
         }
+    }
+}
+
+impl service_ops::start::Ops for Api {
+    fn handle(
+        &self,
+        request: Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = Reply> + Send {
+        self.answer(request)
     }
 }
 
@@ -195,18 +191,27 @@ fn json(status: u16, value: &serde_json::Value) -> Reply {
     )
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a given token with the configured one in time that depends on neither: both
+/// are hashed first, so not even their lengths can be timed.
+fn tokens_match(given: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(given.as_bytes())
+        .ct_eq(&Sha256::digest(token.as_bytes()))
+        .into()
 }
 
 /// Settings from the PUT query string. Unknown parameters are an error, not ignored: a
 /// typo must not deploy a function without the limit its author asked for.
 pub fn settings_from_query(query: Option<&str>) -> Result<Settings, String> {
     let mut settings = Settings::default();
-    fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
         value
             .parse()
-            .map_err(|_| format!("query parameter `{key}` must be a number, got {value:?}"))
+            .map_err(|e| format!("query parameter `{key}` must be a number, got {value:?}: {e}"))
     }
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match &*key {
@@ -245,7 +250,7 @@ mod tests {
             "memory_mib=64&env=A%3D1&env=B=x=y&allow=example.com:443",
         ))
         .unwrap();
-        assert_eq!(s.memory_mib, Some(64));
+        assert_eq!(s.memory_mib, Some(service_ops::Mib::new(64)));
         assert_eq!(s.env["A"], "1");
         assert_eq!(s.env["B"], "x=y");
         assert_eq!(s.allowed_outbound_hosts, ["example.com:443"]);
@@ -260,13 +265,18 @@ mod tests {
                 .contains("timeout_secs")
         );
         assert!(settings_from_query(Some("env=novalue")).is_err());
+        // Would once wrap to a 1 MiB limit when turned into bytes.
+        let e = settings_from_query(Some("memory_mib=17592186044417")).unwrap_err();
+        assert!(e.contains("memory_mib"), "{e}");
+        assert!(settings_from_query(Some("max_concurrency=0")).is_err());
         assert_eq!(settings_from_query(None).unwrap(), Settings::default());
     }
 
     #[test]
     fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secrets"));
+        assert!(tokens_match("secret", "secret"));
+        assert!(!tokens_match("secret", "secreT"));
+        assert!(!tokens_match("secret", "secrets"));
+        assert!(!tokens_match("", "secret"));
     }
 }

@@ -1,21 +1,26 @@
+use service_ops::Mib;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::limits::Limits;
+
+service_ops::listener_flags!(
+    Listen,
+    env_prefix = "RUNTIME",
+    traffic = "127.0.0.1:8080",
+    ops = "127.0.0.1:8081"
+);
 
 /// A serverless function host: every request runs in a fresh, sandboxed instance of a
 /// wasi:http component.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(version, about)]
 pub struct Config {
-    /// Address for function traffic (`/{function}/...`).
-    #[arg(long, env = "RUNTIME_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-
-    /// Address for `/metrics`, `/healthz` and the deploy API (`/functions`).
-    #[arg(long, env = "RUNTIME_OPS_LISTEN", default_value = "127.0.0.1:8081")]
-    pub ops_listen: SocketAddr,
+    #[command(flatten)]
+    pub listen: Listen,
 
     /// Directory of functions loaded at start: `NAME.wasm`, with optional `NAME.toml`
     /// settings beside it. Every one is compiled and checked before the listeners bind.
@@ -36,26 +41,27 @@ pub struct Config {
 
     /// Largest component accepted by `PUT /functions/{name}`, in bytes.
     #[arg(long, env = "RUNTIME_MAX_DEPLOY_BYTES", default_value_t = 64 << 20)]
-    pub max_deploy_bytes: usize,
+    pub max_deploy_bytes: u64,
 
     /// Default linear-memory cap per instance, in MiB (a function's settings may lower
     /// or raise it up to --max-memory-mib).
-    #[arg(long, env = "RUNTIME_MEMORY_MIB", default_value_t = 128)]
-    pub memory_mib: u64,
+    #[arg(long, env = "RUNTIME_MEMORY_MIB", default_value = "128")]
+    pub memory_mib: Mib,
 
     /// Largest memory cap any function may ask for, in MiB: sizes the pooling
-    /// allocator's memory slots.
-    #[arg(long, env = "RUNTIME_MAX_MEMORY_MIB", default_value_t = 1024)]
-    pub max_memory_mib: u64,
+    /// allocator's memory slots. At most 4096 (a wasm32 address space).
+    #[arg(long, env = "RUNTIME_MAX_MEMORY_MIB", default_value = "1024")]
+    pub max_memory_mib: Mib,
 
-    /// Default wall-clock timeout per request, in seconds.
-    #[arg(long, env = "RUNTIME_TIMEOUT_SECS", default_value_t = 30.0)]
-    pub timeout_secs: f64,
+    /// Default wall-clock timeout per request (`30s`, `500ms`, or a number of seconds).
+    #[arg(long, visible_alias = "timeout-secs", env = "RUNTIME_TIMEOUT",
+          default_value = "30s", value_parser = service_ops::positive_duration)]
+    pub timeout: Duration,
 
     /// Default maximum of concurrent instances per function; requests beyond it get 503
     /// with Retry-After.
-    #[arg(long, env = "RUNTIME_MAX_CONCURRENCY", default_value_t = 200)]
-    pub max_concurrency: u32,
+    #[arg(long, env = "RUNTIME_MAX_CONCURRENCY", default_value = "200")]
+    pub max_concurrency: NonZeroU32,
 
     /// Default largest request body, in bytes; larger ones get 413.
     #[arg(long, env = "RUNTIME_MAX_BODY_BYTES", default_value_t = 16 << 20)]
@@ -63,8 +69,8 @@ pub struct Config {
 
     /// Instance slots in the pooling allocator, for all functions together: the most
     /// instances alive at once.
-    #[arg(long, env = "RUNTIME_POOL_INSTANCES", default_value_t = 1000)]
-    pub pool_instances: u32,
+    #[arg(long, env = "RUNTIME_POOL_INSTANCES", default_value = "1000")]
+    pub pool_instances: NonZeroU32,
 
     /// Bytes of each linear memory kept resident when its slot is reused, instead of
     /// being returned to the OS with madvise. Higher: fewer page faults and TLB
@@ -77,8 +83,8 @@ pub struct Config {
     /// all; for them a batch of N keeps up to N instances' pages resident (16 measured
     /// 190-226 MiB peak for 16 MiB requests against 56-62 MiB unbatched, with no gain in
     /// throughput), so the default returns each slot's memory at once.
-    #[arg(long, env = "RUNTIME_DECOMMIT_BATCH_SIZE", default_value_t = 1)]
-    pub decommit_batch_size: usize,
+    #[arg(long, env = "RUNTIME_DECOMMIT_BATCH_SIZE", default_value = "1")]
+    pub decommit_batch_size: NonZeroUsize,
 
     /// Serve a newly deployed component first with code from Winch, wasmtime's baseline
     /// compiler (about 4x faster to compile, slower to run), while Cranelift compiles
@@ -86,81 +92,67 @@ pub struct Config {
     /// optimized code is already cached skips the baseline. `false`: Cranelift only.
     #[arg(long, env = "RUNTIME_BASELINE_COMPILE", default_value_t = true, action = clap::ArgAction::Set)]
     pub baseline_compile: bool,
+}
 
-    /// Seconds in-flight requests may take to finish after SIGTERM.
-    #[arg(long, env = "RUNTIME_DRAIN_TIMEOUT_SECS", default_value_t = 30.0)]
-    pub drain_timeout_secs: f64,
-
-    /// Seconds a client may take to send its request headers.
-    #[arg(long, env = "RUNTIME_HEADER_READ_TIMEOUT_SECS", default_value_t = 10.0)]
-    pub header_read_timeout_secs: f64,
-
-    /// Tokio worker threads (default: one per core).
-    #[arg(long, env = "RUNTIME_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
+/// A configuration whose values contradict each other.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--memory-mib must be at least 1")]
+    NoMemory,
+    #[error("--memory-mib ({memory}) exceeds --max-memory-mib ({max})")]
+    MemoryOverMax { memory: u32, max: u32 },
+    #[error("--max-memory-mib is at most 4096 (wasm32 address space), got {0}")]
+    MaxMemory(u32),
+    #[error("--deploy-token must not be empty")]
+    EmptyToken,
+    #[error(
+        "refusing to serve the deploy API on {0} without a token: set --deploy-token \
+         (RUNTIME_DEPLOY_TOKEN) or listen on a loopback address"
+    )]
+    TokenRequired(SocketAddr),
+    #[error("--functions-dir {0} is not a directory")]
+    FunctionsDir(PathBuf),
+    #[error(transparent)]
+    Listeners(#[from] service_ops::start::ListenersError),
 }
 
 impl Config {
-    /// Checks what clap's types cannot, before anything is compiled or bound.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        for (name, secs) in [
-            ("--timeout-secs", self.timeout_secs),
-            ("--drain-timeout-secs", self.drain_timeout_secs),
-            ("--header-read-timeout-secs", self.header_read_timeout_secs),
-        ] {
-            anyhow::ensure!(
-                secs.is_finite() && secs > 0.0,
-                "{name} must be a positive number of seconds, got {secs}"
-            );
+    /// The rules across values, before anything is compiled or bound; each value's own
+    /// rules are in its type.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.memory_mib.get() == 0 {
+            return Err(ConfigError::NoMemory);
         }
-        anyhow::ensure!(self.memory_mib >= 1, "--memory-mib must be at least 1");
-        anyhow::ensure!(
-            self.memory_mib <= self.max_memory_mib,
-            "--memory-mib ({}) exceeds --max-memory-mib ({})",
-            self.memory_mib,
-            self.max_memory_mib
-        );
-        anyhow::ensure!(
-            self.max_memory_mib <= 4096,
-            "--max-memory-mib is at most 4096 (wasm32 address space)"
-        );
-        anyhow::ensure!(
-            self.max_concurrency >= 1,
-            "--max-concurrency must be at least 1"
-        );
-        anyhow::ensure!(
-            self.pool_instances >= 1,
-            "--pool-instances must be at least 1"
-        );
-        anyhow::ensure!(
-            self.worker_threads != Some(0),
-            "--worker-threads must be at least 1"
-        );
-        if self.deploy_token.as_deref() == Some("") {
-            anyhow::bail!("--deploy-token must not be empty");
+        if self.memory_mib > self.max_memory_mib {
+            return Err(ConfigError::MemoryOverMax {
+                memory: self.memory_mib.get(),
+                max: self.max_memory_mib.get(),
+            });
         }
-        if self.deploy_token.is_none() && !self.ops_listen.ip().is_loopback() {
-            anyhow::bail!(
-                "refusing to serve the deploy API on {} without a token: set --deploy-token \
-                 (RUNTIME_DEPLOY_TOKEN) or listen on a loopback address",
-                self.ops_listen
-            );
+        if self.max_memory_mib.get() > 4096 {
+            return Err(ConfigError::MaxMemory(self.max_memory_mib.get()));
         }
-        if let Some(dir) = &self.functions_dir {
-            anyhow::ensure!(
-                dir.is_dir(),
-                "--functions-dir {} is not a directory",
-                dir.display()
-            );
+        match &self.deploy_token {
+            Some(token) if token.is_empty() => return Err(ConfigError::EmptyToken),
+            None if !self.listen.ops_listen.ip().is_loopback() => {
+                return Err(ConfigError::TokenRequired(self.listen.ops_listen));
+            }
+            _ => {}
         }
+        if let Some(dir) = &self.functions_dir
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::FunctionsDir(dir.clone()));
+        }
+        self.listen.listeners().validate()?;
         Ok(())
     }
 
     /// The limits a function gets when its settings say nothing.
     pub fn default_limits(&self) -> Limits {
         Limits {
-            memory_bytes: self.memory_mib << 20,
-            timeout: Duration::from_secs_f64(self.timeout_secs),
+            memory: self.memory_mib,
+            timeout: self.timeout,
             max_concurrency: self.max_concurrency,
             max_body_bytes: self.max_body_bytes,
         }

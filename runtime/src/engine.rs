@@ -19,7 +19,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// allocator with copy-on-write memory images (so instantiation is a few microseconds of
 /// mapping, not a copy), and epoch interruption for deadlines.
 pub fn build(config: &Config, strategy: wasmtime::Strategy) -> anyhow::Result<Engine> {
-    let slots = config.pool_instances;
+    let slots = config.pool_instances.get();
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         // A component built by wit-component holds its main module plus a few shim
@@ -31,7 +31,7 @@ pub fn build(config: &Config, strategy: wasmtime::Strategy) -> anyhow::Result<En
         .max_tables_per_component(8)
         .total_tables(slots.saturating_mul(4))
         .total_stacks(slots)
-        .max_memory_size(usize::try_from(config.max_memory_mib << 20)?)
+        .max_memory_size(config.max_memory_mib.bytes_usize())
         // Returning a slot's memory with madvise costs, on every request, a page fault
         // per page touched next time and, in a multi-threaded process, a cross-core TLB
         // shootdown. Instead keep up to `keep_resident_bytes` resident and reset it with
@@ -41,7 +41,7 @@ pub fn build(config: &Config, strategy: wasmtime::Strategy) -> anyhow::Result<En
         .table_keep_resident(config.keep_resident_bytes)
         .async_stack_keep_resident(config.keep_resident_bytes)
         .pagemap_scan(Enabled::Auto)
-        .decommit_batch_size(config.decommit_batch_size);
+        .decommit_batch_size(config.decommit_batch_size.get());
 
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)

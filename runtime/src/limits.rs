@@ -1,19 +1,21 @@
 //! Per-function limits and settings: process-wide defaults, overridden per function by a
-//! `NAME.toml` sidecar next to `NAME.wasm`.
+//! `NAME.toml` sidecar next to `NAME.wasm` or by the deploy call's query.
 
 use serde::{Deserialize, Serialize};
+use service_ops::Mib;
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// What one function may use per request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Linear-memory cap per instance.
-    pub memory_bytes: u64,
+    pub memory: Mib,
     /// Wall-clock time for the whole request, response body included.
     pub timeout: Duration,
     /// Instances alive at once; requests beyond it get 503.
-    pub max_concurrency: u32,
+    pub max_concurrency: NonZeroU32,
     /// Largest request body; larger gets 413.
     pub max_body_bytes: u64,
 }
@@ -33,11 +35,11 @@ pub struct Limits {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_mib: Option<u64>,
+    pub memory_mib: Option<Mib>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
+    pub max_concurrency: Option<NonZeroU32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
     /// Environment variables the guest sees (it sees none of the host's).
@@ -48,35 +50,41 @@ pub struct Settings {
     pub allowed_outbound_hosts: Vec<String>,
 }
 
+/// Settings that are well-formed but not allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("memory_mib must be from 1 to {max} (the runtime's --max-memory-mib), got {got}", max = max.get(), got = got.get())]
+    Memory { got: Mib, max: Mib },
+    #[error("timeout_secs must be more than 0 and at most 3600, got {0}")]
+    Timeout(f64),
+    #[error("{0}")]
+    Syntax(String),
+}
+
 impl Settings {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<Self, SettingsError> {
+        toml::from_str(text).map_err(|e| SettingsError::Syntax(e.to_string()))
     }
 
-    /// `defaults` with this file's overrides applied, checked against `max_memory_bytes`.
-    pub fn limits(&self, defaults: &Limits, max_memory_bytes: u64) -> Result<Limits, String> {
+    /// `defaults` with these overrides applied, checked against `max_memory`.
+    pub fn limits(&self, defaults: &Limits, max_memory: Mib) -> Result<Limits, SettingsError> {
         let mut limits = defaults.clone();
         if let Some(mib) = self.memory_mib {
-            if mib == 0 || mib << 20 > max_memory_bytes {
-                return Err(format!(
-                    "memory_mib must be from 1 to {} (the runtime's --max-memory-mib), got {mib}",
-                    max_memory_bytes >> 20
-                ));
+            if mib.get() == 0 || mib > max_memory {
+                return Err(SettingsError::Memory {
+                    got: mib,
+                    max: max_memory,
+                });
             }
-            limits.memory_bytes = mib << 20;
+            limits.memory = mib;
         }
         if let Some(secs) = self.timeout_secs {
             if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
-                return Err(format!(
-                    "timeout_secs must be more than 0 and at most 3600, got {secs}"
-                ));
+                return Err(SettingsError::Timeout(secs));
             }
             limits.timeout = Duration::from_secs_f64(secs);
         }
         if let Some(n) = self.max_concurrency {
-            if n == 0 {
-                return Err("max_concurrency must be at least 1".into());
-            }
             limits.max_concurrency = n;
         }
         if let Some(n) = self.max_body_bytes {
@@ -92,46 +100,44 @@ mod tests {
 
     fn defaults() -> Limits {
         Limits {
-            memory_bytes: 128 << 20,
+            memory: Mib::new(128),
             timeout: Duration::from_secs(30),
-            max_concurrency: 100,
+            max_concurrency: NonZeroU32::new(100).unwrap(),
             max_body_bytes: 1 << 20,
         }
     }
 
+    const MAX: Mib = Mib::new(1024);
+
     #[test]
     fn overrides_apply_and_the_rest_stay_default() {
         let s = Settings::parse("memory_mib = 64\ntimeout_secs = 0.5\n[env]\nA = \"b\"\n").unwrap();
-        let l = s.limits(&defaults(), 1 << 30).unwrap();
-        assert_eq!(l.memory_bytes, 64 << 20);
+        let l = s.limits(&defaults(), MAX).unwrap();
+        assert_eq!(l.memory, Mib::new(64));
         assert_eq!(l.timeout, Duration::from_millis(500));
-        assert_eq!(l.max_concurrency, 100);
+        assert_eq!(l.max_concurrency.get(), 100);
         assert_eq!(s.env["A"], "b");
     }
 
     #[test]
     fn bad_settings_are_refused_with_the_reason() {
-        assert!(
-            Settings::parse("memory_mb = 3")
-                .unwrap_err()
-                .contains("memory_mb")
-        );
+        let e = Settings::parse("memory_mb = 3").unwrap_err();
+        assert!(e.to_string().contains("memory_mb"), "{e}");
         let e = Settings::parse("memory_mib = 4096")
             .unwrap()
-            .limits(&defaults(), 1 << 30)
+            .limits(&defaults(), MAX)
             .unwrap_err();
-        assert!(e.contains("1 to 1024"), "{e}");
+        assert!(e.to_string().contains("1 to 1024"), "{e}");
+        // What `memory_mib << 20` once wrapped to a 1 MiB limit: refused as it is read.
+        let e = Settings::parse("memory_mib = 17592186044417").unwrap_err();
+        assert!(e.to_string().contains("memory_mib"), "{e}");
         assert!(
             Settings::parse("timeout_secs = -1")
                 .unwrap()
-                .limits(&defaults(), 1 << 30)
+                .limits(&defaults(), MAX)
                 .is_err()
         );
-        assert!(
-            Settings::parse("max_concurrency = 0")
-                .unwrap()
-                .limits(&defaults(), 1 << 30)
-                .is_err()
-        );
+        let e = Settings::parse("max_concurrency = 0").unwrap_err();
+        assert!(e.to_string().contains("max_concurrency"), "{e}");
     }
 }

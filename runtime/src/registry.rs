@@ -21,19 +21,19 @@ impl Registry {
     }
 
     /// Installs `function`, returning the version it replaced.
-    pub fn insert(&self, function: Function) -> Option<Arc<Function>> {
-        let name = function.name.to_string();
+    pub fn insert(&self, function: Arc<Function>) -> Option<Arc<Function>> {
+        let name = function.name().to_string();
         self.functions
             .write()
             .expect("registry lock")
-            .insert(name, Arc::new(function))
+            .insert(name, function)
     }
 
     /// Replaces `expected` with `function` if `expected` is still the installed version of
     /// its name (a newer deploy or a delete wins); true if it did.
     pub fn replace_if_current(&self, expected: &Arc<Function>, function: Function) -> bool {
         let mut functions = self.functions.write().expect("registry lock");
-        match functions.get_mut(&*expected.name) {
+        match functions.get_mut(&**expected.name()) {
             Some(current) if Arc::ptr_eq(current, expected) => {
                 *current = Arc::new(function);
                 true
@@ -44,7 +44,7 @@ impl Registry {
 
     /// Whether `function` is the installed version of its name.
     pub fn is_current(&self, function: &Arc<Function>) -> bool {
-        self.get(&function.name)
+        self.get(function.name())
             .is_some_and(|current| Arc::ptr_eq(&current, function))
     }
 
@@ -62,7 +62,7 @@ impl Registry {
             .values()
             .cloned()
             .collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.sort_by(|a, b| a.name().cmp(b.name()));
         all
     }
 

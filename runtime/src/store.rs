@@ -19,13 +19,29 @@ use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::limits::Settings;
 
-/// One deployed version, as the manifest records it and the API shows it.
+impl Record {
+    /// A new version of `name` made of `wasm`, deployed now. The digest is computed
+    /// here, once per deploy; everything after (cache key, store blob) reuses it.
+    pub fn new(name: &str, wasm: &[u8], settings: Settings) -> Self {
+        Self {
+            name: name.into(),
+            digest: digest(wasm),
+            size: wasm.len() as u64,
+            settings,
+            deployed_at: unix_now(),
+        }
+    }
+}
+
+/// One deployed version, as the manifest records it and the API shows it. A loaded
+/// [`crate::function::Function`] holds its record; nothing copies its fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    pub name: String,
+    pub name: Arc<str>,
     /// `sha256:<hex>` of the component bytes.
     pub digest: String,
     pub size: u64,
@@ -97,22 +113,16 @@ impl FunctionStore {
         &self.dir
     }
 
-    /// Durably records `wasm` with `settings` as the current version of `name`.
-    pub fn put(&self, name: &str, wasm: &[u8], settings: &Settings) -> io::Result<Record> {
-        let record = Record {
-            name: name.to_string(),
-            digest: digest(wasm),
-            size: wasm.len() as u64,
-            settings: settings.clone(),
-            deployed_at: unix_now(),
-        };
+    /// Durably records `record`, whose component is `wasm`, as the current version of
+    /// its name: the blob first, then the manifest that names it.
+    pub fn put(&self, record: &Record, wasm: &[u8]) -> io::Result<()> {
+        debug_assert_eq!(record.size, wasm.len() as u64);
         let blob = self.dir.join("blobs").join(blob_file_name(&record.digest));
         if !blob.exists() {
             write_atomic(&blob, wasm)?;
         }
-        let manifest = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
-        write_atomic(&self.manifest_path(name), &manifest)?;
-        Ok(record)
+        let manifest = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        write_atomic(&self.manifest_path(&record.name), &manifest)
     }
 
     /// Removes `name`; its blob goes too unless another function uses it. False if
@@ -222,18 +232,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FunctionStore::open(dir.path()).unwrap();
         let settings = Settings {
-            memory_mib: Some(8),
+            memory_mib: Some(service_ops::Mib::new(8)),
             ..Default::default()
         };
-        let a = store.put("a", b"wasm-a", &settings).unwrap();
-        store.put("b", b"wasm-a", &Settings::default()).unwrap();
+        let a = Record::new("a", b"wasm-a", settings);
+        store.put(&a, b"wasm-a").unwrap();
+        store
+            .put(&Record::new("b", b"wasm-a", Settings::default()), b"wasm-a")
+            .unwrap();
         assert_eq!(a.digest, digest(b"wasm-a"));
         assert_eq!(
             store
                 .list()
                 .unwrap()
                 .iter()
-                .map(|r| r.name.as_str())
+                .map(|r| &*r.name)
                 .collect::<Vec<_>>(),
             ["a", "b"]
         );
@@ -262,7 +275,8 @@ mod tests {
     fn a_corrupt_blob_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = FunctionStore::open(dir.path()).unwrap();
-        let record = store.put("a", b"good", &Settings::default()).unwrap();
+        let record = Record::new("a", b"good", Settings::default());
+        store.put(&record, b"good").unwrap();
         fs::write(
             dir.path()
                 .join("blobs")

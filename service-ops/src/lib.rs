@@ -5,18 +5,27 @@
 //! - [`serve`]: the HTTP/1.1 accept loop with graceful, bounded shutdown;
 //! - [`Shutdown`]: SIGTERM / ctrl-c fan-out to every listener;
 //! - [`HttpMetrics`] and [`ProcessCollector`]: the metric names DESIGN.md fixes for both sides;
-//! - [`ops`]: `/metrics` and `/healthz` responses.
+//! - [`ops`]: `/metrics` and `/healthz` responses;
+//! - [`start::run`]: all of the above put together, the one start-up both binaries call;
+//! - [`traffic`]: `/{function}/...` routing, the `(unknown)` label and request metrics;
+//! - [`body`]: the limited request-body reader;
+//! - [`units`]: flag and setting types that cannot hold a bad value (sizes, durations).
 
+pub mod body;
 mod http_metrics;
 pub mod ops;
 mod process;
 mod server;
 mod shutdown;
+pub mod start;
+pub mod traffic;
+pub mod units;
 
 pub use http_metrics::{HttpMetrics, InFlight, LATENCY_BUCKETS, method_label};
 pub use process::{ProcStat, ProcessCollector};
 pub use server::{BoxError, ServeConfig, listen, serve};
 pub use shutdown::Shutdown;
+pub use units::{Mib, positive_duration};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -32,12 +41,12 @@ pub fn init_tracing() {
 
 /// The multi-threaded tokio runtime both servers run on: `worker_threads` workers, or
 /// one per core.
-pub fn tokio_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = worker_threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+pub fn tokio_runtime(
+    worker_threads: Option<std::num::NonZeroUsize>,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = worker_threads
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

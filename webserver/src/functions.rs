@@ -15,6 +15,7 @@ pub const FUNCTIONS: &[(&str, Handler)] = &[
     ("memory", |r| Box::pin(memory::handle(r))),
 ];
 
-pub fn lookup(name: &str) -> Option<Handler> {
-    FUNCTIONS.iter().find(|(n, _)| *n == name).map(|(_, h)| *h)
+/// The function named `name`, with its name as a `'static` label.
+pub fn lookup(name: &str) -> Option<(&'static str, Handler)> {
+    FUNCTIONS.iter().find(|(n, _)| *n == name).copied()
 }

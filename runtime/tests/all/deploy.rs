@@ -221,6 +221,23 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_serving() {
     assert_eq!(r.status(), 400);
     let r = put(&client, &server, "Bad_Name", artifacts::HELLO_COMPONENT, "").await;
     assert_eq!(r.status(), 400);
+    // 2^44 + 1 MiB once wrapped to a 1 MiB limit when turned into bytes; over the pool's
+    // slot size (--max-memory-mib 256 in tests) is refused too.
+    for (query, message) in [
+        ("?memory_mib=17592186044417", "memory_mib"),
+        ("?memory_mib=257", "from 1 to 256"),
+        ("?memory_mib=0", "from 1 to 256"),
+    ] {
+        let r = put(&client, &server, "x", artifacts::HELLO_COMPONENT, query).await;
+        assert_eq!(r.status(), 400, "{query}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains(message),
+            "{query}: {v}"
+        );
+    }
+    let (_, v) = crate::get_json(&client, &api(&server, "x")).await;
+    assert_eq!(v["limits"]["memory_bytes"], 128 << 20, "{v}");
 }
 
 /// Polls the deploy API until `name` runs code from `compiler`.

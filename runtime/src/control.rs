@@ -1,0 +1,302 @@
+//! The control plane: every change to what is deployed. It owns the registry, the store,
+//! the deploy lock and the FaaS metrics, and makes every swap: a deploy, a restore at
+//! start, a delete, and the background tier-up from Winch's code to Cranelift's. The
+//! data plane ([`crate::invoke`]) only reads the registry.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::function::Function;
+use crate::invoke::Invoker;
+use crate::loader::{self, Compiler, LoadError, Loader};
+use crate::metrics::FaasMetrics;
+use crate::registry::Registry;
+use crate::store::{FunctionStore, Record};
+use crate::{Config, engine, heap};
+
+/// What a deploy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployed {
+    Created,
+    Replaced,
+}
+
+impl Deployed {
+    /// The `faas_deployments_total{result}` label.
+    pub fn result(self) -> &'static str {
+        match self {
+            Deployed::Created => "created",
+            Deployed::Replaced => "replaced",
+        }
+    }
+}
+
+/// Why a deploy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Invalid(#[from] LoadError),
+    #[error("writing the store: {0}")]
+    Store(#[from] std::io::Error),
+}
+
+/// Why the runtime could not start with what it was given to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("opening the store {dir}: {source}")]
+    OpenStore {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading the store: {0}")]
+    ReadStore(#[from] std::io::Error),
+    #[error(transparent)]
+    FunctionsDir(#[from] loader::DirError),
+    #[error("{origin}: {source}")]
+    Load { origin: String, source: LoadError },
+}
+
+/// Deploys, restores, deletes and tiers up functions. Cheap to clone: a background
+/// compile holds a clone to hand its result back for the swap.
+#[derive(Clone)]
+pub struct ControlPlane {
+    registry: Arc<Registry>,
+    store: Option<FunctionStore>,
+    faas: FaasMetrics,
+    /// One deploy or delete at a time: store writes and the swap happen in order.
+    deploy_lock: Arc<Mutex<()>>,
+    /// Cranelift, with the compiled-code cache.
+    optimizing: Loader,
+    /// `--baseline-compile`: Winch's loader for first deploys, built by the first deploy
+    /// that needs it (a second engine and pool cost resident memory that a runtime
+    /// which never takes deploys should not pay). `None`: Cranelift only.
+    baseline: Option<Arc<OnceLock<Option<Loader>>>>,
+    config: Arc<Config>,
+    /// Background Cranelift compiles run one at a time: they share the cores with traffic.
+    tier_up_lock: Arc<Mutex<()>>,
+    ticker: Arc<engine::EpochTicker>,
+    invoker: Arc<Invoker>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("functions", &self.registry.names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Builds the engine and registers every FaaS metric in `prom`. Loads
+    /// `--functions-dir`, then what `--store-dir` holds (a stored deploy wins over a
+    /// file of the same name). Every function is compiled (or loaded from the
+    /// compiled-code cache) and checked; a bad one is an error that names it.
+    pub fn start(config: &Config, prom: &prometheus::Registry) -> anyhow::Result<Self> {
+        config.validate()?;
+        let faas = FaasMetrics::new(prom)?;
+        let store = match &config.store_dir {
+            Some(dir) => {
+                Some(
+                    FunctionStore::open(dir).map_err(|source| RestoreError::OpenStore {
+                        dir: dir.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let optimizing = Loader::new(config, Compiler::Cranelift, store.clone())?;
+        let ticker = engine::EpochTicker::start(optimizing.engine().clone());
+        let registry = Arc::new(Registry::default());
+        let control = Self {
+            invoker: Arc::new(Invoker::new(registry.clone(), faas.clone())),
+            registry,
+            store,
+            faas,
+            deploy_lock: Default::default(),
+            optimizing,
+            baseline: config.baseline_compile.then(Default::default),
+            config: Arc::new(config.clone()),
+            tier_up_lock: Default::default(),
+            ticker: Arc::new(ticker),
+        };
+        control.restore()?;
+        heap::release_free_memory();
+        Ok(control)
+    }
+
+    /// Loads `--functions-dir`, then the store, whose deploys win over files of the
+    /// same name.
+    fn restore(&self) -> Result<(), RestoreError> {
+        let mut found = Vec::new();
+        if let Some(dir) = &self.config.functions_dir {
+            for (record, wasm) in loader::read_dir(dir)? {
+                let origin = dir.join(format!("{}.wasm", record.name));
+                found.push((origin.display().to_string(), record, wasm));
+            }
+        }
+        if let Some(store) = &self.store {
+            for record in store.list()? {
+                let wasm = store.wasm(&record)?;
+                found.push((format!("stored function {}", record.name), record, wasm));
+            }
+        }
+        for (origin, record, wasm) in found {
+            let function = self
+                .optimizing
+                .load(record, &wasm)
+                .map_err(|source| RestoreError::Load { origin, source })?;
+            tracing::info!(
+                function = %function.name(),
+                compile_seconds = function.compiled.seconds,
+                from_cache = function.compiled.from_cache,
+                "loaded"
+            );
+            self.install(function);
+        }
+        Ok(())
+    }
+
+    /// The data plane, which runs requests against the registry this control plane keeps.
+    pub fn invoker(&self) -> Arc<Invoker> {
+        self.invoker.clone()
+    }
+
+    pub fn functions(&self) -> Vec<Arc<Function>> {
+        self.registry.all()
+    }
+
+    pub fn function(&self, name: &str) -> Option<Arc<Function>> {
+        self.registry.get(name)
+    }
+
+    /// Compiles and checks `wasm`, records it durably (with a store), then swaps it in
+    /// for `name`. Requests already running finish on the version they started with; a
+    /// component that fails to load changes nothing.
+    pub fn deploy(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        settings: crate::limits::Settings,
+    ) -> Result<(Deployed, Arc<Function>), DeployError> {
+        let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let record = Record::new(name, wasm, settings);
+        // New code is served first from Winch's quick compile unless Cranelift's is
+        // already cached; Cranelift's then swaps in from the background.
+        let baseline = match self.optimizing.is_cached(&record.digest) {
+            true => None,
+            false => self.baseline_loader(),
+        };
+        let function = baseline.unwrap_or(&self.optimizing).load(record, wasm)?;
+        heap::release_free_memory();
+        if let Some(store) = &self.store {
+            store.put(&function.record, wasm)?;
+        }
+        let (deployed, installed) = self.install(function);
+        if baseline.is_some() {
+            self.tier_up(installed.clone(), wasm.to_vec());
+        }
+        Ok((deployed, installed))
+    }
+
+    /// Removes `name` (and its stored copy). False if there was no such function.
+    pub fn remove(&self, name: &str) -> std::io::Result<bool> {
+        let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let stored = match &self.store {
+            Some(store) => store.remove(name)?,
+            None => false,
+        };
+        let removed = self.registry.remove(name).is_some();
+        self.faas.functions.set(self.registry.len() as i64);
+        Ok(stored || removed)
+    }
+
+    /// Counts a deploy API call by its result.
+    pub fn count_deployment(&self, result: &str) {
+        self.faas.deployments.with_label_values(&[result]).inc();
+    }
+
+    /// Winch's loader, built on first use; `None` (Cranelift only) when turned off or
+    /// if building it failed, which is logged once.
+    fn baseline_loader(&self) -> Option<&Loader> {
+        let cell = self.baseline.as_ref()?;
+        cell.get_or_init(|| match Loader::new(&self.config, Compiler::Winch, None) {
+            Ok(loader) => {
+                self.ticker.add(loader.engine().clone());
+                Some(loader)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "building the baseline compiler's engine: {e:#}; compiling with Cranelift only"
+                );
+                None
+            }
+        })
+        .as_ref()
+    }
+
+    /// Compiles `expected`'s component with Cranelift on a background thread (caching
+    /// the code in the store) and hands the result back to [`Self::swap_optimized`].
+    fn tier_up(&self, expected: Arc<Function>, wasm: Vec<u8>) {
+        let control = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tier-up".into())
+            .spawn(move || {
+                let _one_at_a_time = control
+                    .tier_up_lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if !control.registry.is_current(&expected) {
+                    return;
+                }
+                match control.optimizing.load(expected.record.clone(), &wasm) {
+                    Ok(optimized) => control.swap_optimized(&expected, optimized),
+                    Err(e) => tracing::error!(
+                        function = %expected.name(),
+                        "compiling optimized code failed; the baseline code keeps serving: {e}"
+                    ),
+                }
+                heap::release_free_memory();
+            });
+        if let Err(e) = spawned {
+            tracing::error!("starting a background compile: {e}; the baseline code keeps serving");
+        }
+    }
+
+    /// Swaps `optimized` in for `expected`, unless a newer deploy or a delete replaced
+    /// `expected` meanwhile.
+    fn swap_optimized(&self, expected: &Arc<Function>, optimized: Function) {
+        let name = optimized.name().clone();
+        let compiled = optimized.compiled;
+        if self.registry.replace_if_current(expected, optimized) {
+            self.count_compile(&name, compiled);
+            tracing::info!(
+                function = %name,
+                compile_seconds = compiled.seconds,
+                "optimized code swapped in"
+            );
+        }
+    }
+
+    /// Installs `function`, returning whether it replaced a version, and the installed one.
+    fn install(&self, function: Function) -> (Deployed, Arc<Function>) {
+        self.count_compile(function.name(), function.compiled);
+        let function = Arc::new(function);
+        let deployed = match self.registry.insert(function.clone()) {
+            Some(_) => Deployed::Replaced,
+            None => Deployed::Created,
+        };
+        self.faas.functions.set(self.registry.len() as i64);
+        (deployed, function)
+    }
+
+    fn count_compile(&self, name: &str, compiled: loader::Compiled) {
+        self.faas
+            .compile_duration
+            .with_label_values(&[name])
+            .observe(compiled.seconds);
+        self.faas
+            .compiles
+            .with_label_values(&[compiled.result()])
+            .inc();
+    }
+}

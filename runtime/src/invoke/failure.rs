@@ -1,0 +1,120 @@
+//! Every way a request can fail in the runtime, with its status, its message, and the
+//! one place each is counted.
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{BodyExt, Full};
+use service_ops::body::BodyError;
+use service_ops::{Mib, ops};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::Body;
+use crate::metrics::FaasMetrics;
+
+/// Why a request got no answer from its guest.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Refused before running: body over the limit (413, a rejection), or unreadable (400).
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// Refused before running: the function is at its concurrency limit (503).
+    #[error("is at its limit of {0} concurrent instances")]
+    Concurrency(NonZeroU32),
+    /// wasi:http would not take the request (400).
+    #[error("request not accepted: {0}")]
+    NotAccepted(String),
+    /// The instance pool had no free slot: all functions together are at
+    /// `--pool-instances` (503).
+    #[error("no free instance slot")]
+    Capacity,
+    /// Past the function's timeout, spinning or waiting (504).
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// `memory.grow` past the function's cap (500).
+    #[error("exceeded its memory limit of {0}")]
+    Memory(Mib),
+    /// Any other trap (500).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// Returned without setting a response (500).
+    #[error("returned without a response")]
+    NoResponse,
+    /// Answered with an error code, or a body that broke (500).
+    #[error("{0}")]
+    ErrorResponse(String),
+}
+
+impl Failure {
+    /// The `faas_errors_total{reason}` / `faas_rejections_total{reason}` label; `None`
+    /// for a request that is the client's fault and counted by the HTTP metrics alone.
+    fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Failure::Body(BodyError::TooLarge { .. }) => "body_too_large",
+            Failure::Body(BodyError::Read(_)) | Failure::NotAccepted(_) => return None,
+            Failure::Concurrency(_) => "concurrency",
+            Failure::Capacity => "capacity",
+            Failure::Timeout(_) => "timeout",
+            Failure::Memory(_) => "memory",
+            Failure::Trap(_) => "trap",
+            Failure::NoResponse => "no_response",
+            Failure::ErrorResponse(_) => "error_response",
+        })
+    }
+
+    /// Refused before an instance was made (`faas_rejections_total`), rather than failed
+    /// while running (`faas_errors_total`).
+    fn is_rejection(&self) -> bool {
+        matches!(self, Failure::Body(_) | Failure::Concurrency(_))
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Failure::Body(e) => e.status(),
+            Failure::NotAccepted(_) => 400,
+            Failure::Concurrency(_) | Failure::Capacity => 503,
+            Failure::Timeout(_) => 504,
+            Failure::Memory(_)
+            | Failure::Trap(_)
+            | Failure::NoResponse
+            | Failure::ErrorResponse(_) => 500,
+        }
+    }
+
+    /// The client's answer: a JSON error naming the function and the cause. A 503 says
+    /// `Retry-After: 1`: a full function or pool clears as soon as running requests end.
+    pub fn response(&self, function: &str) -> Response<Body> {
+        let message = match self {
+            Failure::Body(_) | Failure::NotAccepted(_) => self.to_string(),
+            Failure::Capacity => "the runtime has no free instance slot; retry shortly".to_string(),
+            _ => format!("function {function:?} {self}"),
+        };
+        let mut response = ops::json_error(self.status(), &message).map(boxed);
+        if self.status() == 503 {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+
+    /// Counts this failure of `function`: the only code that touches
+    /// `faas_rejections_total`, `faas_errors_total` and `faas_timeouts_total`.
+    pub fn count(&self, faas: &FaasMetrics, function: &str, request_id: u64) {
+        let Some(reason) = self.reason() else { return };
+        if self.is_rejection() {
+            faas.rejections.with_label_values(&[function, reason]).inc();
+            return;
+        }
+        faas.errors.with_label_values(&[function, reason]).inc();
+        if matches!(self, Failure::Timeout(_)) {
+            faas.timeouts.with_label_values(&[function]).inc();
+        }
+        tracing::warn!(function, request_id, "invocation failed: {self}");
+    }
+}
+
+fn boxed(body: Full<Bytes>) -> Body {
+    body.map_err(|never| match never {}).boxed_unsync()
+}

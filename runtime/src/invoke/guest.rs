@@ -1,0 +1,91 @@
+//! Step 3: the guest runs. A fresh instance from the pooling allocator, the guest's
+//! `wasi:http/incoming-handler`, the whole under the function's timeout; then the
+//! instance is dropped (its slot goes back to the pool) and the outcome classified.
+
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Trap;
+
+use super::Failure;
+use super::prepare::Guest;
+use crate::function::Function;
+use crate::host::Usage;
+
+/// Runs the guest to its end; `None` if it returned normally. Holds the function's
+/// concurrency permit and `faas_active_instances` for as long as the instance lives,
+/// also when the request is dropped mid-way (a client that goes away cancels its guest).
+pub async fn run(
+    function: Arc<Function>,
+    guest: Guest,
+    permit: OwnedSemaphorePermit,
+) -> Option<Failure> {
+    let _permit = permit;
+    let metrics = function
+        .metrics
+        .get()
+        .expect("resolved before the guest runs");
+    let active = ActiveInstance::new(metrics.active_instances.clone());
+    let Guest {
+        mut store,
+        request,
+        response_out,
+    } = guest;
+    let limits = &function.limits;
+    let run = async {
+        let t0 = Instant::now();
+        let proxy = function.pre.instantiate_async(&mut store).await?;
+        metrics.init_duration.observe(t0.elapsed().as_secs_f64());
+        let t1 = Instant::now();
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, request, response_out)
+            .await?;
+        metrics.invoke_duration.observe(t1.elapsed().as_secs_f64());
+        wasmtime::Result::<()>::Ok(())
+    };
+    let outcome = tokio::time::timeout(limits.timeout, run).await;
+    let usage = store.data().usage();
+    // Drop the instance before reporting: its memory slot goes back to the pool.
+    drop(store);
+    drop(active);
+    metrics.mem_usage.observe(usage.peak_memory_bytes as f64);
+    match outcome {
+        Err(_elapsed) => Some(Failure::Timeout(limits.timeout)),
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(classify(&e, usage, &function)),
+    }
+}
+
+fn classify(error: &wasmtime::Error, usage: Usage, function: &Function) -> Failure {
+    if usage.memory_limit_hit {
+        return Failure::Memory(function.limits.memory);
+    }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return Failure::Capacity;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Timeout(function.limits.timeout),
+        Some(trap) => Failure::Trap(trap.to_string()),
+        None => Failure::Trap(format!("{error:#}")),
+    }
+}
+
+/// Keeps `faas_active_instances` raised while an instance is alive.
+struct ActiveInstance(prometheus::IntGauge);
+
+impl ActiveInstance {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ActiveInstance {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,75 @@
+//! Step 2: what one instance needs before it runs: its host state (sandboxed WASI,
+//! wasi:http, the memory limiter), a new store with the epoch deadline, and the request
+//! and response-outparam resources the handler is called with.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use tokio::sync::oneshot;
+use wasmtime::Store;
+use wasmtime::component::Resource;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+
+use super::Failure;
+use crate::engine::EPOCH_TICK;
+use crate::function::Function;
+use crate::host::Host;
+
+/// What the guest sends back through its response outparam.
+pub type GuestAnswer = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
+
+/// A store ready to instantiate, and the handler's arguments.
+pub struct Guest {
+    pub store: Store<Host>,
+    pub request: Resource<HostIncomingRequest>,
+    pub response_out: Resource<HostResponseOutparam>,
+}
+
+pub struct Prepared {
+    pub guest: Guest,
+    /// Where the guest's response arrives.
+    pub answer: oneshot::Receiver<GuestAnswer>,
+}
+
+pub fn prepare(
+    function: &Function,
+    request: Request<Full<Bytes>>,
+    request_id: u64,
+) -> Result<Prepared, Failure> {
+    let limits = &function.limits;
+    let host = Host::new(
+        function.name(),
+        request_id,
+        function.env.clone(),
+        function.allowed_hosts.clone(),
+        limits.memory.bytes_usize(),
+    );
+    let mut store = Store::new(function.pre.engine(), host);
+    store.limiter(|host| host.limiter());
+    // A guest spinning in wasm is stopped by the epoch deadline (a trap); a guest
+    // waiting on the host (a timer, a stream) by the tokio timeout in `guest`.
+    let ticks = (limits.timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+
+    let (tx, answer) = oneshot::channel();
+    let resources = || {
+        let mut http = store.data_mut().http();
+        let request = http.new_incoming_request(Scheme::Http, request)?;
+        let response_out = http.new_response_outparam(tx)?;
+        wasmtime::Result::<_>::Ok((request, response_out))
+    };
+    let (request, response_out) =
+        resources().map_err(|e| Failure::NotAccepted(format!("{e:#}")))?;
+    Ok(Prepared {
+        guest: Guest {
+            store,
+            request,
+            response_out,
+        },
+        answer,
+    })
+}

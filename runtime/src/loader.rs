@@ -1,0 +1,261 @@
+//! Compilation, behind one value: a [`Loader`] holds an engine, its linker, the default
+//! limits and (for Cranelift) the compiled-code cache, and turns a record plus component
+//! bytes into a ready [`Function`]. Deploy, restore and tier-up all load through it.
+
+use serde::Serialize;
+use service_ops::Mib;
+use std::path::Path;
+use std::time::Instant;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::function::{Function, validate_name};
+use crate::host::Host;
+use crate::limits::{Limits, Settings, SettingsError};
+use crate::store::{self, FunctionStore, Record};
+
+/// Which compiler made a function's running code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compiler {
+    /// Optimized code; what every function runs in the end.
+    Cranelift,
+    /// Wasmtime's baseline compiler: about 4x faster to compile, slower code. Serves a
+    /// first deploy while Cranelift compiles in the background.
+    Winch,
+}
+
+impl Compiler {
+    fn strategy(self) -> wasmtime::Strategy {
+        match self {
+            Compiler::Cranelift => wasmtime::Strategy::Cranelift,
+            Compiler::Winch => wasmtime::Strategy::Winch,
+        }
+    }
+}
+
+/// How a function's code was made ready.
+#[derive(Debug, Clone, Copy)]
+pub struct Compiled {
+    pub compiler: Compiler,
+    /// True when the code came from the on-disk cache instead of a compiler.
+    pub from_cache: bool,
+    /// How long compiling (or loading cached code) and pre-instantiating took.
+    pub seconds: f64,
+}
+
+impl Compiled {
+    /// The `faas_compiles_total{result}` label.
+    pub fn result(&self) -> &'static str {
+        match (self.from_cache, self.compiler) {
+            (true, _) => "cached",
+            (false, Compiler::Winch) => "baseline",
+            (false, Compiler::Cranelift) => "compiled",
+        }
+    }
+}
+
+/// Why a function could not be loaded. Each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "invalid function name {0:?}: use 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
+    )]
+    Name(String),
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error("the component needs imports this runtime does not provide: {0}")]
+    Link(String),
+    #[error("the component does not export wasi:http/incoming-handler@0.2.x: {0}")]
+    NotAHandler(String),
+    #[error("invalid settings: {0}")]
+    Settings(#[from] SettingsError),
+}
+
+impl LoadError {
+    /// The deploy API's answer: a bad request (400) or a component it cannot run (422).
+    pub fn status(&self) -> u16 {
+        match self {
+            LoadError::Name(_) | LoadError::Settings(_) => 400,
+            LoadError::Compile(_) | LoadError::Link(_) | LoadError::NotAHandler(_) => 422,
+        }
+    }
+}
+
+/// An engine and everything needed to turn components into functions with it. Cheap to
+/// clone (engines, linkers and the store handle are shared), so a background compile
+/// takes its own.
+#[derive(Clone)]
+pub struct Loader {
+    engine: Engine,
+    linker: Linker<Host>,
+    compiler: Compiler,
+    defaults: Limits,
+    max_memory: Mib,
+    /// Where compiled code is cached; `None` compiles every time.
+    cache: Option<FunctionStore>,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("compiler", &self.compiler)
+            .field("defaults", &self.defaults)
+            .field("cached", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Loader {
+    /// A loader for `compiler` with an engine configured from `config`.
+    pub fn new(
+        config: &crate::Config,
+        compiler: Compiler,
+        cache: Option<FunctionStore>,
+    ) -> anyhow::Result<Self> {
+        let engine = crate::engine::build(config, compiler.strategy())?;
+        let linker = crate::engine::linker(&engine)?;
+        Ok(Self {
+            engine,
+            linker,
+            compiler,
+            defaults: config.default_limits(),
+            max_memory: config.max_memory_mib,
+            cache,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `wasm` (or loads its compiled code from the cache), links it, and checks
+    /// it is a wasi:http handler with settings the runtime allows.
+    pub fn load(&self, record: Record, wasm: &[u8]) -> Result<Function, LoadError> {
+        validate_name(&record.name)?;
+        let limits = record.settings.limits(&self.defaults, self.max_memory)?;
+        let start = Instant::now();
+        let (component, from_cache) = self.compile(wasm, &record.digest)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
+        let compiled = Compiled {
+            compiler: self.compiler,
+            from_cache,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        Ok(Function::new(record, pre, limits, compiled))
+    }
+
+    /// Whether the cache holds this engine's code for the component `digest`.
+    pub fn is_cached(&self, digest: &str) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|cache| cache.cache_path(&self.cache_key(digest)).exists())
+    }
+
+    /// Compiled code is cached under a key made of the component's digest and the
+    /// engine's compatibility hash (wasmtime version, target, every setting that changes
+    /// codegen), so a restart or a redeploy of known bytes loads machine code instead of
+    /// compiling, and an engine change never loads incompatible code.
+    fn compile(&self, wasm: &[u8], digest: &str) -> Result<(Component, bool), LoadError> {
+        let compile =
+            || Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+        let Some(cache) = &self.cache else {
+            return Ok((compile()?, false));
+        };
+        let path = cache.cache_path(&self.cache_key(digest));
+        if path.exists() {
+            // SAFETY: `deserialize_file` runs the machine code in the file, so it must be
+            // code this runtime compiled: the cache directory is inside the store, which
+            // only the runtime writes (README: keep it private to the runtime's user);
+            // files are written atomically, and wasmtime checks the header and engine
+            // compatibility.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize_file(&self.engine, &path) };
+            match loaded {
+                Ok(component) => return Ok((component, true)),
+                Err(e) => {
+                    tracing::warn!(
+                        "discarding unusable compiled code {}: {e:#}",
+                        path.display()
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = compile()?;
+        match component.serialize() {
+            Ok(bytes) => {
+                if let Err(e) = store::write_atomic(&path, &bytes) {
+                    tracing::warn!("caching compiled code at {}: {e}", path.display());
+                }
+            }
+            Err(e) => tracing::warn!("serialising compiled code: {e:#}"),
+        }
+        Ok((component, false))
+    }
+
+    fn cache_key(&self, digest: &str) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        format!(
+            "{}-{:016x}",
+            digest.trim_start_matches("sha256:"),
+            hasher.finish()
+        )
+    }
+}
+
+/// `NAME.wasm` and its optional `NAME.toml` settings, for every `.wasm` in `dir`, by name.
+pub fn read_dir(dir: &Path) -> Result<Vec<(Record, Vec<u8>)>, DirError> {
+    let io = |path: &Path, source| DirError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    paths.sort();
+    let mut functions = Vec::new();
+    for path in paths {
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let wasm = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        let settings_path = path.with_extension("toml");
+        let settings = match std::fs::read_to_string(&settings_path) {
+            Ok(text) => Settings::parse(&text).map_err(|source| DirError::Settings {
+                path: settings_path.display().to_string(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
+            Err(e) => return Err(io(&settings_path, e)),
+        };
+        functions.push((Record::new(&name, &wasm, settings), wasm));
+    }
+    Ok(functions)
+}
+
+/// Why `--functions-dir` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Settings { path: String, source: SettingsError },
+}
