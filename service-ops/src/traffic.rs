@@ -28,9 +28,14 @@ pub fn function_name(path: &str) -> &str {
 pub trait Functions: Send + Sync + 'static {
     /// One function, as found by name.
     type Function: Send;
+    /// Its name as a metric label, cheap to hold across the call (`&'static str`,
+    /// `Arc<str>`): the function's own name, so label values stay bounded by what exists.
+    type Label: AsRef<str> + Send;
     type Body: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
 
     fn lookup(&self, name: &str) -> Option<Self::Function>;
+
+    fn label(function: &Self::Function) -> Self::Label;
 
     /// Runs `function` for `request`; every failure is a response, never a panic.
     fn call<B>(
@@ -77,24 +82,24 @@ impl<F: Functions> Traffic<F> {
         let start = Instant::now();
         let method = request.method().clone();
         let name = function_name(request.uri().path());
-        let (label, response) = match self.functions.lookup(name) {
+        match self.functions.lookup(name) {
             Some(function) => {
-                // The name is copied only for functions that exist: label values stay
-                // bounded by what is deployed.
-                let name = name.to_string();
-                let _in_flight = self.metrics.in_flight(&name);
+                let label = F::label(&function);
+                let _in_flight = self.metrics.in_flight(label.as_ref());
                 let response = self.functions.clone().call(function, request).await;
-                (name, response.map(Either::Right))
+                let status = response.status().as_u16();
+                self.metrics
+                    .observe(label.as_ref(), &method, status, start.elapsed());
+                response.map(Either::Right)
             }
             None => {
                 let message = format!("no function named {name:?}");
-                let response = ops::json_error(404, &message).map(Either::Left);
-                (UNKNOWN_FUNCTION.to_string(), response)
+                let response = ops::json_error(404, &message);
+                self.metrics
+                    .observe(UNKNOWN_FUNCTION, &method, 404, start.elapsed());
+                response.map(Either::Left)
             }
-        };
-        self.metrics
-            .observe(&label, &method, response.status().as_u16(), start.elapsed());
-        response
+        }
     }
 }
 

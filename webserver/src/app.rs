@@ -25,10 +25,15 @@ impl App {
 
 impl Functions for App {
     type Function = (&'static str, Handler);
+    type Label = &'static str;
     type Body = Full<Bytes>;
 
     fn lookup(&self, name: &str) -> Option<Self::Function> {
         functions::lookup(name)
+    }
+
+    fn label((name, _): &Self::Function) -> &'static str {
+        name
     }
 
     async fn call<B>(

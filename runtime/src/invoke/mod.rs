@@ -99,10 +99,15 @@ impl Invoker {
 
 impl Functions for Invoker {
     type Function = Arc<Function>;
+    type Label = Arc<str>;
     type Body = Body;
 
     fn lookup(&self, name: &str) -> Option<Arc<Function>> {
         self.registry.get(name)
+    }
+
+    fn label(function: &Arc<Function>) -> Arc<str> {
+        function.name().clone()
     }
 
     fn call<B>(
