@@ -7,14 +7,17 @@
 //!
 //! - [`examples`]: what every example function must answer, checked against any base URL,
 //!   so the webserver, nginx and the runtime are held to the same expectations.
+//! - [`exposition`]: a `/metrics` page parsed as Prometheus reads it.
 //!
 //! Everything started is killed when its handle drops, so a failing test leaves nothing
 //! running.
 
 pub mod examples;
+pub mod exposition;
 mod nginx;
 mod service;
 
+pub use exposition::{Scrape, sample};
 pub use nginx::{Nginx, NginxPorts, find_nginx, render_nginx_template};
 pub use service::Service;
 
@@ -122,13 +125,17 @@ pub async fn metrics(client: &reqwest::Client, service: &Service) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
-/// The value of the sample whose line starts with `series` (name and labels exactly).
-pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+/// Polls `service`'s `/metrics` until the sample `series` (see [`sample`]) is `value`:
+/// the readiness signal tests wait on instead of sleeping. Panics after 30 s.
+pub async fn wait_for_sample(
+    client: &reqwest::Client,
+    service: &Service,
+    series: &str,
+    value: f64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sample(&metrics(client, service).await, series) != Some(value) {
+        assert!(Instant::now() < deadline, "never saw {series} at {value}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+use wait_timeout::ChildExt;
 
 /// One of our servers, running. Its stdout and stderr are echoed to our stderr
 /// (prefixed with its name, so test output shows what it said), and its log lines are
@@ -147,15 +148,9 @@ impl Service {
 
     /// Waits up to `timeout` for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!("{} still running {timeout:?} later", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        match self.child.wait_timeout(timeout)? {
+            Some(status) => Ok(status),
+            None => bail!("{} still running {timeout:?} later", self.name),
         }
     }
 }

@@ -119,10 +119,10 @@ impl FunctionStore {
         debug_assert_eq!(record.size, wasm.len() as u64);
         let blob = self.dir.join("blobs").join(blob_file_name(&record.digest));
         if !blob.exists() {
-            write_atomic(&blob, wasm)?;
+            write_file(&blob, wasm, "blob")?;
         }
         let manifest = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        write_atomic(&self.manifest_path(&record.name), &manifest)
+        write_file(&self.manifest_path(&record.name), &manifest, "manifest")
     }
 
     /// Removes `name`; its blob goes too unless another function uses it. False if
@@ -205,6 +205,12 @@ fn read_record(path: &Path) -> io::Result<Record> {
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one:
 /// temporary file, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file(path, bytes, "cache")
+}
+
+/// [`write_atomic`], with the crash points of [`crash_point`] named `{what}-temp` (the
+/// temporary file is written and synced, not renamed) and `{what}` (in place).
+fn write_file(path: &Path, bytes: &[u8], what: &str) -> io::Result<()> {
     let dir = path.parent().expect("store paths have a parent");
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
@@ -215,9 +221,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
+    crash_point(what, "-temp");
     fs::rename(&tmp, path)?;
-    sync_dir(dir)
+    sync_dir(dir)?;
+    crash_point(what, "");
+    Ok(())
 }
+
+/// Fault injection for the crash-consistency test, in debug builds only: with
+/// `RUNTIME_STORE_CRASH_AT=POINT` the process aborts (no unwinding, no cleanup, as a
+/// SIGKILL or a power cut would leave it) when a write reaches POINT: `blob-temp`,
+/// `blob`, `manifest-temp` or `manifest`. Release builds have no such hook.
+#[cfg(debug_assertions)]
+fn crash_point(what: &str, suffix: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("RUNTIME_STORE_CRASH_AT").ok());
+    if at
+        .as_deref()
+        .is_some_and(|at| at.strip_prefix(what) == Some(suffix))
+    {
+        eprintln!("RUNTIME_STORE_CRASH_AT={what}{suffix}: aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn crash_point(_what: &str, _suffix: &str) {}
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -116,7 +116,25 @@ pub fn method_label(method: &http::Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus::Encoder;
+    use prometheus::proto::{Metric, MetricFamily};
+
+    /// The series of family `name` whose labels are exactly `labels`, from the registry's
+    /// own structured view (no text to match).
+    fn series<'a>(families: &'a [MetricFamily], name: &str, labels: &[(&str, &str)]) -> &'a Metric {
+        let family = families.iter().find(|f| f.name() == name).expect(name);
+        family
+            .get_metric()
+            .iter()
+            .find(|m| {
+                let have: Vec<(&str, &str)> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                have.len() == labels.len() && labels.iter().all(|l| have.contains(l))
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?}"))
+    }
 
     #[test]
     fn observes_with_bounded_labels() {
@@ -124,6 +142,16 @@ mod tests {
         let m = HttpMetrics::new(&registry).unwrap();
         {
             let _g = m.in_flight("hello");
+            assert_eq!(
+                series(
+                    &registry.gather(),
+                    "http_server_requests_in_flight",
+                    &[("function", "hello")]
+                )
+                .get_gauge()
+                .get_value(),
+                1.0
+            );
             m.observe(
                 "hello",
                 &http::Method::from_bytes(b"BREW").unwrap(),
@@ -131,23 +159,39 @@ mod tests {
                 Duration::from_micros(70),
             );
         }
-        let mut out = Vec::new();
-        prometheus::TextEncoder::new()
-            .encode(&registry.gather(), &mut out)
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.contains(
-                r#"http_server_requests_total{function="hello",method="OTHER",status="418"} 1"#
-            ),
-            "{text}"
+        let families = registry.gather();
+        let labels = [
+            ("function", "hello"),
+            ("method", "OTHER"),
+            ("status", "418"),
+        ];
+        assert_eq!(
+            series(&families, "http_server_requests_total", &labels)
+                .get_counter()
+                .get_value(),
+            1.0
         );
         // 70 µs lands above the 50 µs bucket and inside the 100 µs one.
-        assert!(text.contains(r#"le="0.00005"} 0"#), "{text}");
-        assert!(text.contains(r#"le="0.0001"} 1"#), "{text}");
-        assert!(
-            text.contains(r#"http_server_requests_in_flight{function="hello"} 0"#),
-            "{text}"
+        let histogram =
+            series(&families, "http_server_request_duration_seconds", &labels).get_histogram();
+        let count_at = |bound: f64| {
+            histogram
+                .get_bucket()
+                .iter()
+                .find(|b| b.upper_bound() == bound)
+                .map(|b| b.cumulative_count())
+        };
+        assert_eq!(count_at(0.000_05), Some(0));
+        assert_eq!(count_at(0.000_1), Some(1));
+        assert_eq!(
+            series(
+                &families,
+                "http_server_requests_in_flight",
+                &[("function", "hello")]
+            )
+            .get_gauge()
+            .get_value(),
+            0.0
         );
     }
 }

@@ -33,24 +33,32 @@ pub fn functions_dir(extra: &[(&str, &str, &str)]) -> tempfile::TempDir {
 
 /// Starts the runtime serving `dir` on free ports, with `extra` flags.
 pub fn start(dir: &Path, extra: &[&str]) -> Service {
+    let mut args = args(dir);
+    // Small pools keep the test processes light; the tests never need more.
+    for (flag, value) in [("--pool-instances", "64"), ("--max-memory-mib", "256")] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_string(), value.to_string()]);
+        }
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Service::start(env!("CARGO_BIN_EXE_runtime"), &args, &["traffic", "ops"])
+        .expect("runtime starts")
+}
+
+/// The flags that make the runtime serve `dir` on free loopback ports.
+pub fn args(dir: &Path) -> Vec<String> {
     let dir = dir.to_str().unwrap();
-    let mut args = vec![
+    [
         "--listen",
         "127.0.0.1:0",
         "--ops-listen",
         "127.0.0.1:0",
         "--functions-dir",
         dir,
-    ];
-    // Small pools keep the test processes light; the tests never need more.
-    for (flag, value) in [("--pool-instances", "64"), ("--max-memory-mib", "256")] {
-        if !extra.contains(&flag) {
-            args.extend_from_slice(&[flag, value]);
-        }
-    }
-    args.extend_from_slice(extra);
-    Service::start(env!("CARGO_BIN_EXE_runtime"), &args, &["traffic", "ops"])
-        .expect("runtime starts")
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 pub use localrun::{metrics, sample};
@@ -71,14 +79,7 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::
 /// Polls `/metrics` until `function` has `n` active instances (30 s at most).
 pub async fn wait_for_active(client: &reqwest::Client, server: &Service, function: &str, n: u32) {
     let series = format!(r#"faas_active_instances{{function="{function}"}}"#);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while sample(&metrics(client, server).await, &series) != Some(f64::from(n)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never saw {series} at {n}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    localrun::wait_for_sample(client, server, &series, f64::from(n)).await;
 }
 
 /// GET `url`, returning only the status.

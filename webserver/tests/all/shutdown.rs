@@ -1,18 +1,10 @@
 use localrun::examples;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Polls the ops endpoint until `sleep` has `n` requests in flight.
 async fn wait_in_flight(client: &reqwest::Client, server: &localrun::Service, n: u32) {
     let series = r#"http_server_requests_in_flight{function="sleep"}"#;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = localrun::metrics(client, server).await;
-        if localrun::sample(&text, series) == Some(f64::from(n)) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never saw {series} at {n}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    localrun::wait_for_sample(client, server, series, f64::from(n)).await;
 }
 
 #[tokio::test]

@@ -275,7 +275,9 @@ async fn every_dashboard_panel_returns_data() {
         }
         let base = runtime.url("traffic");
         let busy = tokio::spawn(client.get(format!("{base}/misbehave/sleep?ms=300")).send());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Ready when its instance is alive: then the next request finds it at its limit.
+        let series = r#"faas_active_instances{function="misbehave"}"#;
+        localrun::wait_for_sample(&client, &runtime, series, 1.0).await;
         let _ = client.get(format!("{base}/misbehave/counter")).send().await; // 503: at its limit
         let _ = busy.await;
         let _ = client.get(format!("{base}/misbehave/trap")).send().await;

@@ -1,0 +1,5 @@
+//! localrun's integration tests, one binary: the infra/ files against the real tools
+//! that read them.
+
+mod compose;
+mod infra;
