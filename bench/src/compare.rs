@@ -20,6 +20,8 @@ struct Local {
     runtime: Service,
     webserver: Service,
     nginx: Nginx,
+    /// Each function's effective limits, as the runtime's deploy responses state them.
+    limits: BTreeMap<String, serde_json::Value>,
     _store: tempfile::TempDir,
 }
 
@@ -89,10 +91,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 
     let mut settings = args.common.settings();
     settings.insert("nginx workers".into(), args.nginx_workers().to_string());
-    settings.insert(
-        "runtime".into(),
-        "default limits (128 MiB memory, 30 s timeout, 200 concurrent per function)".into(),
-    );
+    settings.extend(runtime_limits(&local.limits));
     let outcome = crate::run_scenarios(
         &runner,
         &scenarios,
@@ -131,8 +130,9 @@ fn start(
     let nginx =
         Nginx::start(webserver.addr("traffic"), args.nginx_workers()).context("starting nginx")?;
 
-    runner.block_on(async {
+    let limits = runner.block_on(async {
         let client = runner.client();
+        let mut limits = BTreeMap::new();
         for (name, path) in artifacts::FUNCTIONS {
             let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
             let url = format!("{}/functions/{name}", runtime.url("ops"));
@@ -148,6 +148,8 @@ fn start(
                 "deploying {name}: {status} {}",
                 response.text().await.unwrap_or_default()
             );
+            let deployed: serde_json::Value = response.json().await?;
+            limits.insert(name.to_string(), deployed["limits"].clone());
         }
         // A first deploy is served by Winch's quickly compiled code until Cranelift's
         // swaps in from the background: measure the steady state, not that window.
@@ -172,7 +174,7 @@ fn start(
                 .await
                 .with_context(|| format!("{side} does not answer the examples correctly"))?;
         }
-        anyhow::Ok(())
+        anyhow::Ok(limits)
     })?;
     eprintln!(
         "serverless: {}  traditional: {} (nginx) -> {} (webserver)",
@@ -184,8 +186,36 @@ fn start(
         runtime,
         webserver,
         nginx,
+        limits,
         _store: store,
     })
+}
+
+/// The report's settings lines for the runtime's limits: one line when every function
+/// got the same, else one per function.
+fn runtime_limits(limits: &BTreeMap<String, serde_json::Value>) -> BTreeMap<String, String> {
+    let describe = |l: &serde_json::Value| {
+        let bytes = |v: &serde_json::Value| v.as_f64().map_or("?".into(), figures::bytes);
+        format!(
+            "memory {}, timeout {} s, {} concurrent instances, body {}",
+            bytes(&l["memory_bytes"]),
+            l["timeout_secs"],
+            l["max_concurrency"],
+            bytes(&l["max_body_bytes"])
+        )
+    };
+    let mut distinct: Vec<&serde_json::Value> = limits.values().collect();
+    distinct.dedup();
+    match distinct.as_slice() {
+        [one] => BTreeMap::from([(
+            "runtime limits (from its deploy responses)".to_string(),
+            format!("{} per function", describe(one)),
+        )]),
+        _ => limits
+            .iter()
+            .map(|(name, l)| (format!("runtime limits of {name}"), describe(l)))
+            .collect(),
+    }
 }
 
 /// The runtime and webserver binaries: given, or built now by cargo in the same profile
@@ -252,5 +282,33 @@ impl CompareArgs {
     pub fn nginx_workers(&self) -> usize {
         self.nginx_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn runtime_limits_are_one_line_when_every_function_has_the_same() {
+        let same = json!({"memory_bytes": 134217728, "timeout_secs": 30.0, "max_concurrency": 200, "max_body_bytes": 16777216});
+        let limits = [("a", same.clone()), ("b", same)]
+            .map(|(n, l)| (n.to_string(), l))
+            .into();
+        let lines = super::runtime_limits(&limits);
+        assert_eq!(lines.len(), 1);
+        let line = &lines["runtime limits (from its deploy responses)"];
+        assert!(
+            line.contains("memory 128.0 MiB") && line.contains("timeout 30.0 s"),
+            "{line}"
+        );
+        let mut limits = limits;
+        limits.get_mut("b").unwrap()["memory_bytes"] = json!(1048576);
+        let lines = super::runtime_limits(&limits);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines["runtime limits of b"].contains("memory 1.0 MiB"),
+            "{lines:?}"
+        );
     }
 }

@@ -67,6 +67,9 @@ pub fn run_scenarios(
     out: &Path,
 ) -> anyhow::Result<()> {
     meta.started = now();
+    for side in sides {
+        meta.versions.extend(runner.build_info(side));
+    }
     let mut results = Vec::new();
     let mut failure = None;
     for scenario in scenarios {

@@ -6,6 +6,7 @@ use crate::sample::{ProcessSet, Sampler};
 use crate::scenario::{Scenario, Shape};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -279,35 +280,34 @@ impl Runner {
 
     /// Requests the side's `/metrics` has counted so far, summed over every series.
     fn counted(&self, side: &Side) -> Option<f64> {
+        Some(self.scrape(side)?.sum("http_server_requests_total"))
+    }
+
+    /// What the side's own binary says it is (`runtime_build_info`): the runtime's and
+    /// wasmtime's versions, by the side's name; nothing for a side that does not say.
+    pub fn build_info(&self, side: &Side) -> BTreeMap<String, String> {
+        let info = self
+            .scrape(side)
+            .and_then(|scrape| scrape.labels("runtime_build_info"))
+            .unwrap_or_default();
+        info.into_iter()
+            .map(|(label, value)| {
+                let what = if label == "version" {
+                    "runtime"
+                } else {
+                    &label
+                };
+                (format!("{what} ({})", side.info.name), value)
+            })
+            .collect()
+    }
+
+    fn scrape(&self, side: &Side) -> Option<localrun::Scrape> {
         let url = side.metrics_url.as_ref()?;
         let text = self.runtime.block_on(async {
             let response = self.client.get(url).send().await.ok()?;
             response.text().await.ok()
         })?;
-        Some(sum_series(&text, "http_server_requests_total"))
-    }
-}
-
-/// The sum of every sample of metric `name` in a Prometheus text exposition.
-pub fn sum_series(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sum_series_adds_every_labelled_sample_of_one_metric_only() {
-        let text = "# HELP http_server_requests_total x\n\
-                    http_server_requests_total{function=\"a\",status=\"200\"} 3\n\
-                    http_server_requests_total{function=\"b\",status=\"500\"} 4\n\
-                    http_server_requests_total_other 100\n\
-                    http_server_requests_in_flight 7\n";
-        assert_eq!(super::sum_series(text, "http_server_requests_total"), 7.0);
+        localrun::Scrape::parse(&text).ok()
     }
 }

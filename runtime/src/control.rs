@@ -93,6 +93,7 @@ impl ControlPlane {
     pub fn start(config: &Config, prom: &prometheus::Registry) -> anyhow::Result<Self> {
         config.validate()?;
         let faas = FaasMetrics::new(prom)?;
+        crate::metrics::register_build_info(prom)?;
         let store = match &config.store_dir {
             Some(dir) => {
                 Some(

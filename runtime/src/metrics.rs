@@ -35,6 +35,30 @@ pub struct InvocationMetrics {
     pub mem_usage: Histogram,
 }
 
+/// `runtime_build_info{version, wasmtime} 1`: what is being measured, read by whoever
+/// measures it (the bench records it in every report) from the running binary.
+pub fn register_build_info(registry: &Registry) -> prometheus::Result<()> {
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "runtime_build_info",
+            "The runtime's version and the wasmtime it is built with; always 1.",
+        ),
+        &["version", "wasmtime"],
+    )?;
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), wasmtime_version()])
+        .set(1);
+    registry.register(Box::new(info))
+}
+
+/// The wasmtime version this binary was built with, from the workspace's `Cargo.lock`.
+pub fn wasmtime_version() -> &'static str {
+    const LOCK: &str = include_str!("../../Cargo.lock");
+    const ENTRY: &str = "\nname = \"wasmtime\"\nversion = \"";
+    LOCK.find(ENTRY)
+        .and_then(|at| LOCK[at + ENTRY.len()..].split('"').next())
+        .unwrap_or("unknown")
+}
+
 impl FaasMetrics {
     pub fn for_function(&self, name: &str) -> InvocationMetrics {
         InvocationMetrics {
@@ -133,5 +157,15 @@ impl FaasMetrics {
         registry.register(Box::new(m.deployments.clone()))?;
         registry.register(Box::new(m.compiles.clone()))?;
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_wasmtime_version_is_found() {
+        let v = super::wasmtime_version();
+        assert_eq!(v.split('.').count(), 3, "{v}");
+        assert!(v.split('.').all(|n| n.parse::<u32>().is_ok()), "{v}");
     }
 }

@@ -1,11 +1,11 @@
-//! `report.html`: the same tables as the Markdown report plus charts (latency percentile
-//! curves, latency against rate for sweeps, RSS and CPU over time), in one file with no
-//! external references.
+//! `report.html`: the report's [`view::View`], the same as the Markdown report, plus
+//! charts (latency percentile curves, latency against rate for sweeps, RSS and CPU over
+//! time), in one file with no external references.
 
-use super::figures::{self, SERVERLESS, TRADITIONAL};
-use super::markdown::VIRTUAL_MEMORY_NOTE;
+use super::figures;
 use super::svg::{Chart, Scale, Series, escape};
-use super::{Report, Run, ScenarioResult, decode, passes};
+use super::view::{self, METHOD, TITLE, Table, VIRTUAL_MEMORY_NOTE};
+use super::{Report, Run, ScenarioResult, decode};
 use std::fmt::Write;
 
 const COLORS: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"];
@@ -25,105 +25,109 @@ th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}.note{backgr
 .charts{display:flex;flex-wrap:wrap;gap:8px}svg{max-width:100%;height:auto}";
 
 pub fn html(report: &Report) -> String {
+    let view = view::view(report);
     let sides: Vec<String> = report.sides.iter().map(|s| s.name.clone()).collect();
     let mut out = String::new();
     let _ = write!(
         out,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Serverless vs server: bench report</title><style>{STYLE}</style></head><body>"
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{TITLE}</title><style>{STYLE}</style></head><body><h1>{TITLE}</h1>"
     );
-    let meta = &report.meta;
+    let incomplete = view
+        .incomplete
+        .as_ref()
+        .map(|why| format!(" <strong>Incomplete: {}.</strong>", escape(why)))
+        .unwrap_or_default();
+    let _ = write!(out, "<p>{}{incomplete}</p>", escape(&view.period));
+    table(&mut out, &view.sides);
     let _ = write!(
         out,
-        "<h1>Serverless vs server: bench report</h1><p>Run from {} to {} (UTC).{}</p>",
-        escape(&meta.started),
-        escape(&meta.finished),
-        meta.interrupted
-            .as_ref()
-            .map(|why| format!(" <strong>Incomplete: {}.</strong>", escape(why)))
-            .unwrap_or_default()
-    );
-    out.push_str("<table><tr><th>side</th><th>what</th><th>URL</th></tr>");
-    for side in &report.sides {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&side.name),
-            escape(&side.description),
-            escape(&side.url)
-        );
-    }
-    out.push_str("</table>");
-    let _ = write!(
-        out,
-        "<p>Figures are medians over rounds, range in brackets. Latency counts from the \
-         moment each request was due and released, whether or not a connection was free \
-         (open loop), and covers successful requests; errors are counted apart. S / T = serverless / traditional.</p><p class=\"note\">{}</p>",
+        "<p>{}</p><p class=\"note\">{}</p><h2>Summary</h2>",
+        escape(METHOD),
         escape(VIRTUAL_MEMORY_NOTE)
     );
+    table(&mut out, &view.summary);
+    let _ = write!(out, "<p>{}</p>", escape(view.summary_note));
 
-    for scenario in &report.scenarios {
-        let _ = write!(out, "<h2>{}</h2>", escape(&scenario.name));
-        if !scenario.description.is_empty() {
-            let _ = write!(out, "<p>{}</p>", escape(&scenario.description));
+    for scenario in &view.scenarios {
+        let result = scenario.result;
+        let _ = write!(out, "<h2>{}</h2>", escape(&result.name));
+        if !result.description.is_empty() {
+            let _ = write!(out, "<p>{}</p>", escape(&result.description));
         }
-        let _ = write!(
-            out,
-            "<p><code>{} {}</code>, {} connections.</p>",
-            escape(&scenario.method),
-            escape(&scenario.path),
-            scenario.connections
-        );
-        if scenario.sweep.is_some() {
-            sweep(&mut out, report, scenario, &sides);
+        let _ = write!(out, "<p>{}</p>", code(&scenario.setup));
+        if let Some(plan) = &scenario.plan {
+            let _ = write!(out, "<p>{}</p>", escape(plan));
+        }
+        table(&mut out, &scenario.table);
+        if let Some(note) = scenario.table_note {
+            let _ = write!(out, "<p>{}</p>", escape(note));
+        }
+        out.push_str("<ul>");
+        for bullet in &scenario.bullets {
+            let lead = bullet
+                .lead
+                .map(|l| format!("<strong>{}</strong>: ", escape(l)))
+                .unwrap_or_default();
+            let _ = write!(out, "<li>{lead}{}</li>", escape(&bullet.text));
+        }
+        out.push_str("</ul><div class=\"charts\">");
+        if result.sweep.is_some() {
+            out.push_str(&sweep_chart(report, result, &sides).render());
         } else {
-            fixed(&mut out, report, scenario, &sides);
+            fixed_charts(&mut out, report, result, &sides);
         }
+        out.push_str("</div>");
     }
 
     out.push_str("<h2>Machine and versions</h2><table>");
-    for map in [&meta.machine, &meta.versions, &meta.settings] {
-        for (key, value) in map {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td></tr>",
-                escape(key),
-                escape(value)
-            );
-        }
+    for (group, key, value) in &view.environment {
+        let _ = write!(
+            out,
+            "<tr><td>{group}</td><td>{}</td><td>{}</td></tr>",
+            escape(key),
+            escape(value)
+        );
     }
     out.push_str("</table></body></html>\n");
     out
 }
 
-fn fixed(out: &mut String, report: &Report, scenario: &ScenarioResult, sides: &[String]) {
-    let rows = figures::rows(scenario, sides);
-    out.push_str("<table><tr><th>figure</th>");
-    for side in sides {
-        let _ = write!(out, "<th>{}</th>", escape(side));
+fn table(out: &mut String, table: &Table) {
+    out.push_str("<table><tr>");
+    for cell in &table.header {
+        let _ = write!(out, "<th>{}</th>", escape(cell));
     }
-    out.push_str("<th>S / T</th></tr>");
-    for row in &rows {
-        let _ = write!(out, "<tr><td>{}</td>", escape(row.figure.name));
-        for side in &row.sides {
-            let cell = side
-                .as_ref()
-                .map_or("–".to_string(), |s| figures::spread(row.figure.unit, s));
-            let _ = write!(out, "<td>{}</td>", escape(&cell));
+    out.push_str("</tr>");
+    for row in &table.rows {
+        out.push_str("<tr>");
+        for cell in row {
+            let _ = write!(out, "<td>{}</td>", escape(cell));
         }
-        let ratio = row.ratio.map_or("–".to_string(), |r| format!("{r:.2}×"));
-        let _ = write!(out, "<td>{ratio}</td></tr>");
+        out.push_str("</tr>");
     }
-    out.push_str("</table><ul>");
-    for verdict in rows.iter().filter_map(|r| r.verdict.as_ref()) {
-        let _ = write!(out, "<li>{}</li>", escape(verdict));
-    }
-    out.push_str("</ul><div class=\"charts\">");
+    out.push_str("</table>");
+}
+
+/// Escapes `text`, showing its Markdown `code` spans as `<code>`.
+fn code(text: &str) -> String {
+    text.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                format!("<code>{}</code>", escape(part))
+            } else {
+                escape(part)
+            }
+        })
+        .collect()
+}
+
+fn fixed_charts(out: &mut String, report: &Report, scenario: &ScenarioResult, sides: &[String]) {
     out.push_str(&percentile_chart(report, scenario, sides).render());
     let first_round = |side: &str| scenario.runs_of(side).next().cloned();
     let runs: Vec<Run> = sides.iter().filter_map(|s| first_round(s)).collect();
     out.push_str(&timeline_chart(report, scenario, &runs, Timeline::Rss).render());
     out.push_str(&timeline_chart(report, scenario, &runs, Timeline::Cpu).render());
-    out.push_str("</div>");
 }
 
 /// Percentile p maps to -log10(1 - p): 90% → 1, 99% → 2, 99.9% → 3, so the tail gets room.
@@ -253,40 +257,7 @@ fn cpu_rate(samples: &[crate::sample::Sample]) -> Vec<(f64, f64)> {
     points
 }
 
-fn sweep(out: &mut String, report: &Report, scenario: &ScenarioResult, sides: &[String]) {
-    let limits = scenario.sweep.expect("a sweep");
-    let _ = write!(
-        out,
-        "<p>A step passes with p99 ≤ {} ms, errors ≤ {:.2}% and at least 90% of the target \
-         rate achieved.</p><table><tr><th>side</th><th>target req/s</th><th>achieved req/s</th>\
-         <th>p50</th><th>p99</th><th>errors</th><th>CPU s per 1000 req</th><th>passes</th></tr>",
-        limits.p99_limit_ms,
-        limits.max_error_ratio * 100.0
-    );
-    for side in sides {
-        for run in scenario.runs_of(side) {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(side),
-                run.rate,
-                run.achieved_rate,
-                figures::micros(run.latency_us.p50),
-                figures::micros(run.latency_us.p99),
-                run.error_count(),
-                run.cpu_per_1000().map_or("–".into(), |c| format!("{c:.3}")),
-                if passes(run, limits) { "yes" } else { "no" }
-            );
-        }
-    }
-    out.push_str("</table><ul>");
-    for side in [SERVERLESS, TRADITIONAL] {
-        let best = scenario
-            .best_rate(side)
-            .map_or("no step".to_string(), |r| format!("{r} req/s"));
-        let _ = write!(out, "<li>{side}: highest passing rate {best}</li>");
-    }
-    out.push_str("</ul><div class=\"charts\">");
+fn sweep_chart(report: &Report, scenario: &ScenarioResult, sides: &[String]) -> Chart {
     let mut series = Vec::new();
     for side in sides {
         // At a rate tried twice, the second attempt decided: chart that one.
@@ -309,7 +280,7 @@ fn sweep(out: &mut String, report: &Report, scenario: &ScenarioResult, sides: &[
             });
         }
     }
-    let chart = Chart {
+    Chart {
         title: format!("{}: latency against rate", scenario.name),
         x_label: "target rate (requests per second)".into(),
         y_label: "latency".into(),
@@ -320,7 +291,5 @@ fn sweep(out: &mut String, report: &Report, scenario: &ScenarioResult, sides: &[
         y_format: figures::micros,
         y_from_zero: false,
         series,
-    };
-    out.push_str(&chart.render());
-    out.push_str("</div>");
+    }
 }

@@ -5,6 +5,7 @@ pub mod figures;
 mod html;
 mod markdown;
 mod svg;
+pub mod view;
 
 pub use html::html;
 pub use markdown::markdown;

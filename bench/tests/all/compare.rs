@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use wait_timeout::ChildExt;
 
 use localrun::workspace_binary as our_binary;
 
@@ -101,12 +102,22 @@ fn compare_writes_markdown_html_and_json_with_both_sides() {
         "serverless",
         "traditional",
         "reservation, not a cost",
-        "wasmtime",
+        "wasmtime (serverless)",
+        "runtime limits (from its deploy responses)",
     ] {
         assert!(markdown.contains(needle), "report.md lacks {needle:?}");
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.matches("<svg").count() >= 4, "charts in report.html");
+    // The HTML is rendered from the same model: it has the summary and every scenario.
+    for needle in [
+        "<h2>Summary</h2>",
+        "<h2>tiny-hello</h2>",
+        "<h2>tiny-sweep</h2>",
+        "S / T",
+    ] {
+        assert!(html.contains(needle), "report.html lacks {needle:?}");
+    }
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http"),
         "report.html must be self-contained"
@@ -128,15 +139,34 @@ fn compare_writes_markdown_html_and_json_with_both_sides() {
     );
 }
 
+/// One short scenario that finishes, then one that would run for minutes.
+const FINISHED_THEN_LONG: &str = r#"
+[defaults]
+connections = 4
+warmup = "100ms"
+timeout = "5s"
+rounds = 1
+
+[[scenario]]
+name = "finished-hello"
+path = "/hello/"
+rate = 200
+requests = 40
+
+[[scenario]]
+name = "long-hello"
+path = "/hello/"
+rate = 200
+requests = 100000
+"#;
+
 #[test]
 fn ctrl_c_stops_the_servers_and_still_writes_what_was_measured() {
     let dir = tempfile::tempdir().unwrap();
-    let long = TINY.replace("requests = 60", "requests = 100000");
-    let mut child = compare(dir.path(), &long)
+    let mut child = compare(dir.path(), FINISHED_THEN_LONG)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the sides are up (bench prints their URLs), then interrupt.
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -149,29 +179,33 @@ fn ctrl_c_stops_the_servers_and_still_writes_what_was_measured() {
             let _ = tx.send(line);
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let runtime_url = loop {
+    // bench prints the sides' URLs, then a line per finished run: interrupt once both
+    // sides' runs of the first scenario are done, while the second one runs.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut runtime_url = None;
+    let mut finished = Vec::new();
+    while finished.len() < 2 {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("bench never reported its sides");
+            .expect("bench never finished the first scenario");
         if let Some(rest) = line.strip_prefix("serverless: http://") {
-            break rest.split_whitespace().next().unwrap().to_string();
+            runtime_url = Some(rest.split_whitespace().next().unwrap().to_string());
         }
-    };
-    std::thread::sleep(Duration::from_millis(500));
+        let mut words = line.split_whitespace();
+        if words.next() == Some("finished-hello") {
+            finished.push(words.next().unwrap().to_string());
+        }
+    }
+    let runtime_url = runtime_url.expect("bench reported the runtime's URL first");
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
         rustix::process::Signal::INT,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "bench did not stop on ctrl-c");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = child
+        .wait_timeout(Duration::from_secs(60))
+        .unwrap()
+        .expect("bench did not stop on ctrl-c");
     assert_eq!(
         status.code(),
         Some(130),
@@ -192,4 +226,19 @@ fn ctrl_c_stops_the_servers_and_still_writes_what_was_measured() {
         "{}",
         json["meta"]
     );
+    // The finished scenario is in the partial report, whole: both sides, every request.
+    let done = json["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "finished-hello")
+        .unwrap_or_else(|| panic!("the finished scenario is missing: {json}"));
+    let runs = done["runs"].as_array().unwrap();
+    let sides: Vec<&str> = runs.iter().map(|r| r["side"].as_str().unwrap()).collect();
+    assert_eq!(sides, ["serverless", "traditional"]);
+    for run in runs {
+        assert_eq!(run["ok"], 40, "{run}");
+    }
+    let markdown = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(markdown.contains("## finished-hello"), "{markdown}");
 }

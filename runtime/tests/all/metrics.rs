@@ -66,4 +66,15 @@ async fn metrics_pass_promtool_and_cover_the_faas_family() {
     ] {
         assert!(crate::sample(&text, name).is_some(), "no {name}");
     }
+    // What the bench records as the measured binary's versions.
+    let info = localrun::Scrape::parse(&text)
+        .unwrap()
+        .labels("runtime_build_info")
+        .expect("runtime_build_info");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    let wasmtime = &info["wasmtime"];
+    assert!(
+        wasmtime.split('.').count() == 3 && wasmtime.starts_with(char::is_numeric),
+        "{info:?}"
+    );
 }

@@ -1,0 +1,361 @@
+//! The report as a reader sees it: every table, sentence and warning, built once from
+//! the results. Both views render this one model (`markdown` as Markdown, `html` as HTML
+//! with charts beside it), so they cannot tell different stories.
+
+use super::figures::{self, SERVERLESS, TRADITIONAL, Unit};
+use super::{Report, Run, ScenarioResult, passes};
+
+/// Said next to every virtual-memory figure, so nobody repeats the seed's conclusion.
+pub const VIRTUAL_MEMORY_NOTE: &str = "Virtual memory is address space reserved, not memory used. \
+The runtime's pooling allocator reserves slots (linear memory plus guard regions) for every \
+instance it may ever run at once, terabytes of address space that is never touched; only \
+resident memory (RSS) costs RAM. Compare RSS, not virtual memory.";
+
+/// How the figures were taken, said once at the top.
+pub const METHOD: &str = "Each fixed-rate scenario ran in rounds, the sides one after the other and \
+alternating (A B A B ...); figures are the median over rounds with the range in brackets. \
+Latency counts from the moment each request was due and released by the generator, whether \
+or not a connection was free (open loop, no coordinated omission), to the end of its \
+response, and covers successful requests only; errors are counted apart. The ratio is \
+serverless / traditional: below 1 the serverless figure is the smaller one.";
+
+pub const TITLE: &str = "Serverless vs server: bench report";
+
+#[derive(Debug)]
+pub struct View<'a> {
+    /// "Run from ... to ... (UTC)."
+    pub period: String,
+    /// Why the run stopped early, if it did.
+    pub incomplete: Option<String>,
+    pub sides: Table,
+    pub summary: Table,
+    pub summary_note: &'static str,
+    pub scenarios: Vec<ScenarioView<'a>>,
+    /// (group, key, value): machine, versions, settings.
+    pub environment: Vec<(&'static str, String, String)>,
+}
+
+#[derive(Debug)]
+pub struct ScenarioView<'a> {
+    pub result: &'a ScenarioResult,
+    /// `GET /hello/`, connections, warm-up, timeout.
+    pub setup: String,
+    /// The rate and rounds of a fixed scenario, or a sweep's rule.
+    pub plan: Option<String>,
+    pub table: Table,
+    pub table_note: Option<&'static str>,
+    /// Who wins each figure, then warnings about the runs.
+    pub bullets: Vec<Bullet>,
+}
+
+#[derive(Debug, Default)]
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// One line of a list; `lead`, if any, is shown in bold before the text.
+#[derive(Debug)]
+pub struct Bullet {
+    pub lead: Option<&'static str>,
+    pub text: String,
+}
+
+impl Bullet {
+    fn plain(text: String) -> Self {
+        Self { lead: None, text }
+    }
+}
+
+pub fn view(report: &Report) -> View<'_> {
+    let meta = &report.meta;
+    let sides: Vec<String> = report.sides.iter().map(|s| s.name.clone()).collect();
+    View {
+        period: format!("Run from {} to {} (UTC).", meta.started, meta.finished),
+        incomplete: meta.interrupted.clone(),
+        sides: Table {
+            header: ["side", "what", "URL"].map(String::from).to_vec(),
+            rows: report
+                .sides
+                .iter()
+                .map(|s| vec![s.name.clone(), s.description.clone(), s.url.clone()])
+                .collect(),
+        },
+        summary: summary(report),
+        summary_note: "S = serverless, T = traditional; (×) = S / T.",
+        scenarios: report
+            .scenarios
+            .iter()
+            .map(|scenario| match scenario.sweep {
+                Some(_) => sweep(scenario, &sides),
+                None => fixed(scenario, &sides),
+            })
+            .collect(),
+        environment: [
+            ("machine", &meta.machine),
+            ("versions", &meta.versions),
+            ("settings", &meta.settings),
+        ]
+        .into_iter()
+        .flat_map(|(group, map)| map.iter().map(move |(k, v)| (group, k.clone(), v.clone())))
+        .collect(),
+    }
+}
+
+fn summary(report: &Report) -> Table {
+    let header = [
+        "scenario",
+        "p50 S / T",
+        "p99 S / T",
+        "CPU s per 1000 req S / T",
+        "peak RSS S / T",
+        "errors S / T",
+    ];
+    let mut rows = Vec::new();
+    for scenario in &report.scenarios {
+        if let Some(limits) = scenario.sweep {
+            let best = |side| {
+                scenario
+                    .best_rate(side)
+                    .map_or("none".to_string(), |r| format!("{r} req/s"))
+            };
+            let mut row = vec![
+                scenario.name.clone(),
+                format!(
+                    "highest rate with p99 ≤ {} ms: serverless {}, traditional {}",
+                    limits.p99_limit_ms,
+                    best(SERVERLESS),
+                    best(TRADITIONAL)
+                ),
+            ];
+            row.resize(header.len(), String::new());
+            rows.push(row);
+            continue;
+        }
+        let figures = figures::rows(scenario, &[SERVERLESS.to_string(), TRADITIONAL.to_string()]);
+        let pair = |name: &str| {
+            let row = figures
+                .iter()
+                .find(|r| r.figure.name == name)
+                .expect("figure");
+            let one = |i: usize| {
+                row.sides[i].as_ref().map_or("–".to_string(), |s| {
+                    figures::format(row.figure.unit, s.median)
+                })
+            };
+            let ratio = row.ratio.map(|r| format!(" ({r:.2}×)")).unwrap_or_default();
+            format!("{} / {}{ratio}", one(0), one(1))
+        };
+        rows.push(vec![
+            scenario.name.clone(),
+            pair("latency p50"),
+            pair("latency p99"),
+            pair("CPU seconds per 1000 requests"),
+            pair("peak RSS"),
+            pair("errors"),
+        ]);
+    }
+    Table {
+        header: header.map(String::from).to_vec(),
+        rows,
+    }
+}
+
+fn setup(scenario: &ScenarioResult) -> String {
+    format!(
+        "`{} {}`, {} connections, {} s warm-up, {} s timeout.",
+        scenario.method,
+        scenario.path,
+        scenario.connections,
+        scenario.warmup_seconds,
+        scenario.timeout_seconds
+    )
+}
+
+fn fixed<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a> {
+    let plan = scenario.runs.first().map(|first| {
+        let rounds = scenario.runs.iter().map(|r| r.round).max().unwrap_or(0) + 1;
+        format!(
+            "{} req/s, {} measured requests per run, {rounds} round(s).",
+            first.rate, first.requests
+        )
+    });
+    let figures = figures::rows(scenario, sides);
+    let mut header = vec!["figure".to_string()];
+    header.extend(sides.iter().cloned());
+    header.push("S / T".into());
+    let rows = figures
+        .iter()
+        .map(|row| {
+            let virtual_memory =
+                row.figure.unit == Unit::Bytes && row.figure.name.starts_with("virtual");
+            let mark = if virtual_memory { " ¹" } else { "" };
+            let mut cells = vec![format!("{}{mark}", row.figure.name)];
+            cells.extend(row.sides.iter().map(|side| {
+                side.as_ref()
+                    .map_or("–".to_string(), |s| figures::spread(row.figure.unit, s))
+            }));
+            cells.push(row.ratio.map_or("–".to_string(), |r| format!("{r:.2}×")));
+            cells
+        })
+        .collect();
+    let mut bullets: Vec<Bullet> = figures
+        .iter()
+        .filter_map(|row| row.verdict.clone())
+        .map(Bullet::plain)
+        .collect();
+    bullets.extend(warnings(scenario));
+    ScenarioView {
+        result: scenario,
+        setup: setup(scenario),
+        plan,
+        table: Table { header, rows },
+        table_note: Some("¹ A reservation, not a cost: see the note at the top."),
+        bullets,
+    }
+}
+
+fn sweep<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a> {
+    let limits = scenario.sweep.expect("a sweep");
+    let plan = format!(
+        "Rates rise until a side fails a step: p99 above {} ms, errors above {:.2}%, or less \
+         than 90% of the target rate achieved. A failed step is tried once more before the \
+         side stops (attempt 2 in the table). Sides alternate at every step.",
+        limits.p99_limit_ms,
+        limits.max_error_ratio * 100.0
+    );
+    let header = [
+        "side",
+        "target req/s",
+        "attempt",
+        "achieved req/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "errors",
+        "CPU s per 1000 req",
+        "peak RSS",
+        "passes",
+    ];
+    let mut rows = Vec::new();
+    for side in sides {
+        for run in scenario.runs_of(side) {
+            rows.push(vec![
+                side.clone(),
+                run.rate.to_string(),
+                (run.round + 1).to_string(),
+                format!("{:.0}", run.achieved_rate),
+                figures::micros(run.latency_us.p50),
+                figures::micros(run.latency_us.p99),
+                figures::micros(run.latency_us.p999),
+                run.error_count().to_string(),
+                run.cpu_per_1000()
+                    .map_or("–".into(), |c| format!("{c:.3} s")),
+                run.usage.map_or("–".into(), |u| {
+                    figures::bytes(u.resident_peak_bytes as f64)
+                }),
+                if passes(run, limits) { "yes" } else { "no" }.to_string(),
+            ]);
+        }
+    }
+    let best = |side: &str| scenario.best_rate(side);
+    let sentence = match (best(SERVERLESS), best(TRADITIONAL)) {
+        (Some(s), Some(t)) if s > t => format!(
+            "serverless wins, {:.1}× higher ({s} against {t} req/s).",
+            s / t
+        ),
+        (Some(s), Some(t)) if t > s => format!(
+            "traditional wins, {:.1}× higher ({t} against {s} req/s).",
+            t / s
+        ),
+        (Some(s), Some(_)) => format!("even, both {s} req/s."),
+        (Some(s), None) => format!("serverless passed up to {s} req/s, traditional no step."),
+        (None, Some(t)) => format!("traditional passed up to {t} req/s, serverless no step."),
+        (None, None) => "neither side passed a step.".to_string(),
+    };
+    let mut bullets = vec![Bullet::plain(format!(
+        "Highest rate within the limits: {sentence} A side that passed the last step may go \
+         higher: add rates to find its limit."
+    ))];
+    bullets.extend(warnings(scenario));
+    ScenarioView {
+        result: scenario,
+        setup: setup(scenario),
+        plan: Some(plan),
+        table: Table {
+            header: header.map(String::from).to_vec(),
+            rows,
+        },
+        table_note: None,
+        bullets,
+    }
+}
+
+/// What could make a scenario's figures less trustworthy: the generator falling behind
+/// its schedule, queueing for connections, the hypervisor taking CPU.
+fn warnings(scenario: &ScenarioResult) -> Vec<Bullet> {
+    let mut bullets = Vec::new();
+    bullets.extend(generator_note(scenario));
+    bullets.extend(steal_note(scenario));
+    bullets
+}
+
+/// Says when the hypervisor took a noticeable share of the CPU during a run.
+fn steal_note(scenario: &ScenarioResult) -> Option<Bullet> {
+    let (share, run) = scenario
+        .runs
+        .iter()
+        .filter_map(|r| Some((r.steal_share?, r)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    (share > 0.01).then(|| Bullet {
+        lead: Some("Noisy machine"),
+        text: format!(
+            "during the worst run ({} at {} req/s) the hypervisor took {:.1}% of the \
+             machine's CPU time (steal). Neither side nor the generator could run then; tail \
+             latencies of such runs say more about the neighbours than the sides.",
+            run.side,
+            run.rate,
+            share * 100.0
+        ),
+    })
+}
+
+/// Flags runs where requests left well after their intended time, and says whose fault
+/// it was: the generator's own scheduler (its figures are suspect) or a full connection
+/// pool (the server fell behind, which latency already counts).
+fn generator_note(scenario: &ScenarioResult) -> Option<Bullet> {
+    let worst = |pick: fn(&Run) -> f64| {
+        scenario
+            .runs
+            .iter()
+            .max_by(|a, b| pick(a).total_cmp(&pick(b)))
+    };
+    if let Some(run) = worst(|r| r.schedule_lag_us.p99)
+        && run.schedule_lag_us.p99 > 1000.0
+    {
+        return Some(Bullet {
+            lead: Some("Generator behind"),
+            text: format!(
+                "in the worst run ({} at {} req/s) the load generator released 1% of \
+                 requests more than {} after they were due (it found no free core). Latency \
+                 does not include that lateness, but the load offered was burstier than \
+                 planned; treat that run's tail figures with care.",
+                run.side,
+                run.rate,
+                figures::micros(run.schedule_lag_us.p99)
+            ),
+        });
+    }
+    let run = worst(|r| r.send_lag_us.p99)?;
+    (run.send_lag_us.p99 > 1000.0).then(|| Bullet {
+        lead: Some("Queueing"),
+        text: format!(
+            "in the worst run ({} at {} req/s) 1% of requests waited more than {} for a \
+             free connection, because earlier responses were slow. Latency counts that wait \
+             (open loop).",
+            run.side,
+            run.rate,
+            figures::micros(run.send_lag_us.p99)
+        ),
+    })
+}
