@@ -172,7 +172,8 @@ where
         connections,
     };
     let connections = http.connections();
-    let traffic = Traffic::new(functions.clone(), http);
+    // One Arc clone per request, not a clone of every metric handle.
+    let traffic = Arc::new(Traffic::new(functions.clone(), http));
     let traffic_service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let traffic = traffic.clone();
         async move { Ok::<_, Infallible>(traffic.handle(request).await) }
