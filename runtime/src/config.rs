@@ -36,7 +36,8 @@ pub struct Config {
 
     /// Bearer token the deploy API's mutating calls (PUT, DELETE) require. Required when
     /// the ops listener is not on a loopback address.
-    #[arg(long, env = "RUNTIME_DEPLOY_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "RUNTIME_DEPLOY_TOKEN", hide_env_values = true,
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub deploy_token: Option<String>,
 
     /// Largest component accepted by `PUT /functions/{name}`, in bytes.
@@ -45,12 +46,14 @@ pub struct Config {
 
     /// Default linear-memory cap per instance, in MiB (a function's settings may lower
     /// or raise it up to --max-memory-mib).
-    #[arg(long, env = "RUNTIME_MEMORY_MIB", default_value = "128")]
+    #[arg(long, env = "RUNTIME_MEMORY_MIB", default_value = "128",
+          value_parser = service_ops::wasm_memory_mib)]
     pub memory_mib: Mib,
 
     /// Largest memory cap any function may ask for, in MiB: sizes the pooling
     /// allocator's memory slots. At most 4096 (a wasm32 address space).
-    #[arg(long, env = "RUNTIME_MAX_MEMORY_MIB", default_value = "1024")]
+    #[arg(long, env = "RUNTIME_MAX_MEMORY_MIB", default_value = "1024",
+          value_parser = service_ops::wasm_memory_mib)]
     pub max_memory_mib: Mib,
 
     /// Default wall-clock timeout per request (`30s`, `500ms`, or a number of seconds).
@@ -97,14 +100,8 @@ pub struct Config {
 /// A configuration whose values contradict each other.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("--memory-mib must be at least 1")]
-    NoMemory,
     #[error("--memory-mib ({memory}) exceeds --max-memory-mib ({max})")]
     MemoryOverMax { memory: u32, max: u32 },
-    #[error("--max-memory-mib is at most 4096 (wasm32 address space), got {0}")]
-    MaxMemory(u32),
-    #[error("--deploy-token must not be empty")]
-    EmptyToken,
     #[error(
         "refusing to serve the deploy API on {0} without a token: set --deploy-token \
          (RUNTIME_DEPLOY_TOKEN) or listen on a loopback address"
@@ -120,24 +117,14 @@ impl Config {
     /// The rules across values, before anything is compiled or bound; each value's own
     /// rules are in its type.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.memory_mib.get() == 0 {
-            return Err(ConfigError::NoMemory);
-        }
         if self.memory_mib > self.max_memory_mib {
             return Err(ConfigError::MemoryOverMax {
                 memory: self.memory_mib.get(),
                 max: self.max_memory_mib.get(),
             });
         }
-        if self.max_memory_mib.get() > 4096 {
-            return Err(ConfigError::MaxMemory(self.max_memory_mib.get()));
-        }
-        match &self.deploy_token {
-            Some(token) if token.is_empty() => return Err(ConfigError::EmptyToken),
-            None if !self.listen.ops_listen.ip().is_loopback() => {
-                return Err(ConfigError::TokenRequired(self.listen.ops_listen));
-            }
-            _ => {}
+        if self.deploy_token.is_none() && !self.listen.ops_listen.ip().is_loopback() {
+            return Err(ConfigError::TokenRequired(self.listen.ops_listen));
         }
         if let Some(dir) = &self.functions_dir
             && !dir.is_dir()

@@ -10,11 +10,5 @@ fn main() -> ExitCode {
             runtime::run(cli.serve)
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("runtime: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    service_ops::exit_code("runtime", result)
 }

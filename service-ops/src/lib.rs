@@ -25,7 +25,19 @@ pub use http_metrics::{HttpMetrics, InFlight, LATENCY_BUCKETS, method_label};
 pub use process::{ProcStat, ProcessCollector};
 pub use server::{BoxError, ServeConfig, listen, serve};
 pub use shutdown::Shutdown;
-pub use units::{Mib, positive_duration};
+pub use units::{Mib, positive_duration, wasm_memory_mib};
+
+/// A binary's exit: success, or the error's whole chain on stderr after the program's
+/// name and a failure code.
+pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {

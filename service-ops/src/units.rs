@@ -76,6 +76,18 @@ impl TryFrom<u64> for Mib {
     }
 }
 
+/// A linear-memory size flag: whole MiB from 1 to 4096 (a wasm32 memory is at most
+/// 4 GiB).
+pub fn wasm_memory_mib(s: &str) -> Result<Mib, String> {
+    let mib: Mib = s.parse().map_err(|e: MibError| e.to_string())?;
+    if !(1..=4096).contains(&mib.get()) {
+        return Err(format!(
+            "{mib} is not a wasm32 memory size: from 1 to 4096 MiB"
+        ));
+    }
+    Ok(mib)
+}
+
 /// A duration flag: `30s`, `500ms`, `1m 30s` (humantime), or a bare number of seconds
 /// (`30`, `0.5`), as the `*-secs` flags used to take. Zero, negative and non-finite
 /// values are refused: every duration flag of ours is a limit that must allow something.
@@ -112,6 +124,15 @@ mod tests {
         let json: Mib = serde_json::from_str("16").unwrap();
         assert_eq!(json, Mib::new(16));
         assert!(serde_json::from_str::<Mib>("17592186044417").is_err());
+    }
+
+    #[test]
+    fn wasm_memory_sizes() {
+        assert_eq!(wasm_memory_mib("128"), Ok(Mib::new(128)));
+        assert_eq!(wasm_memory_mib("4096"), Ok(Mib::new(4096)));
+        for bad in ["0", "4097", "17592186044417", "x"] {
+            assert!(wasm_memory_mib(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

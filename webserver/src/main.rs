@@ -4,11 +4,5 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let config = webserver::Config::parse();
     service_ops::init_tracing();
-    match webserver::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("webserver: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    service_ops::exit_code("webserver", webserver::run(config))
 }

@@ -79,3 +79,47 @@ fn a_public_deploy_api_without_a_token_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--deploy-token"), "{stderr}");
 }
+
+#[test]
+fn flags_that_make_no_sense_are_refused_by_name_before_anything_starts() {
+    let cases: [(&[&str], &str); 8] = [
+        (&["--memory-mib", "0"], "--memory-mib"),
+        (&["--max-memory-mib", "5000"], "--max-memory-mib"),
+        (
+            &["--memory-mib", "512", "--max-memory-mib", "256"],
+            "exceeds --max-memory-mib",
+        ),
+        (&["--deploy-token", ""], "--deploy-token"),
+        (&["--timeout", "0s"], "--timeout"),
+        (&["--drain-timeout-secs=-1"], "--drain-timeout"),
+        (&["--max-concurrency", "0"], "--max-concurrency"),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:18080",
+                "--ops-listen",
+                "127.0.0.1:18080",
+            ],
+            "must differ",
+        ),
+    ];
+    for (flags, message) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runtime"));
+        if !flags.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"]);
+        }
+        // (The same-address case is refused before anything binds: no port is taken.)
+        let out = command
+            .args(flags)
+            .env_remove("RUNTIME_DEPLOY_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} started");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("listening"),
+            "{flags:?} bound a listener"
+        );
+        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+    }
+}
