@@ -50,11 +50,7 @@ impl Invoker {
     }
 
     /// Runs `function` for `request`.
-    pub async fn invoke<B>(
-        self: Arc<Self>,
-        function: Arc<Function>,
-        request: Request<B>,
-    ) -> Response<Body>
+    pub async fn invoke<B>(&self, function: Arc<Function>, request: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -110,15 +106,15 @@ impl Functions for Invoker {
         function.name().clone()
     }
 
-    fn call<B>(
+    async fn call<B>(
         self: Arc<Self>,
         function: Arc<Function>,
         request: Request<B>,
-    ) -> impl Future<Output = Response<Body>> + Send
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.invoke(function, request)
+        self.invoke(function, request).await
     }
 }
