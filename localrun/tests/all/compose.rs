@@ -335,3 +335,44 @@ fn dashboards_are_validated_against_the_grafana_version_compose_runs() {
         "scripts/test validates dashboards against Grafana {pinned}, compose runs {image}"
     );
 }
+
+/// One Rust everywhere: rust-toolchain.toml pins it, the workspace's `rust-version` is
+/// its major.minor, and the Dockerfile builds with exactly it (so rustup downloads
+/// nothing inside the image build).
+#[test]
+fn the_toolchain_is_the_same_in_the_pin_the_workspace_and_the_dockerfile() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+    let pin: toml::Table = toml::from_str(&read("rust-toolchain.toml")).unwrap();
+    let channel = pin["toolchain"]["channel"].as_str().unwrap().to_string();
+    assert_eq!(
+        channel.split('.').count(),
+        3,
+        "pin an exact release, not {channel:?}"
+    );
+    let targets = pin["toolchain"]["targets"].as_array().unwrap();
+    assert!(
+        targets.iter().any(|t| t.as_str() == Some("wasm32-wasip2")),
+        "{pin}"
+    );
+
+    let workspace: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let rust_version = workspace["workspace"]["package"]["rust-version"]
+        .as_str()
+        .unwrap();
+    assert!(
+        channel.starts_with(&format!("{rust_version}.")),
+        "rust-version {rust_version} is not the pinned {channel}"
+    );
+
+    let dockerfile = read("infra/docker/Dockerfile");
+    let image = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .expect("a rust builder image");
+    let tag = image.split_whitespace().next().unwrap();
+    assert!(
+        tag == channel || tag.starts_with(&format!("{channel}-")),
+        "the Dockerfile builds with rust:{tag}, the pin says {channel}"
+    );
+}

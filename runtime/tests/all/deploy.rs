@@ -378,6 +378,72 @@ async fn deploys_survive_a_restart_without_recompiling() {
     );
 }
 
+/// Compiled code another engine wrote (an older wasmtime, other settings: a different
+/// key) or that no longer loads (a damaged file under this engine's key) is compiled
+/// again exactly once: the restart after that loads the new code from the cache.
+#[tokio::test]
+async fn compiled_code_from_another_engine_or_damaged_is_recompiled_once() {
+    let store = tempfile::tempdir().unwrap();
+    let client = examples::client();
+    let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+    let r = put(&client, &server, "greet", artifacts::HELLO_COMPONENT, "").await;
+    assert_eq!(r.status(), 201);
+    drop(server);
+    let cache = store.path().join("cache");
+    let only_file = || {
+        let files: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    };
+    let compiled = only_file();
+    let name = compiled.file_name().unwrap().to_str().unwrap().to_string();
+    let (digest, _engine) = name.rsplit_once('-').unwrap();
+
+    let compiles = |text: &str, result: &str| {
+        crate::sample(
+            text,
+            &format!(r#"faas_compiles_total{{result="{result}"}}"#),
+        )
+    };
+    for damage in ["another engine's key", "damaged under this engine's key"] {
+        match damage {
+            "another engine's key" => {
+                let foreign = cache.join(format!("{digest}-0123456789abcdef.cwasm"));
+                std::fs::rename(only_file(), &foreign).unwrap();
+            }
+            _ => std::fs::write(only_file(), b"not machine code").unwrap(),
+        }
+        let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+        let text = crate::metrics(&client, &server).await;
+        assert_eq!(compiles(&text, "compiled"), Some(1.0), "{damage}: {text}");
+        assert_eq!(compiles(&text, "cached"), None, "{damage}: {text}");
+        let (status, _) =
+            crate::get_json(&client, &format!("{}/greet/", server.url("traffic"))).await;
+        assert_eq!(status, 200, "{damage}");
+        drop(server);
+
+        let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+        let text = crate::metrics(&client, &server).await;
+        assert_eq!(
+            compiles(&text, "cached"),
+            Some(1.0),
+            "{damage}, restarted: {text}"
+        );
+        assert_eq!(
+            compiles(&text, "compiled"),
+            None,
+            "{damage}, restarted: {text}"
+        );
+        drop(server);
+        // The foreign file stays (another engine may still use it); ours is back.
+        assert!(cache.join(&name).is_file(), "{damage}");
+        let _ = std::fs::remove_file(cache.join(format!("{digest}-0123456789abcdef.cwasm")));
+    }
+}
+
 #[tokio::test]
 async fn redeploying_under_load_fails_no_request() {
     let store = tempfile::tempdir().unwrap();

@@ -30,3 +30,35 @@ async fn every_request_gets_a_fresh_instance() {
         "native calls should count up: {native:?}"
     );
 }
+
+/// What one request writes into linear memory is never visible to the next request in
+/// the same pool slot: with one slot, every request reuses it, and each must find the
+/// pages it grows zeroed. Checked with the default `--keep-resident-bytes` (the grown
+/// pages lie beyond it and are returned to the OS) and with every page kept resident
+/// (reset in place, through PAGEMAP_SCAN where the kernel has it).
+#[tokio::test]
+async fn one_requests_memory_is_never_seen_by_the_next_in_the_same_slot() {
+    let dir = crate::functions_dir(&[]);
+    let client = examples::client();
+    for keep_resident in [None, Some("67108864")] {
+        let mut flags = vec!["--pool-instances", "1"];
+        if let Some(bytes) = keep_resident {
+            flags.extend(["--keep-resident-bytes", bytes]);
+        }
+        let server = crate::start(dir.path(), &flags);
+        let url = format!("{}/misbehave/residue?pages=64", server.url("traffic"));
+        let mut first_pages = Vec::new();
+        for i in 0..5 {
+            let (status, v) = crate::get_json(&client, &url).await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(
+                v["nonzero"], 0,
+                "request {i} (keep-resident {keep_resident:?}) found an earlier request's bytes: {v}"
+            );
+            first_pages.push(v["first_page"].as_u64().unwrap());
+        }
+        // The same address range every time: what one wrote, the next read.
+        first_pages.dedup();
+        assert_eq!(first_pages.len(), 1, "{first_pages:?}");
+    }
+}

@@ -100,8 +100,36 @@ pub async fn handle(request: Request) -> Result {
             eprintln!("misbehave says hello on stderr");
             Ok(sdk::json(200, &serde_json::json!({ "printed": true })))
         }
+        "residue" => residue(query.get_in("pages", 16usize, 1..=1024)?),
         other => Err(sdk::Error::new(404, format!("no behaviour {other:?}"))),
     }
+}
+
+/// Grows linear memory by `pages` fresh 64 KiB pages, counts the bytes in them that are
+/// not zero (whatever an earlier instance in the same slot left behind), then fills them
+/// with a pattern for the next instance to find. A sound host answers 0 every time.
+#[cfg(target_arch = "wasm32")]
+fn residue(pages: usize) -> Result {
+    let first_page = core::arch::wasm32::memory_grow(0, pages);
+    if first_page == usize::MAX {
+        return Err(sdk::Error::new(500, "memory.grow refused"));
+    }
+    // SAFETY: `memory.grow` just added these pages to linear memory, so the range is in
+    // bounds, and nothing else (the allocator included) knows of them or uses them.
+    #[allow(unsafe_code)]
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut((first_page << 16) as *mut u8, pages << 16) };
+    let nonzero = bytes.iter().filter(|b| **b != 0).count();
+    bytes.fill(0xA5);
+    Ok(sdk::json(
+        200,
+        &serde_json::json!({ "first_page": first_page, "pages": pages, "nonzero": nonzero }),
+    ))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn residue(_pages: usize) -> Result {
+    Err(sdk::Error::new(501, "residue probes wasm linear memory"))
 }
 
 #[inline(never)]
