@@ -127,6 +127,11 @@ pub struct CompareArgs {
     /// Also measure the webserver without nginx in front, to show what the proxy costs.
     #[arg(long)]
     pub direct: bool,
+    /// A `wasmtime` CLI to add as the `peer` side: `wasmtime serve -S cli` on the very
+    /// same hello.wasm (the reference wasi:http host; hello scenarios only).
+    /// `scripts/install-wasmtime-cli` installs one.
+    #[arg(long, value_name = "WASMTIME")]
+    pub peer: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

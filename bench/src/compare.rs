@@ -14,12 +14,54 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// The one function the peer serves: `wasmtime serve` runs a single component.
+const PEER_FUNCTION: &str = "hello";
+
+/// `wasmtime serve`, started on the same component the runtime serves as `hello`.
+#[derive(Debug)]
+struct Peer {
+    service: Service,
+    /// What `wasmtime --version` says.
+    version: String,
+}
+
+impl Peer {
+    fn start(wasmtime: &Path) -> anyhow::Result<Self> {
+        let out = Command::new(wasmtime)
+            .arg("--version")
+            .output()
+            .with_context(|| format!("running {} --version", wasmtime.display()))?;
+        ensure!(
+            out.status.success(),
+            "{} --version failed: is it the wasmtime CLI? (scripts/install-wasmtime-cli installs one)",
+            wasmtime.display()
+        );
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let component = artifacts::FUNCTIONS
+            .iter()
+            .find(|(name, _)| *name == PEER_FUNCTION)
+            .map(|(_, path)| *path)
+            .expect("hello is an example function");
+        // Its defaults, plus `-S cli`: Rust's std imports wasi:cli, which `wasmtime
+        // serve` only links on request (the runtime links it always).
+        let service = Service::start_with(
+            Command::new(wasmtime)
+                .args(["serve", "--addr", "127.0.0.1:0", "-S", "cli"])
+                .arg(component),
+            &["traffic"],
+        )
+        .context("starting wasmtime serve (the peer)")?;
+        Ok(Self { service, version })
+    }
+}
+
 /// Everything `compare` started; stopped on drop (also on error or ctrl-c).
 #[derive(Debug)]
 struct Local {
     runtime: Service,
     webserver: Service,
     nginx: Nginx,
+    peer: Option<Peer>,
     /// Each function's effective limits, as the runtime's deploy responses state them.
     limits: BTreeMap<String, serde_json::Value>,
     _store: tempfile::TempDir,
@@ -29,7 +71,11 @@ impl Local {
     fn stop(mut self) {
         // SIGTERM first, so both servers drain and exit the way they would in production;
         // whatever is still running when the handles drop is killed.
-        for service in [&mut self.runtime, &mut self.webserver] {
+        let peer = self.peer.as_mut().map(|p| &mut p.service);
+        for service in [Some(&mut self.runtime), Some(&mut self.webserver), peer]
+            .into_iter()
+            .flatten()
+        {
             if let Err(e) = service.terminate(Duration::from_secs(10)) {
                 eprintln!("warning: {e:#}");
             }
@@ -57,6 +103,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                 trees: vec![],
             }),
             metrics_url: Some(format!("{}/metrics", local.runtime.url("ops"))),
+            serves: None,
         },
         Side {
             info: SideInfo {
@@ -72,6 +119,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                 trees: vec![local.nginx.pid()],
             }),
             metrics_url: Some(format!("{}/metrics", local.webserver.url("ops"))),
+            serves: None,
         },
     ];
     if args.direct {
@@ -86,19 +134,37 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                 trees: vec![],
             }),
             metrics_url: Some(format!("{}/metrics", local.webserver.url("ops"))),
+            serves: None,
+        });
+    }
+    if let Some(peer) = &local.peer {
+        sides.push(Side {
+            info: SideInfo {
+                name: figures::PEER.into(),
+                description: format!(
+                    "{}: `wasmtime serve -S cli` on the same hello.wasm, the reference wasi:http host (hello scenarios only)",
+                    peer.version
+                ),
+                url: peer.service.url("traffic"),
+            },
+            processes: Some(ProcessSet {
+                pids: vec![peer.service.pid()],
+                trees: vec![],
+            }),
+            metrics_url: None,
+            serves: Some(vec![PEER_FUNCTION.into()]),
         });
     }
 
     let mut settings = args.common.settings();
     settings.insert("nginx workers".into(), args.nginx_workers().to_string());
     settings.extend(runtime_limits(&local.limits));
-    let outcome = crate::run_scenarios(
-        &runner,
-        &scenarios,
-        &sides,
-        crate::versions_and_settings(Some(&nginx_binary), settings),
-        &args.common.out,
-    );
+    let mut meta = crate::versions_and_settings(Some(&nginx_binary), settings);
+    if let Some(peer) = &local.peer {
+        meta.versions
+            .insert("wasmtime serve (peer)".into(), peer.version.clone());
+    }
+    let outcome = crate::run_scenarios(&runner, &scenarios, &sides, meta, &args.common.out);
     local.stop();
     outcome
 }
@@ -129,6 +195,7 @@ fn start(
     .context("starting the webserver")?;
     let nginx =
         Nginx::start(webserver.addr("traffic"), args.nginx_workers()).context("starting nginx")?;
+    let peer = args.peer.as_deref().map(Peer::start).transpose()?;
 
     let limits = runner.block_on(async {
         let client = runner.client();
@@ -174,18 +241,31 @@ fn start(
                 .await
                 .with_context(|| format!("{side} does not answer the examples correctly"))?;
         }
+        if let Some(peer) = &peer {
+            // The peer answers hello as the others do (it serves nothing else).
+            let url = format!("{}/{PEER_FUNCTION}/", peer.service.url("traffic"));
+            let answer: serde_json::Value = client.get(&url).send().await?.json().await?;
+            ensure!(
+                answer["message"] == "Hello World!",
+                "wasmtime serve answered {answer} for {url}"
+            );
+        }
         anyhow::Ok(limits)
     })?;
     eprintln!(
-        "serverless: {}  traditional: {} (nginx) -> {} (webserver)",
+        "serverless: {}  traditional: {} (nginx) -> {} (webserver){}",
         runtime.url("traffic"),
         nginx.url(),
-        webserver.url("traffic")
+        webserver.url("traffic"),
+        peer.as_ref()
+            .map(|p| format!("  peer: {} ({})", p.service.url("traffic"), p.version))
+            .unwrap_or_default()
     );
     Ok(Local {
         runtime,
         webserver,
         nginx,
+        peer,
         limits,
         _store: store,
     })

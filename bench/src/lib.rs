@@ -154,6 +154,7 @@ fn run_against(args: &cli::RunArgs) -> anyhow::Result<()> {
                     trees: t.unwrap_or_default(),
                 }),
                 metrics_url: metrics.get(name).cloned(),
+                serves: None,
             }
         })
         .collect();

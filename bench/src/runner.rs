@@ -19,6 +19,19 @@ pub struct Side {
     pub processes: Option<ProcessSet>,
     /// The service's `/metrics`, read before and after every run.
     pub metrics_url: Option<String>,
+    /// The functions it serves, if not all (the peer, `wasmtime serve`, runs one
+    /// component); scenarios for others skip it.
+    pub serves: Option<Vec<String>>,
+}
+
+impl Side {
+    /// Whether this side serves the function `scenario` targets.
+    pub fn serves(&self, scenario: &Scenario) -> bool {
+        let function = service_ops::traffic::function_name(&scenario.path);
+        self.serves
+            .as_ref()
+            .is_none_or(|functions| functions.iter().any(|f| f == function))
+    }
 }
 
 /// How runs are carried out.
@@ -92,10 +105,11 @@ impl Runner {
         sides: &[Side],
         result: &mut ScenarioResult,
     ) -> anyhow::Result<()> {
+        let sides: Vec<&Side> = sides.iter().filter(|s| s.serves(scenario)).collect();
         match &scenario.shape {
             Shape::Fixed { rate, requests } => {
                 for round in 0..scenario.rounds {
-                    for side in sides {
+                    for side in &sides {
                         let run = self.run(scenario, side, *rate, *requests, round)?;
                         result.runs.push(run);
                     }
@@ -111,7 +125,7 @@ impl Runner {
                     p99_limit_ms: p99_limit.as_secs_f64() * 1000.0,
                     max_error_ratio: *max_error_ratio,
                 };
-                let mut active: Vec<&Side> = sides.iter().collect();
+                let mut active = sides;
                 for &rate in rates {
                     let requests = ((step.as_secs_f64() * rate).round() as u64).max(1);
                     let mut still = Vec::new();

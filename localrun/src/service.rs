@@ -46,22 +46,23 @@ impl Service {
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (prefix, lines) = (name.clone(), log.clone());
+        let (tx, rx) = mpsc::channel();
+        let (prefix, lines, announce) = (name.clone(), log.clone(), tx.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[{prefix}] {line}");
+                if let Some(listener) = announced(&line) {
+                    let _ = announce.send(listener);
+                }
                 lines.lock().expect("log lock").push(line);
             }
         });
-        let (tx, rx) = mpsc::channel();
         let prefix = name.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 eprintln!("[{prefix}] {line}");
-                if let Some((what, url)) = line.split_once(" listening on http://")
-                    && let Ok(addr) = url.trim().parse::<SocketAddr>()
-                {
-                    let _ = tx.send((what.trim().to_string(), addr));
+                if let Some(listener) = announced(&line) {
+                    let _ = tx.send(listener);
                 }
             }
         });
@@ -161,5 +162,34 @@ impl Drop for Service {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A listener a program announced: ours print `NAME listening on http://ADDR`;
+/// `wasmtime serve` prints `Serving HTTP on http://ADDR/`, taken as `traffic`.
+fn announced(line: &str) -> Option<(String, SocketAddr)> {
+    if let Some((what, url)) = line.split_once(" listening on http://") {
+        let addr = url.trim().parse().ok()?;
+        return Some((what.trim().to_string(), addr));
+    }
+    let url = line.trim().strip_prefix("Serving HTTP on http://")?;
+    let addr = url.trim_end_matches('/').parse().ok()?;
+    Some(("traffic".to_string(), addr))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn announcements_of_ours_and_of_wasmtime_serve() {
+        let addr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            super::announced("ops listening on http://127.0.0.1:8080"),
+            Some(("ops".to_string(), addr))
+        );
+        assert_eq!(
+            super::announced("Serving HTTP on http://127.0.0.1:8080/"),
+            Some(("traffic".to_string(), addr))
+        );
+        assert_eq!(super::announced("listening soon"), None);
     }
 }

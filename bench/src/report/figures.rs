@@ -6,6 +6,8 @@ use super::{Run, ScenarioResult, Spread};
 /// The two sides every ratio compares: serverless / traditional.
 pub const SERVERLESS: &str = "serverless";
 pub const TRADITIONAL: &str = "traditional";
+/// The reference wasi:http host (`wasmtime serve`) on the same component, when measured.
+pub const PEER: &str = "peer";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Better {

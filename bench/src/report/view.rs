@@ -2,8 +2,8 @@
 //! the results. Both views render this one model (`markdown` as Markdown, `html` as HTML
 //! with charts beside it), so they cannot tell different stories.
 
-use super::figures::{self, SERVERLESS, TRADITIONAL, Unit};
-use super::{Report, Run, ScenarioResult, passes};
+use super::figures::{self, FIGURES, PEER, SERVERLESS, TRADITIONAL, Unit};
+use super::{Report, Run, ScenarioResult, Spread, passes};
 
 /// Said next to every virtual-memory figure, so nobody repeats the seed's conclusion.
 pub const VIRTUAL_MEMORY_NOTE: &str = "Virtual memory is address space reserved, not memory used. \
@@ -86,9 +86,17 @@ pub fn view(report: &Report) -> View<'_> {
         scenarios: report
             .scenarios
             .iter()
-            .map(|scenario| match scenario.sweep {
-                Some(_) => sweep(scenario, &sides),
-                None => fixed(scenario, &sides),
+            .map(|scenario| {
+                // Only the sides that ran it: the peer serves hello alone.
+                let sides: Vec<String> = sides
+                    .iter()
+                    .filter(|side| scenario.runs_of(side).next().is_some())
+                    .cloned()
+                    .collect();
+                match scenario.sweep {
+                    Some(_) => sweep(scenario, &sides),
+                    None => fixed(scenario, &sides),
+                }
             })
             .collect(),
         environment: [
@@ -204,6 +212,7 @@ fn fixed<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
         .filter_map(|row| row.verdict.clone())
         .map(Bullet::plain)
         .collect();
+    bullets.extend(against_the_peer(scenario));
     bullets.extend(warnings(scenario));
     ScenarioView {
         result: scenario,
@@ -277,6 +286,17 @@ fn sweep<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
         "Highest rate within the limits: {sentence} A side that passed the last step may go \
          higher: add rates to find its limit."
     ))];
+    if scenario.runs_of(PEER).next().is_some() {
+        let rate = |side| best(side).map_or("no step".to_string(), |r| format!("{r} req/s"));
+        bullets.push(Bullet {
+            lead: Some("Against the reference host"),
+            text: format!(
+                "`wasmtime serve` on the same component passed up to {}; serverless up to {}.",
+                rate(PEER),
+                rate(SERVERLESS)
+            ),
+        });
+    }
     bullets.extend(warnings(scenario));
     ScenarioView {
         result: scenario,
@@ -289,6 +309,43 @@ fn sweep<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
         table_note: None,
         bullets,
     }
+}
+
+/// How the runtime compares with the reference wasi:http host (`wasmtime serve`) on the
+/// same component, when the peer was measured: the ratio serverless / peer per figure.
+fn against_the_peer(scenario: &ScenarioResult) -> Option<Bullet> {
+    scenario.runs_of(PEER).next()?;
+    let median = |side: &str, get: fn(&Run) -> Option<f64>| {
+        Spread::of(scenario.runs_of(side).filter_map(get)).map(|s| s.median)
+    };
+    let parts: Vec<String> = [
+        "achieved rate",
+        "latency p50",
+        "latency p99",
+        "CPU seconds per 1000 requests",
+        "peak RSS",
+    ]
+    .iter()
+    .filter_map(|name| {
+        let figure = FIGURES.iter().find(|f| f.name == *name)?;
+        let (s, p) = (median(SERVERLESS, figure.get)?, median(PEER, figure.get)?);
+        (p > 0.0).then(|| {
+            format!(
+                "{name} {} against {} ({:.2}×)",
+                figures::format(figure.unit, s),
+                figures::format(figure.unit, p),
+                s / p
+            )
+        })
+    })
+    .collect();
+    Some(Bullet {
+        lead: Some("Against the reference host"),
+        text: format!(
+            "serverless / peer (`wasmtime serve` on the same component): {}.",
+            parts.join("; ")
+        ),
+    })
 }
 
 /// What could make a scenario's figures less trustworthy: the generator falling behind

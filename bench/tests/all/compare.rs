@@ -47,10 +47,21 @@ fn compare(dir: &Path, scenarios: &str) -> Command {
     command
 }
 
+/// The wasmtime CLI for the peer side: scripts/test installs it and says where.
+fn peer() -> String {
+    std::env::var("BENCH_PEER_WASMTIME").expect(
+        "BENCH_PEER_WASMTIME names no wasmtime CLI: run the tests with scripts/test, or \
+         set it to the path scripts/install-wasmtime-cli prints",
+    )
+}
+
 #[test]
 fn compare_writes_markdown_html_and_json_with_both_sides() {
     let dir = tempfile::tempdir().unwrap();
-    let status = compare(dir.path(), TINY).status().unwrap();
+    let status = compare(dir.path(), TINY)
+        .args(["--peer", &peer()])
+        .status()
+        .unwrap();
     assert!(status.success(), "bench compare failed: {status}");
 
     let out = dir.path().join("report");
@@ -79,7 +90,22 @@ fn compare_writes_markdown_html_and_json_with_both_sides() {
             assert!(run["server_counted"].as_f64().unwrap() >= 60.0, "{run}");
         }
     }
-    // Rounds alternate: A B A B.
+    // The peer ran the same load on the same component; it has no /metrics of ours.
+    let peer_runs: Vec<_> = fixed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["side"] == "peer")
+        .collect();
+    assert_eq!(peer_runs.len(), 2, "two rounds of the peer");
+    for run in peer_runs {
+        assert_eq!(run["ok"], 60, "peer: {run}");
+        assert!(
+            run["usage"]["resident_peak_bytes"].as_u64().unwrap() > 1 << 20,
+            "peer RSS sampled"
+        );
+    }
+    // Rounds alternate: A B C A B C, the peer (wasmtime serve on hello.wasm) included.
     let order: Vec<&str> = fixed["runs"]
         .as_array()
         .unwrap()
@@ -88,7 +114,21 @@ fn compare_writes_markdown_html_and_json_with_both_sides() {
         .collect();
     assert_eq!(
         order,
-        ["serverless", "traditional", "serverless", "traditional"]
+        [
+            "serverless",
+            "traditional",
+            "peer",
+            "serverless",
+            "traditional",
+            "peer"
+        ]
+    );
+    assert!(
+        json["meta"]["versions"]["wasmtime serve (peer)"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("wasmtime ")),
+        "{}",
+        json["meta"]["versions"]
     );
     assert!(
         scenarios[1]["sweep"].is_object() && scenarios[1]["runs"].as_array().unwrap().len() >= 2
@@ -104,6 +144,7 @@ fn compare_writes_markdown_html_and_json_with_both_sides() {
         "reservation, not a cost",
         "wasmtime (serverless)",
         "runtime limits (from its deploy responses)",
+        "**Against the reference host**: serverless / peer",
     ] {
         assert!(markdown.contains(needle), "report.md lacks {needle:?}");
     }
