@@ -28,12 +28,16 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("instance per request");
 
-    let variants: [(&str, &[&str]); 2] = [
+    let variants: [(&str, &[&str]); 3] = [
         (
             "wasmtime default pooling",
             &["--keep-resident-bytes", "0", "--decommit-batch-size", "1"],
         ),
         ("runtime defaults", &[]),
+        (
+            "1 MiB of linear memory kept resident",
+            &["--memory-keep-resident-bytes", "1048576"],
+        ),
     ];
     for (label, flags) in variants {
         // Steady state: Cranelift's code from the start, not Winch's while it compiles.

@@ -75,11 +75,17 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_POOL_INSTANCES", default_value = "1000")]
     pub pool_instances: NonZeroU32,
 
-    /// Bytes of each linear memory kept resident when its slot is reused, instead of
-    /// being returned to the OS with madvise. Higher: fewer page faults and TLB
-    /// shootdowns per request, more resident memory.
+    /// Bytes of each instance's tables and async stack kept resident when its slot is
+    /// reused, reset in place instead of returned to the OS with madvise: fewer page
+    /// faults and TLB shootdowns per request, a little more resident memory.
     #[arg(long, env = "RUNTIME_KEEP_RESIDENT_BYTES", default_value_t = 1 << 20)]
     pub keep_resident_bytes: usize,
+
+    /// Bytes of each linear memory kept resident when its slot is reused. 0 (the
+    /// default) returns it all: with wasmtime 50 resetting kept memory in place costs
+    /// more per request than faulting it in again (README, performance).
+    #[arg(long, env = "RUNTIME_MEMORY_KEEP_RESIDENT_BYTES", default_value_t = 0)]
+    pub memory_keep_resident_bytes: usize,
 
     /// Slots whose memory beyond `--keep-resident-bytes` is returned (madvise) together,
     /// sharing one TLB shootdown. Only functions that touch more than that decommit at

@@ -33,9 +33,9 @@ async fn every_request_gets_a_fresh_instance() {
 
 /// What one request writes into linear memory is never visible to the next request in
 /// the same pool slot: with one slot, every request reuses it, and each must find the
-/// pages it grows zeroed. Checked with the default `--keep-resident-bytes` (the grown
-/// pages lie beyond it and are returned to the OS) and with every page kept resident
-/// (reset in place, through PAGEMAP_SCAN where the kernel has it).
+/// pages it grows zeroed. Checked with the default (linear memory returned to the OS)
+/// and with every page kept resident (`--memory-keep-resident-bytes`: reset in place,
+/// through PAGEMAP_SCAN where the kernel has it).
 #[tokio::test]
 async fn one_requests_memory_is_never_seen_by_the_next_in_the_same_slot() {
     let dir = crate::functions_dir(&[]);
@@ -43,7 +43,7 @@ async fn one_requests_memory_is_never_seen_by_the_next_in_the_same_slot() {
     for keep_resident in [None, Some("67108864")] {
         let mut flags = vec!["--pool-instances", "1"];
         if let Some(bytes) = keep_resident {
-            flags.extend(["--keep-resident-bytes", bytes]);
+            flags.extend(["--memory-keep-resident-bytes", bytes]);
         }
         let server = crate::start(dir.path(), &flags);
         let url = format!("{}/misbehave/residue?pages=64", server.url("traffic"));
