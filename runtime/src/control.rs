@@ -106,6 +106,9 @@ impl ControlPlane {
             None => None,
         };
         let optimizing = Loader::new(config, Compiler::Cranelift, store.clone())?;
+        if let Some(pool) = crate::metrics::PoolCollector::new(optimizing.engine())? {
+            prom.register(Box::new(pool))?;
+        }
         let ticker = engine::EpochTicker::start(optimizing.engine().clone());
         let registry = Arc::new(Registry::default());
         let control = Self {

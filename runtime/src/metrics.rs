@@ -50,6 +50,88 @@ pub fn register_build_info(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(info))
 }
 
+/// What the pooling allocator holds for slots not in use, read from wasmtime at scrape
+/// time: `runtime_pool_warm_slots{kind}` and `runtime_pool_resident_bytes{kind}` (bytes
+/// those slots keep resident: the RAM `--keep-resident-bytes` and
+/// `--memory-keep-resident-bytes` cost). Cranelift's engine: the steady state.
+pub struct PoolCollector {
+    pool: wasmtime::PoolingAllocatorMetrics,
+    warm: IntGaugeVec,
+    resident: IntGaugeVec,
+}
+
+impl PoolCollector {
+    /// `None` for an engine without the pooling allocator.
+    pub fn new(engine: &wasmtime::Engine) -> prometheus::Result<Option<Self>> {
+        let Some(pool) = engine.pooling_allocator_metrics() else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            pool,
+            warm: IntGaugeVec::new(
+                Opts::new(
+                    "runtime_pool_warm_slots",
+                    "Pool slots not in use that were used before (memory, table, stack).",
+                ),
+                &["kind"],
+            )?,
+            resident: IntGaugeVec::new(
+                Opts::new(
+                    "runtime_pool_resident_bytes",
+                    "Bytes that pool slots not in use keep resident (memory, table, stack).",
+                ),
+                &["kind"],
+            )?,
+        }))
+    }
+}
+
+impl std::fmt::Debug for PoolCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolCollector").finish_non_exhaustive()
+    }
+}
+
+impl prometheus::core::Collector for PoolCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.warm
+            .desc()
+            .into_iter()
+            .chain(self.resident.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let pool = &self.pool;
+        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        for (kind, warm, resident) in [
+            (
+                "memory",
+                pool.unused_warm_memories(),
+                pool.unused_memory_bytes_resident(),
+            ),
+            (
+                "table",
+                pool.unused_warm_tables(),
+                pool.unused_table_bytes_resident(),
+            ),
+            (
+                "stack",
+                pool.unused_warm_stacks(),
+                pool.unused_stack_bytes_resident().unwrap_or(0),
+            ),
+        ] {
+            self.warm.with_label_values(&[kind]).set(i64::from(warm));
+            self.resident
+                .with_label_values(&[kind])
+                .set(gauge(resident));
+        }
+        let mut families = self.warm.collect();
+        families.extend(self.resident.collect());
+        families
+    }
+}
+
 /// The wasmtime version this binary was built with, from the workspace's `Cargo.lock`.
 pub fn wasmtime_version() -> &'static str {
     const LOCK: &str = include_str!("../../Cargo.lock");

@@ -66,6 +66,18 @@ async fn metrics_pass_promtool_and_cover_the_faas_family() {
     ] {
         assert!(crate::sample(&text, name).is_some(), "no {name}");
     }
+    // The pool's warm slots, read from wasmtime: by default linear memory goes back to
+    // the OS (nothing resident), tables are kept.
+    assert_eq!(
+        crate::sample(&text, r#"runtime_pool_resident_bytes{kind="memory"}"#),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        crate::sample(&text, r#"runtime_pool_warm_slots{kind="memory"}"#).unwrap() >= 1.0,
+        "{text}"
+    );
+    assert!(crate::sample(&text, r#"runtime_pool_resident_bytes{kind="table"}"#).is_some());
     // What the bench records as the measured binary's versions.
     let info = localrun::Scrape::parse(&text)
         .unwrap()
