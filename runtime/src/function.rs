@@ -85,32 +85,3 @@ impl Function {
         })
     }
 }
-
-/// Checks a function name: 1-63 of `a-z`, `0-9` and `-`, not starting with `-`. Names
-/// are path segments, file names in the store and metric label values.
-pub fn validate_name(name: &str) -> Result<(), crate::loader::LoadError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(crate::loader::LoadError::Name(name.to_string()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn names() {
-        for ok in ["hello", "a", "fn-2", "0x"] {
-            assert!(super::validate_name(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "-a", "Hello", "a_b", "a/b", "..", &"x".repeat(64)] {
-            assert!(super::validate_name(bad).is_err(), "{bad}");
-        }
-    }
-}

@@ -10,7 +10,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::function::{Function, validate_name};
+use crate::function::Function;
 use crate::host::Host;
 use crate::limits::{Limits, Settings, SettingsError};
 use crate::store::{self, FunctionStore, Record};
@@ -213,6 +213,22 @@ impl Loader {
     }
 }
 
+/// Checks a function name: 1-63 of `a-z`, `0-9` and `-`, not starting with `-`. Names
+/// are path segments, file names in the store and metric label values.
+fn validate_name(name: &str) -> Result<(), LoadError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(LoadError::Name(name.to_string()))
+    }
+}
+
 /// `NAME.wasm` and its optional `NAME.toml` settings, for every `.wasm` in `dir`, by name.
 pub fn read_dir(dir: &Path) -> Result<Vec<(Record, Vec<u8>)>, DirError> {
     let io = |path: &Path, source| DirError::Io {
@@ -258,4 +274,17 @@ pub enum DirError {
     },
     #[error("{path}: {source}")]
     Settings { path: String, source: SettingsError },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        for ok in ["hello", "a", "fn-2", "0x"] {
+            assert!(super::validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "Hello", "a_b", "a/b", "..", &"x".repeat(64)] {
+            assert!(super::validate_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -4,15 +4,15 @@
 
 use service_ops::start::App;
 
+use crate::Config;
 use crate::api::Api;
 use crate::control::ControlPlane;
-use crate::{Config, heap};
 
 /// Runs the runtime until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    config.validate()?;
     service_ops::start::run(&config.listen.listeners(), |prom| {
-        // Every function is compiled and checked before a socket is bound.
+        // The configuration is checked and every function compiled before a socket is
+        // bound (ControlPlane::start, which also hands compile garbage back to the OS).
         let control = ControlPlane::start(&config, prom)?;
         let invoker = control.invoker();
         let api = Api::new(
@@ -20,7 +20,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             config.deploy_token.clone(),
             config.max_deploy_bytes,
         );
-        heap::release_free_memory();
         Ok(App {
             functions: invoker,
             ops: api,

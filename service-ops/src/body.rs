@@ -67,7 +67,7 @@ where
 }
 
 /// The request's `Content-Length`, if it has a valid one.
-pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)?
         .to_str()
