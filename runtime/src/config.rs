@@ -75,6 +75,18 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_POOL_INSTANCES", default_value = "1000")]
     pub pool_instances: NonZeroU32,
 
+    /// Memory all instances in flight may reserve together, in MiB: each reserves its
+    /// function's memory limit while it lives; one that does not fit is refused with
+    /// 503. Default: three quarters of the cgroup's memory limit, or of RAM.
+    #[arg(long, env = "RUNTIME_MAX_TOTAL_MEMORY_MIB")]
+    pub max_total_memory_mib: Option<std::num::NonZeroU64>,
+
+    /// Pool slots reserved for each deployed function (at most --pool-instances divided
+    /// by the number of functions): a busy function may not take the slots the others'
+    /// reserves need, so it cannot starve them.
+    #[arg(long, env = "RUNTIME_POOL_RESERVE", default_value_t = 8)]
+    pub pool_reserve: u32,
+
     /// Bytes of each instance's tables and async stack kept resident when its slot is
     /// reused, reset in place instead of returned to the OS with madvise: fewer page
     /// faults and TLB shootdowns per request, a little more resident memory.

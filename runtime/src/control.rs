@@ -5,8 +5,9 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::admission::{MemoryBudget, PoolShares};
 use crate::function::Function;
-use crate::invoke::Invoker;
+use crate::invoke::{Invoker, Shared};
 use crate::loader::{self, Compiler, LoadError, Loader};
 use crate::metrics::FaasMetrics;
 use crate::registry::Registry;
@@ -111,8 +112,21 @@ impl ControlPlane {
         }
         let ticker = engine::EpochTicker::start(optimizing.engine().clone());
         let registry = Arc::new(Registry::default());
+        let shared = Shared {
+            bodies: config.listen.body_reader(),
+            memory: Arc::new(MemoryBudget::new(
+                config
+                    .max_total_memory_mib
+                    .map_or_else(crate::admission::default_memory_budget_mib, |mib| mib.get()),
+            )),
+            pool: PoolShares::new(config.pool_instances.get(), config.pool_reserve),
+        };
+        prom.register(Box::new(crate::metrics::AdmissionCollector::new(
+            shared.memory.clone(),
+            shared.pool.clone(),
+        )?))?;
         let control = Self {
-            invoker: Arc::new(Invoker::new(registry.clone(), faas.clone())),
+            invoker: Arc::new(Invoker::new(registry.clone(), faas.clone(), shared)),
             registry,
             store,
             faas,

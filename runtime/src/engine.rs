@@ -10,9 +10,9 @@ use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationCon
 use crate::Config;
 use crate::host::Host;
 
-/// How often the epoch advances. A request's deadline is counted in ticks, so this is
-/// the resolution of CPU-bound timeouts (a guest waiting on I/O is cut off by a tokio
-/// timer instead, to the millisecond).
+/// How often the epoch advances: a guest running wasm yields to the scheduler at every
+/// tick, so this bounds how long it holds a worker thread at a time, and is the
+/// resolution of a CPU-bound guest's timeout (its tokio timer is checked when it yields).
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Builds the engine: async (guests may await host I/O), component model, pooling

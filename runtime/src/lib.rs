@@ -9,9 +9,12 @@
 //!   the [`registry`], kept durable by the [`store`]; [`api`] is its HTTP face;
 //! - [`invoke`]: the data plane, one request in steps: admit, prepare, run the guest,
 //!   answer, with one failure type that is also where failures are counted;
+//! - [`admission`]: what all functions share and none may take whole (instance memory,
+//!   pool slots);
 //! - [`engine`] (wasmtime's configuration), [`host`] (what a guest can reach),
 //!   [`limits`], [`metrics`].
 
+pub mod admission;
 mod api;
 mod cli;
 mod config;

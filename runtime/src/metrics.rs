@@ -132,6 +132,66 @@ impl prometheus::core::Collector for PoolCollector {
     }
 }
 
+/// What the admission checks share, read at scrape time: the instance-memory budget
+/// and what instances in flight reserve of it, and the pool slots in use.
+pub struct AdmissionCollector {
+    memory: std::sync::Arc<crate::admission::MemoryBudget>,
+    pool: std::sync::Arc<crate::admission::PoolShares>,
+    budget: IntGauge,
+    reserved: IntGauge,
+    slots: IntGauge,
+}
+
+impl AdmissionCollector {
+    pub fn new(
+        memory: std::sync::Arc<crate::admission::MemoryBudget>,
+        pool: std::sync::Arc<crate::admission::PoolShares>,
+    ) -> prometheus::Result<Self> {
+        Ok(Self {
+            memory,
+            pool,
+            budget: IntGauge::new(
+                "runtime_memory_budget_bytes",
+                "Memory all instances in flight may reserve together (--max-total-memory-mib).",
+            )?,
+            reserved: IntGauge::new(
+                "runtime_memory_reserved_bytes",
+                "Memory reserved now by instances in flight (each its function's limit).",
+            )?,
+            slots: IntGauge::new(
+                "runtime_pool_slots_in_use",
+                "Instance pool slots in use now, all functions together.",
+            )?,
+        })
+    }
+}
+
+impl std::fmt::Debug for AdmissionCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmissionCollector").finish_non_exhaustive()
+    }
+}
+
+impl prometheus::core::Collector for AdmissionCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        [&self.budget, &self.reserved, &self.slots]
+            .into_iter()
+            .flat_map(|g| g.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mib = |v: u64| i64::try_from(v << 20).unwrap_or(i64::MAX);
+        self.budget.set(mib(self.memory.total_mib()));
+        self.reserved.set(mib(self.memory.reserved_mib()));
+        self.slots.set(i64::from(self.pool.in_use()));
+        [&self.budget, &self.reserved, &self.slots]
+            .into_iter()
+            .flat_map(|g| g.collect())
+            .collect()
+    }
+}
+
 /// The wasmtime version this binary was built with, from the workspace's `Cargo.lock`.
 pub fn wasmtime_version() -> &'static str {
     const LOCK: &str = include_str!("../../Cargo.lock");

@@ -1,8 +1,9 @@
 //! Plumbing shared by the runtime and the webserver, so both sides of the comparison are
 //! served, measured and stopped the same way:
 //!
-//! - [`listen`]: bind and announce `listening on http://ADDR` (tests bind port 0 and read it);
-//! - [`serve`]: the HTTP/1.1 accept loop with graceful, bounded shutdown;
+//! - [`bind`]: bind and announce `listening on http://ADDR` (tests bind port 0 and read it);
+//! - [`serve`]: the HTTP/1.1 accept loop with connection limits, write timeouts and
+//!   graceful, bounded shutdown;
 //! - [`Shutdown`]: SIGTERM / ctrl-c fan-out to every listener;
 //! - [`HttpMetrics`] and [`ProcessCollector`]: the metric names DESIGN.md fixes for both sides;
 //! - [`ops`]: `/metrics` and `/healthz` responses;
@@ -23,7 +24,9 @@ pub mod units;
 
 pub use http_metrics::{HttpMetrics, InFlight, LATENCY_BUCKETS, method_label};
 pub use process::{ProcStat, ProcessCollector};
-pub use server::{BoxError, ServeConfig, listen, serve};
+pub use server::{
+    BoxError, ConnectionMetrics, ListenerMetrics, ServeConfig, bind, raise_open_files_limit, serve,
+};
 pub use shutdown::Shutdown;
 pub use units::{Mib, positive_duration, wasm_memory_mib};
 

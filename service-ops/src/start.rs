@@ -18,8 +18,10 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::server::ConnectionMetrics;
 use crate::traffic::{Functions, Traffic};
-use crate::{HttpMetrics, ProcessCollector, ServeConfig, Shutdown, listen, ops, serve};
+use crate::{HttpMetrics, ProcessCollector, ServeConfig, Shutdown, bind, ops, serve};
+use tokio::net::TcpListener;
 
 /// Where and how a server listens: what both binaries' flags say (see
 /// [`crate::listener_flags!`]).
@@ -33,6 +35,12 @@ pub struct Listeners {
     pub drain: Duration,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// How long a client may take to accept response bytes before it is dropped.
+    pub write_timeout: Duration,
+    /// Open connections on the traffic listener at most.
+    pub max_connections: NonZeroUsize,
+    /// Open connections on the ops listener at most: its own reserve, apart from traffic.
+    pub ops_max_connections: NonZeroUsize,
     /// Tokio worker threads; one per core if `None`.
     pub worker_threads: Option<NonZeroUsize>,
 }
@@ -55,7 +63,9 @@ impl Listeners {
 }
 
 /// The flags every server has, as a clap `Args` struct named `$name`: `--listen`,
-/// `--ops-listen`, `--drain-timeout`, `--header-read-timeout`, `--worker-threads`, each
+/// `--ops-listen`, `--drain-timeout`, `--header-read-timeout`, `--write-timeout`,
+/// `--max-connections`, `--ops-max-connections`, `--body-read-timeout`,
+/// `--max-body-buffer-mib`, `--worker-threads`, each
 /// with an environment variable `{PREFIX}_{FLAG}` for containers. One definition, so
 /// both sides parse, default and document them alike.
 #[macro_export]
@@ -85,18 +95,56 @@ macro_rules! listener_flags {
                   default_value = "10s", value_parser = $crate::positive_duration)]
             pub header_read_timeout: std::time::Duration,
 
-            /// Tokio worker threads (default: one per core).
+            /// How long a client may take to accept response bytes (between two
+            /// writes, as nginx's `send_timeout`) before its connection is dropped.
+            #[arg(long, env = concat!($prefix, "_WRITE_TIMEOUT"),
+                  default_value = "60s", value_parser = $crate::positive_duration)]
+            pub write_timeout: std::time::Duration,
+
+            /// Open connections on the traffic listener at most; one more is answered
+            /// 503 and closed. Lowered at start to fit the open-files limit.
+            #[arg(long, env = concat!($prefix, "_MAX_CONNECTIONS"), default_value = "10000")]
+            pub max_connections: std::num::NonZeroUsize,
+
+            /// Open connections on the ops listener at most (served on its own thread,
+            /// so traffic never delays `/healthz`, `/metrics` or the deploy API).
+            #[arg(long, env = concat!($prefix, "_OPS_MAX_CONNECTIONS"), default_value = "64")]
+            pub ops_max_connections: std::num::NonZeroUsize,
+
+            /// How long a client may take to send a request body, whole; a slower
+            /// one is answered 408 and its connection closed.
+            #[arg(long, env = concat!($prefix, "_BODY_READ_TIMEOUT"),
+                  default_value = "10s", value_parser = $crate::positive_duration)]
+            pub body_read_timeout: std::time::Duration,
+
+            /// Request bodies buffered at once, all requests together, in MiB; a body
+            /// that does not fit is answered 503 with Retry-After.
+            #[arg(long, env = concat!($prefix, "_MAX_BODY_BUFFER_MIB"), default_value = "256")]
+            pub max_body_buffer_mib: std::num::NonZeroU32,
+
+            /// Tokio worker threads for traffic (default: one per core).
             #[arg(long, env = concat!($prefix, "_WORKER_THREADS"))]
             pub worker_threads: Option<std::num::NonZeroUsize>,
         }
 
         impl $name {
+            /// The request-body reader these flags describe, one per process.
+            pub fn body_reader(&self) -> $crate::body::BodyReader {
+                $crate::body::BodyReader::new(
+                    self.body_read_timeout,
+                    u64::from(self.max_body_buffer_mib.get()) << 20,
+                )
+            }
+
             pub fn listeners(&self) -> $crate::start::Listeners {
                 $crate::start::Listeners {
                     traffic: self.listen,
                     ops: self.ops_listen,
                     drain: self.drain_timeout,
                     header_read_timeout: self.header_read_timeout,
+                    write_timeout: self.write_timeout,
+                    max_connections: self.max_connections,
+                    ops_max_connections: self.ops_max_connections,
                     worker_threads: self.worker_threads,
                 }
             }
@@ -136,9 +184,17 @@ pub struct App<F, O> {
     pub ops: O,
 }
 
+/// Open files kept back from the traffic listener's connections: the ops listener's,
+/// the store's and compiled-code cache's files, logs, the process's own.
+const RESERVED_FILES: u64 = 256;
+
 /// Runs a server until SIGTERM or SIGINT, then drains and returns. `build` makes the
 /// app with its metrics registered in the registry it is given; it runs before any
 /// socket is bound, so whatever it checks fails the start cleanly.
+///
+/// Traffic is served by the multi-threaded runtime; the ops listener by a thread of its
+/// own with its own small runtime and connection limit, so that no amount of traffic,
+/// however CPU-heavy, delays health checks, metrics or the deploy API.
 pub fn run<F, O, B>(listeners: &Listeners, build: B) -> anyhow::Result<()>
 where
     F: Functions,
@@ -146,7 +202,20 @@ where
     B: FnOnce(&prometheus::Registry) -> anyhow::Result<App<F, O>>,
 {
     listeners.validate()?;
-    crate::tokio_runtime(listeners.worker_threads)?.block_on(serve_all(listeners, build))
+    let mut listeners = listeners.clone();
+    if let Some(files) = crate::server::raise_open_files_limit() {
+        let fit = files
+            .saturating_sub(RESERVED_FILES + listeners.ops_max_connections.get() as u64)
+            .max(1);
+        if (listeners.max_connections.get() as u64) > fit {
+            tracing::warn!(
+                "--max-connections {} lowered to {fit} to fit the open-files limit of {files}",
+                listeners.max_connections
+            );
+            listeners.max_connections = NonZeroUsize::new(fit as usize).expect("at least 1");
+        }
+    }
+    crate::tokio_runtime(listeners.worker_threads)?.block_on(serve_all(&listeners, build))
 }
 
 async fn serve_all<F, O, B>(listeners: &Listeners, build: B) -> anyhow::Result<()>
@@ -158,20 +227,28 @@ where
     let registry = prometheus::Registry::new();
     registry.register(Box::new(ProcessCollector::new()))?;
     let http = HttpMetrics::new(&registry)?;
+    let connection_metrics = ConnectionMetrics::new(&registry)?;
     let App { functions, ops } = build(&registry)?;
     let ops = Arc::new(ops);
 
     let shutdown = Shutdown::on_signals()?;
-    let traffic_listener = listen(listeners.traffic, "traffic").await?;
-    let ops_listener = listen(listeners.ops, "ops").await?;
+    let traffic_listener = TcpListener::from_std(bind(listeners.traffic, "traffic")?)?;
+    let ops_listener = bind(listeners.ops, "ops")?;
 
-    let config = |name, connections| ServeConfig {
+    let config = |name, max_connections: NonZeroUsize, accepted| ServeConfig {
         name,
         drain: listeners.drain,
         header_read_timeout: listeners.header_read_timeout,
-        connections,
+        write_timeout: listeners.write_timeout,
+        max_connections: max_connections.get(),
+        metrics: connection_metrics.listener(name, accepted),
     };
-    let connections = http.connections();
+    let traffic_config = config(
+        "traffic",
+        listeners.max_connections,
+        Some(http.connections()),
+    );
+    let ops_config = config("ops", listeners.ops_max_connections, None);
     // One Arc clone per request, not a clone of every metric handle.
     let traffic = Arc::new(Traffic::new(functions.clone(), http));
     let traffic_service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -190,20 +267,33 @@ where
             Ok::<_, Infallible>(response)
         }
     });
-    let traffic = tokio::spawn(serve(
+    let ops_thread = {
+        let shutdown = shutdown.clone();
+        let ops_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("ops")
+            .build()?;
+        std::thread::Builder::new()
+            .name("ops".into())
+            .spawn(move || {
+                ops_runtime.block_on(async move {
+                    let listener = TcpListener::from_std(ops_listener)?;
+                    serve(listener, ops_service, shutdown, ops_config).await;
+                    std::io::Result::Ok(())
+                })
+            })?
+    };
+    serve(
         traffic_listener,
         traffic_service,
         shutdown.clone(),
-        config("traffic", Some(connections)),
-    ));
-    let ops_server = tokio::spawn(serve(
-        ops_listener,
-        ops_service,
-        shutdown.clone(),
-        config("ops", None),
-    ));
-    traffic.await?;
-    ops_server.await?;
+        traffic_config,
+    )
+    .await;
+    let ops_result = tokio::task::spawn_blocking(move || ops_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the ops thread panicked"))?;
+    ops_result?;
     drop(functions);
     tracing::info!("stopped");
     Ok(())

@@ -15,11 +15,15 @@ use crate::functions::{self, Handler};
 #[derive(Debug)]
 pub struct App {
     max_body_bytes: u64,
+    bodies: body::BodyReader,
 }
 
 impl App {
-    pub fn new(max_body_bytes: u64) -> Self {
-        Self { max_body_bytes }
+    pub fn new(max_body_bytes: u64, bodies: body::BodyReader) -> Self {
+        Self {
+            max_body_bytes,
+            bodies,
+        }
     }
 }
 
@@ -46,11 +50,17 @@ impl Functions for App {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
-        let body = match body::read_body(&parts.headers, body, self.max_body_bytes).await {
+        let body = match self
+            .bodies
+            .read(&parts.headers, body, self.max_body_bytes)
+            .await
+        {
             Ok(body) => body,
             Err(e) => return e.response(),
         };
-        let request = sdk::Request::from_parts(parts, body);
+        // The body's share of the buffer budget is held until the handler is done.
+        let _reservation = body.reservation;
+        let request = sdk::Request::from_parts(parts, body.bytes);
         match AssertUnwindSafe(handler(request)).catch_unwind().await {
             Ok(result) => sdk::respond(result).map(Full::new),
             Err(panic) => {

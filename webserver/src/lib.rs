@@ -13,7 +13,10 @@ pub use config::Config;
 pub fn run(config: Config) -> anyhow::Result<()> {
     service_ops::start::run(&config.listen.listeners(), |_registry| {
         Ok(service_ops::start::App {
-            functions: std::sync::Arc::new(app::App::new(config.max_body_bytes)),
+            functions: std::sync::Arc::new(app::App::new(
+                config.max_body_bytes,
+                config.listen.body_reader(),
+            )),
             ops: service_ops::start::NoOps,
         })
     })

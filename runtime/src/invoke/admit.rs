@@ -1,43 +1,74 @@
-//! Step 1: admission. A request is refused before it costs an instance when its declared
-//! body is over the limit (413) or its function is at its concurrency limit (503 with
-//! Retry-After: refuse now rather than queue without bound; the client, nginx or a load
-//! balancer retries in a moment). Then its body is read, still under the limit.
+//! Step 1: admission. The body is read first, whole, under the function's size limit
+//! (413), the process's body deadline (408) and its body buffer (503), and only then is
+//! anything reserved for the instance, so a client that stalls its upload holds no
+//! instance. Then the instance must fit: the function's concurrency limit, its share of
+//! the pool, and the process's memory budget (each 503 with Retry-After: refuse now
+//! rather than queue without bound; the client, nginx or a load balancer retries in a
+//! moment).
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use service_ops::{BoxError, body};
+use service_ops::BoxError;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::Failure;
+use super::{Failure, Shared};
+use crate::admission::{NoSlot, PoolSlot};
 use crate::function::Function;
 
-/// A request allowed to run: its body read whole, and its instance permit.
+/// A request allowed to run: its body read whole, and what its instance holds.
 pub struct Admitted {
     pub request: Request<Full<Bytes>>,
-    pub permit: OwnedSemaphorePermit,
+    pub ticket: Ticket,
 }
 
-pub async fn admit<B>(function: &Function, request: Request<B>) -> Result<Admitted, Failure>
+/// What one instance holds while it lives, given back when dropped: its function's
+/// concurrency permit, its pool slot, its memory reservation and its body's buffer.
+pub struct Ticket {
+    _concurrency: OwnedSemaphorePermit,
+    _slot: PoolSlot,
+    _memory: OwnedSemaphorePermit,
+    _body: Option<OwnedSemaphorePermit>,
+}
+
+pub async fn admit<B>(
+    function: &Function,
+    request: Request<B>,
+    shared: &Shared,
+    deployed: usize,
+) -> Result<Admitted, Failure>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let limits = &function.limits;
     let (mut parts, body) = request.into_parts();
-    body::check_declared_length(&parts.headers, limits.max_body_bytes)?;
-    let permit = function
+    let body = shared
+        .bodies
+        .read(&parts.headers, body, limits.max_body_bytes)
+        .await?;
+    let concurrency = function
         .permits
         .clone()
         .try_acquire_owned()
         .map_err(|_| Failure::Concurrency(limits.max_concurrency))?;
-    let body = body::read_limited(body, limits.max_body_bytes).await?;
+    let slot = shared
+        .pool
+        .take(function.name(), deployed)
+        .map_err(|no| match no {
+            NoSlot::Full => Failure::Capacity,
+            NoSlot::Reserved => Failure::PoolShare,
+        })?;
+    let memory = shared
+        .memory
+        .reserve(limits.memory)
+        .ok_or(Failure::MemoryBudget(limits.memory))?;
     // The body is whole now, so its length is known: say it, as a buffering proxy
     // does. A guest then knows a bodiless request has no body without reading it
     // (wasi:http hides `Transfer-Encoding`, so without a length it cannot tell).
     parts.headers.insert(
         http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(body.len()),
+        http::HeaderValue::from(body.bytes.len()),
     );
     // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
     if parts.uri.authority().is_none() && !parts.headers.contains_key(http::header::HOST) {
@@ -47,7 +78,12 @@ where
         );
     }
     Ok(Admitted {
-        request: Request::from_parts(parts, Full::new(body)),
-        permit,
+        request: Request::from_parts(parts, Full::new(body.bytes)),
+        ticket: Ticket {
+            _concurrency: concurrency,
+            _slot: slot,
+            _memory: memory,
+            _body: body.reservation,
+        },
     })
 }

@@ -28,6 +28,14 @@ pub enum Failure {
     /// `--pool-instances` (503).
     #[error("no free instance slot")]
     Capacity,
+    /// The pool's free slots are other functions' reserves (503).
+    #[error(
+        "has taken its share of the instance pool; the free slots are reserved for other functions"
+    )]
+    PoolShare,
+    /// The instances in flight have reserved the whole memory budget (503).
+    #[error("needs {0} but the runtime's memory budget for instances is taken")]
+    MemoryBudget(Mib),
     /// Past the function's timeout, spinning or waiting (504).
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -51,6 +59,10 @@ impl Failure {
     fn reason(&self) -> Option<&'static str> {
         Some(match self {
             Failure::Body(BodyError::TooLarge { .. }) => "body_too_large",
+            Failure::Body(BodyError::Timeout(_)) => "body_timeout",
+            Failure::Body(BodyError::Busy) => "body_buffer",
+            Failure::PoolShare => "pool_share",
+            Failure::MemoryBudget(_) => "memory_budget",
             Failure::Body(BodyError::Read(_)) | Failure::NotAccepted(_) => return None,
             Failure::Concurrency(_) => "concurrency",
             Failure::Capacity => "capacity",
@@ -65,14 +77,24 @@ impl Failure {
     /// Refused before an instance was made (`faas_rejections_total`), rather than failed
     /// while running (`faas_errors_total`).
     fn is_rejection(&self) -> bool {
-        matches!(self, Failure::Body(_) | Failure::Concurrency(_))
+        matches!(
+            self,
+            Failure::Body(_)
+                | Failure::Concurrency(_)
+                | Failure::Capacity
+                | Failure::PoolShare
+                | Failure::MemoryBudget(_)
+        )
     }
 
     pub fn status(&self) -> u16 {
         match self {
             Failure::Body(e) => e.status(),
             Failure::NotAccepted(_) => 400,
-            Failure::Concurrency(_) | Failure::Capacity => 503,
+            Failure::Concurrency(_)
+            | Failure::Capacity
+            | Failure::PoolShare
+            | Failure::MemoryBudget(_) => 503,
             Failure::Timeout(_) => 504,
             Failure::Memory(_)
             | Failure::Trap(_)
@@ -90,7 +112,9 @@ impl Failure {
             _ => format!("function {function:?} {self}"),
         };
         let mut response = ops::json_error(self.status(), &message).map(boxed);
-        if self.status() == 503 {
+        if let Failure::Body(e) = self {
+            e.add_headers(response.headers_mut());
+        } else if self.status() == 503 {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),

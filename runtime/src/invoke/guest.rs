@@ -4,23 +4,20 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Trap;
 
 use super::Failure;
+use super::admit::Ticket;
 use super::prepare::Guest;
 use crate::function::Function;
 use crate::host::Usage;
 
-/// Runs the guest to its end; `None` if it returned normally. Holds the function's
-/// concurrency permit and `faas_active_instances` for as long as the instance lives,
+/// Runs the guest to its end; `None` if it returned normally. Holds the instance's
+/// ticket (concurrency permit, pool slot, memory reservation, body buffer) and
+/// `faas_active_instances` for as long as the instance lives,
 /// also when the request is dropped mid-way (a client that goes away cancels its guest).
-pub async fn run(
-    function: Arc<Function>,
-    guest: Guest,
-    permit: OwnedSemaphorePermit,
-) -> Option<Failure> {
-    let _permit = permit;
+pub async fn run(function: Arc<Function>, guest: Guest, ticket: Ticket) -> Option<Failure> {
+    let _ticket = ticket;
     let metrics = function
         .metrics
         .get()
@@ -68,7 +65,6 @@ fn classify(error: &wasmtime::Error, usage: Usage, function: &Function) -> Failu
         return Failure::Capacity;
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Failure::Timeout(function.limits.timeout),
         Some(trap) => Failure::Trap(trap.to_string()),
         None => Failure::Trap(format!("{error:#}")),
     }

@@ -1,6 +1,8 @@
 //! The data plane: one request, in the order it happens. Each step has its own file:
 //!
-//! 1. [`admit`]: refuse what must not run (413 body, 503 concurrency) and read the body;
+//! 1. [`admit`]: read the body (413 too large, 408 too slow, 503 no buffer), then refuse
+//!    what must not run (503: the function's concurrency, its pool share, the memory
+//!    budget);
 //! 2. [`prepare`]: the per-request host state, store and deadline;
 //! 3. [`guest`]: a fresh instance runs the guest's handler under the deadline;
 //! 4. [`answer`]: whichever comes first, the guest's response or its end, becomes the
@@ -22,10 +24,12 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use service_ops::BoxError;
+use service_ops::body::BodyReader;
 use service_ops::traffic::Functions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::admission::{MemoryBudget, PoolShares};
 use crate::function::Function;
 use crate::metrics::FaasMetrics;
 use crate::registry::Registry;
@@ -37,14 +41,25 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub struct Invoker {
     registry: Arc<Registry>,
     faas: FaasMetrics,
+    shared: Shared,
     next_request_id: AtomicU64,
 }
 
+/// What every request draws on, whichever its function: the process's body buffer,
+/// instance memory and pool slots.
+#[derive(Debug)]
+pub struct Shared {
+    pub bodies: BodyReader,
+    pub memory: Arc<MemoryBudget>,
+    pub pool: Arc<PoolShares>,
+}
+
 impl Invoker {
-    pub fn new(registry: Arc<Registry>, faas: FaasMetrics) -> Self {
+    pub fn new(registry: Arc<Registry>, faas: FaasMetrics, shared: Shared) -> Self {
         Self {
             registry,
             faas,
+            shared,
             next_request_id: AtomicU64::new(1),
         }
     }
@@ -75,7 +90,7 @@ impl Invoker {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let admitted = admit::admit(function, request).await?;
+        let admitted = admit::admit(function, request, &self.shared, self.registry.len()).await?;
         let prepared = prepare::prepare(function, admitted.request, request_id)?;
         let metrics = function
             .metrics
@@ -88,7 +103,7 @@ impl Invoker {
             tracing::info!(function = %function.name(), request_id, "cold start");
         }
         metrics.invocations.inc();
-        let run = guest::run(function.clone(), prepared.guest, admitted.permit);
+        let run = guest::run(function.clone(), prepared.guest, admitted.ticket);
         answer::answer(run, prepared.answer, &self.faas, function, request_id).await
     }
 }

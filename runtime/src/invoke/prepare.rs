@@ -1,5 +1,5 @@
 //! Step 2: what one instance needs before it runs: its host state (sandboxed WASI,
-//! wasi:http, the memory limiter), a new store with the epoch deadline, and the request
+//! wasi:http, the memory limiter), a new store that yields at every epoch tick, and the request
 //! and response-outparam resources the handler is called with.
 
 use bytes::Bytes;
@@ -14,7 +14,6 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::Failure;
-use crate::engine::EPOCH_TICK;
 use crate::function::Function;
 use crate::host::Host;
 
@@ -49,11 +48,12 @@ pub fn prepare(
     );
     let mut store = Store::new(function.pre.engine(), host);
     store.limiter(|host| host.limiter());
-    // A guest spinning in wasm is stopped by the epoch deadline (a trap); a guest
-    // waiting on the host (a timer, a stream) by the tokio timeout in `guest`.
-    let ticks = (limits.timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1;
-    store.set_epoch_deadline(ticks);
-    store.epoch_deadline_trap();
+    // A guest running in wasm yields to the scheduler at every epoch tick, so a
+    // CPU-bound guest never holds a worker thread for longer than a tick: the other
+    // requests on that worker run in between, and the tokio timeout in `guest`, which
+    // also ends a guest that waits on the host (a timer, a stream), ends it on time.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
 
     let (tx, answer) = oneshot::channel();
     let resources = || {

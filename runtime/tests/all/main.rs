@@ -10,6 +10,7 @@ mod metrics;
 mod sandbox;
 mod shutdown;
 mod startup;
+mod under_load;
 
 use localrun::Service;
 use std::path::Path;

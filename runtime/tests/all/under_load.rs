@@ -1,0 +1,275 @@
+//! One function can never hurt another, nor the host: CPU-bound guests, stalled uploads,
+//! a memory flood, a busy function and a connection flood each leave health checks,
+//! metrics and other functions answering. The waits are bounded generously: these are
+//! liveness properties, not speed targets.
+
+use localrun::{Service, examples};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Well under any guest's timeout here, well over a tick of a busy machine.
+const LIVE: Duration = Duration::from_secs(1);
+
+/// GETs `url` and returns its status and how long the answer took.
+async fn timed_get(client: &reqwest::Client, url: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    response.bytes().await.unwrap();
+    (status, started.elapsed())
+}
+
+/// Reads what the server sends until it closes (or `limit` passes).
+async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> String {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn rejections(text: &str, function: &str, reason: &str) -> f64 {
+    let series = format!(r#"faas_rejections_total{{function="{function}",reason="{reason}"}}"#);
+    crate::sample(text, &series).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn cpu_bound_guests_do_not_stall_health_metrics_or_other_functions() {
+    let dir = crate::functions_dir(&[(
+        "spinner",
+        artifacts::MISBEHAVE_COMPONENT,
+        "timeout_secs = 8\n",
+    )]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let (traffic, ops) = (server.url("traffic"), server.url("ops"));
+    let spinning = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..spinning)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("{traffic}/spinner/loop"));
+            tokio::spawn(async move { timed_get(&client, &url).await })
+        })
+        .collect();
+    crate::wait_for_active(&client, &server, "spinner", spinning as u32).await;
+
+    for url in [
+        format!("{ops}/healthz"),
+        format!("{ops}/metrics"),
+        format!("{traffic}/hello/"),
+    ] {
+        let (status, took) = timed_get(&client, &url).await;
+        assert_eq!(status, 200, "{url}");
+        assert!(
+            took < LIVE,
+            "{url} took {took:?} while {spinning} guests spun"
+        );
+    }
+    for spinner in spinners {
+        let (status, took) = spinner.await.unwrap();
+        assert_eq!(status, 504);
+        assert!(took >= Duration::from_secs(8), "ended early: {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn stalled_uploads_get_408_and_everyone_else_is_served() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &["--body-read-timeout", "2s"]);
+    let client = examples::client();
+    let addr = server.addr("traffic");
+
+    // 200 clients announce a body, send ten bytes of it and stall: more than hello's
+    // concurrency limit in this runtime (--max-concurrency 200 by default is per
+    // function; the stalled ones must hold none of it).
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                b"POST /hello/ HTTP/1.1\r\nhost: t\r\ncontent-length: 1000\r\n\r\n0123456789",
+            )
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    let started = Instant::now();
+    let (status, took) = timed_get(&client, &format!("{}/hello/", server.url("traffic"))).await;
+    assert_eq!(status, 200);
+    assert!(
+        took < LIVE,
+        "hello took {took:?} beside 200 stalled uploads"
+    );
+
+    for stream in &mut stalled {
+        let answer = read_to_close(stream, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+        assert!(answer.contains("not received within 2s"), "{answer:?}");
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(8), "cut after {waited:?}");
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(rejections(&text, "hello", "body_timeout"), 200.0);
+}
+
+#[tokio::test]
+async fn a_memory_flood_is_refused_within_the_budget_and_the_runtime_lives() {
+    let dir = crate::functions_dir(&[("hog", artifacts::MEMORY_COMPONENT, "memory_mib = 2048\n")]);
+    // 768 MiB for all instances: five of memory's 128 MiB at once.
+    let server = crate::start(
+        dir.path(),
+        &["--max-total-memory-mib", "768", "--max-memory-mib", "2048"],
+    );
+    let client = examples::client();
+    let traffic = server.url("traffic");
+
+    let flood: Vec<_> = (0..64)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("{traffic}/memory/?mib=120"));
+            tokio::spawn(async move { crate::get_json(&client, &url).await })
+        })
+        .collect();
+    let mut answered = [0; 2];
+    for request in flood {
+        let (status, body) = request.await.unwrap();
+        match status {
+            200 => answered[0] += 1,
+            503 => {
+                answered[1] += 1;
+                let error = body["error"].as_str().unwrap();
+                assert!(error.contains("memory budget"), "{error}");
+            }
+            _ => panic!("memory?mib=120: {status} {body}"),
+        }
+    }
+    assert!(answered[0] >= 5, "{answered:?}");
+
+    // A function whose limit alone is over the budget never gets an instance.
+    let (status, body) = crate::get_json(&client, &format!("{traffic}/hog/?mib=1")).await;
+    assert_eq!(status, 503, "{body}");
+
+    // Alive, and never resident past the budget plus the runtime's own ~100 MiB.
+    let (status, _) = crate::get_json(&client, &format!("{traffic}/hello/")).await;
+    assert_eq!(status, 200);
+    let peak = peak_rss_mib(&server);
+    assert!(peak < 768 + 256, "peak RSS {peak} MiB");
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        rejections(&text, "memory", "memory_budget"),
+        f64::from(answered[1])
+    );
+    assert_eq!(rejections(&text, "hog", "memory_budget"), 1.0);
+    assert_eq!(
+        crate::sample(&text, "runtime_memory_budget_bytes"),
+        Some(768.0 * 1048576.0)
+    );
+    assert_eq!(
+        crate::sample(&text, "runtime_memory_reserved_bytes"),
+        Some(0.0)
+    );
+}
+
+fn peak_rss_mib(server: &Service) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+#[tokio::test]
+async fn a_busy_function_cannot_take_the_pool_from_the_others() {
+    let dir = crate::functions_dir(&[]);
+    let functions = artifacts::FUNCTIONS.len() + artifacts::TEST_PROGRAMS.len();
+    // A pool of one slot per function plus three: each function's reserve is one, so
+    // sleep alone may take 3 + 1 of them.
+    let pool = functions + 3;
+    let server = crate::start(
+        dir.path(),
+        &["--pool-instances", &pool.to_string(), "--pool-reserve", "1"],
+    );
+    let client = examples::client();
+    let traffic = server.url("traffic");
+
+    let sleepers: Vec<_> = (0..pool)
+        .map(|_| {
+            let url = format!("{traffic}/sleep/?min_ms=3000&max_ms=3000");
+            let client = client.clone();
+            tokio::spawn(async move { crate::get_json(&client, &url).await })
+        })
+        .collect();
+    crate::wait_for_active(&client, &server, "sleep", 4).await;
+    let (status, body) = crate::get_json(&client, &format!("{traffic}/hello/")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = crate::get_json(&client, &format!("{traffic}/hash/?rounds=1")).await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut statuses = Vec::new();
+    for sleeper in sleepers {
+        let (status, body) = sleeper.await.unwrap();
+        if status == 503 {
+            let error = body["error"].as_str().unwrap();
+            assert!(error.contains("share of the instance pool"), "{error}");
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    assert_eq!(ok, 4, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 503),
+        "{statuses:?}"
+    );
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(rejections(&text, "sleep", "pool_share"), (pool - 4) as f64);
+}
+
+#[tokio::test]
+async fn a_connection_flood_is_refused_cleanly_and_ops_still_answers() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &["--max-connections", "20"]);
+    let client = examples::client();
+    let addr = server.addr("traffic");
+
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    localrun::wait_for_sample(
+        &client,
+        &server,
+        r#"http_server_connections_open{listener="traffic"}"#,
+        20.0,
+    )
+    .await;
+    for _ in 0..5 {
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        extra
+            .write_all(b"GET /hello/ HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut extra, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+        assert!(answer.contains("retry-after: 1"), "{answer:?}");
+        assert!(answer.contains("too many connections"), "{answer:?}");
+    }
+    let (status, took) = timed_get(&client, &format!("{}/healthz", server.url("ops"))).await;
+    assert_eq!(status, 200);
+    assert!(took < LIVE);
+
+    drop(held);
+    localrun::wait_for_sample(
+        &client,
+        &server,
+        r#"http_server_connections_open{listener="traffic"}"#,
+        0.0,
+    )
+    .await;
+    let (status, _) = crate::get_json(&client, &format!("{}/hello/", server.url("traffic"))).await;
+    assert_eq!(status, 200);
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(
+            &text,
+            r#"http_server_connections_rejected_total{listener="traffic"}"#
+        ),
+        Some(5.0)
+    );
+}
