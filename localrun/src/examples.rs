@@ -124,6 +124,24 @@ pub fn cases() -> Vec<Case> {
             status: 200,
             check: |v| field_eq(v, "checksum", memory_checksum(8).into()),
         },
+        // The largest size both sides serve, and one past it: the same 400 on both,
+        // where the native side used to allocate what the sandbox never could.
+        Case {
+            function: "memory",
+            method: "GET",
+            target: "/memory/?mib=120",
+            body: b"",
+            status: 200,
+            check: |v| field_eq(v, "checksum", memory_checksum(120).into()),
+        },
+        Case {
+            function: "memory",
+            method: "GET",
+            target: "/memory/?mib=121",
+            body: b"",
+            status: 400,
+            check: |v| error_mentions(v, "mib"),
+        },
         Case {
             function: "memory",
             method: "GET",

@@ -107,10 +107,14 @@ impl BodyReader {
         limit: u64,
     ) -> Result<Buffered, BodyError>
     where
-        B: http_body::Body<Data = Bytes>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        check_declared_length(headers, limit)?;
+        let mut body = Box::pin(body);
+        if let Err(too_large) = check_declared_length(headers, limit) {
+            linger(body);
+            return Err(too_large);
+        }
         let declared = content_length(headers).unwrap_or(0);
         if declared == 0 && body.is_end_stream() {
             return Ok(Buffered {
@@ -120,21 +124,14 @@ impl BodyReader {
         }
         let mut reservation = self.reserve(None, declared)?;
         let read = async {
-            let mut body = std::pin::pin!(Limited::new(
-                body,
-                usize::try_from(limit).unwrap_or(usize::MAX)
-            ));
             let mut buf = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0));
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        BodyError::TooLarge { limit }
-                    } else {
-                        BodyError::Read(e)
-                    }
-                })?;
+                let frame = frame.map_err(|e| BodyError::Read(e.into()))?;
                 if let Ok(data) = frame.into_data() {
                     let len = (buf.len() + data.len()) as u64;
+                    if len > limit {
+                        return Err(BodyError::TooLarge { limit });
+                    }
                     if len > declared {
                         // Chunked, or more than declared (hyper refuses that anyway):
                         // reserve as it grows.
@@ -145,10 +142,16 @@ impl BodyReader {
             }
             Ok(buf.freeze())
         };
-        let bytes = tokio::time::timeout(self.deadline, read)
-            .await
-            .map_err(|_| BodyError::Timeout(self.deadline))??;
-        Ok(Buffered { bytes, reservation })
+        let read = tokio::time::timeout(self.deadline, read).await;
+        match read {
+            Ok(Ok(bytes)) => Ok(Buffered { bytes, reservation }),
+            Ok(Err(too_large @ BodyError::TooLarge { .. })) => {
+                linger(body);
+                Err(too_large)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_elapsed) => Err(BodyError::Timeout(self.deadline)),
+        }
     }
 
     /// Grows `held` to cover `bytes`, or fails with [`BodyError::Busy`].
@@ -176,6 +179,32 @@ impl BodyReader {
             None => extra,
         }))
     }
+}
+
+/// How long, and how much more, a refused oversized body is read and thrown away.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 << 20;
+
+/// Reads and discards what a client still sends of a body refused as too large, for a
+/// bounded time and size (nginx's lingering close): closing a connection with unread
+/// data makes the kernel reset it, and a client still uploading would often see the
+/// reset instead of the 413 that was sent before it. The connection closes after.
+fn linger<B>(mut body: std::pin::Pin<Box<B>>)
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let drain = async {
+            let mut discarded = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                discarded += frame.data_ref().map_or(0, |d| d.len());
+                if discarded > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
 }
 
 /// Refuses a request whose `Content-Length` already says it is over `limit`.

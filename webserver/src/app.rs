@@ -1,5 +1,6 @@
 //! Request handling: the shared front routes by name and counts; here the body is read
-//! under the limit and the native handler called (a panic fails that request only).
+//! under the limit and the native handler called under the deadline (a panic or a
+//! timeout fails that request only).
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -9,19 +10,22 @@ use service_ops::traffic::Functions;
 use service_ops::{BoxError, body, ops};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::functions::{self, Handler};
 
 #[derive(Debug)]
 pub struct App {
     max_body_bytes: u64,
+    timeout: Duration,
     bodies: body::BodyReader,
 }
 
 impl App {
-    pub fn new(max_body_bytes: u64, bodies: body::BodyReader) -> Self {
+    pub fn new(max_body_bytes: u64, timeout: Duration, bodies: body::BodyReader) -> Self {
         Self {
             max_body_bytes,
+            timeout,
             bodies,
         }
     }
@@ -61,9 +65,18 @@ impl Functions for App {
         // The body's share of the buffer budget is held until the handler is done.
         let _reservation = body.reservation;
         let request = sdk::Request::from_parts(parts, body.bytes);
-        match AssertUnwindSafe(handler(request)).catch_unwind().await {
-            Ok(result) => sdk::respond(result).map(Full::new),
-            Err(panic) => {
+        let run = AssertUnwindSafe(handler(request)).catch_unwind();
+        match tokio::time::timeout(self.timeout, run).await {
+            Err(_elapsed) => {
+                let timeout = self.timeout;
+                tracing::warn!(function = name, "handler timed out after {timeout:?}");
+                ops::json_error(
+                    504,
+                    &format!("function {name:?} timed out after {timeout:?}"),
+                )
+            }
+            Ok(Ok(result)) => sdk::respond(result).map(Full::new),
+            Ok(Err(panic)) => {
                 let message = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())

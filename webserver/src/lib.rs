@@ -15,6 +15,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Ok(service_ops::start::App {
             functions: std::sync::Arc::new(app::App::new(
                 config.max_body_bytes,
+                config.timeout,
                 config.listen.body_reader(),
             )),
             ops: service_ops::start::NoOps,

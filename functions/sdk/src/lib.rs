@@ -28,7 +28,7 @@ pub mod wasm;
 pub use error::{Error, respond};
 pub use query::Query;
 pub use response::{json, text};
-pub use time::sleep;
+pub use time::{sleep, yield_now};
 
 pub use bytes;
 pub use http;

@@ -38,7 +38,7 @@ pub async fn admit<B>(
     deployed: usize,
 ) -> Result<Admitted, Failure>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let limits = &function.limits;

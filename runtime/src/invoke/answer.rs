@@ -2,7 +2,8 @@
 //! answers and returns in one go (most do) costs no spawn and no cross-thread wake-up,
 //! and its body is sent whole with its length, as the webserver sends it. If it answers
 //! and keeps going (a streaming body), the rest moves to its own task and the body is
-//! streamed, ending in an error if the guest then fails.
+//! streamed, ending in an error if the guest then fails; if the client goes away first,
+//! the guest is ended there and then, freeing its instance.
 
 use bytes::Bytes;
 use http::Response;
@@ -60,9 +61,24 @@ pub async fn answer(
         // running: let it finish on its own task, which counts how it ends, and answer now.
         First::Answered(answered) => {
             let (failed_tx, failed) = oneshot::channel();
+            // Dropped with a streamed response's body: if that happens before the guest
+            // is done, its client has gone away and the guest is ended at once. (An
+            // answer that is already complete runs its guest to the end, to count it.)
+            let (client_tx, client_rx) = oneshot::channel::<()>();
+            // Nothing is ever sent: the receiver resolves when the sender is dropped.
+            let client_gone = async move {
+                let _ = client_rx.await;
+            };
+            let streaming = matches!(answered, Some(Ok(_)));
             let (faas, name) = (faas.clone(), function.name().clone());
             tokio::spawn(async move {
-                let failure = guest.await;
+                let failure = tokio::select! {
+                    failure = &mut guest => failure,
+                    () = client_gone, if streaming => {
+                        tracing::debug!(function = %name, request_id, "client gone: guest ended");
+                        return;
+                    }
+                };
                 if let Some(failure) = &failure {
                     failure.count(&faas, &name, request_id);
                 }
@@ -73,6 +89,7 @@ pub async fn answer(
                     Guarded {
                         body: body.map_err(BoxError::from).boxed_unsync(),
                         outcome: Some(failed),
+                        _client: client_tx,
                     }
                     .boxed_unsync()
                 })),
@@ -116,6 +133,8 @@ struct Guarded {
     body: Body,
     /// Whether the guest failed; `None` once read.
     outcome: Option<oneshot::Receiver<bool>>,
+    /// Held while the body is being sent; dropped early, it ends the guest.
+    _client: oneshot::Sender<()>,
 }
 
 impl http_body::Body for Guarded {

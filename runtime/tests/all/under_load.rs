@@ -273,3 +273,87 @@ async fn a_connection_flood_is_refused_cleanly_and_ops_still_answers() {
         Some(5.0)
     );
 }
+
+#[tokio::test]
+async fn a_guest_whose_client_went_away_is_ended_then_not_at_its_timeout() {
+    let dir = crate::functions_dir(&[(
+        "streamer",
+        artifacts::PLAIN_WASI_COMPONENT,
+        "timeout_secs = 60\nmax_concurrency = 1\n",
+    )]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let url = format!("{}/streamer/spin-after-answering", server.url("traffic"));
+
+    // It answers, sends the start of its body, and spins: the client reads the headers
+    // and the first chunk, then goes away.
+    let mut response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"plain wasi says hi"), "{first:?}");
+    crate::wait_for_active(&client, &server, "streamer", 1).await;
+    let gone = Instant::now();
+    drop(response);
+    // The fresh client above kept no other connection: dropping the response closes it.
+    crate::wait_for_active(&client, &server, "streamer", 0).await;
+    let ended = gone.elapsed();
+    assert!(
+        ended < Duration::from_secs(10),
+        "ended {ended:?} after its client left"
+    );
+    // Its only instance is free again.
+    let (status, _) = crate::get_json(&client, &format!("{}/hello/", server.url("traffic"))).await;
+    assert_eq!(status, 200);
+    let again = client.get(&url).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_still_sending_an_oversized_body_reads_its_413() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &["--max-body-bytes", "1048576"]);
+    // 32 MiB: more than loopback's socket buffers hold, so the client is still sending
+    // long after the 413 went out.
+    const CHUNKS: usize = 512;
+    for declared in [true, false] {
+        let stream = TcpStream::connect(server.addr("traffic")).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let head = if declared {
+            format!(
+                "POST /hello/ HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+                CHUNKS << 16
+            )
+        } else {
+            "POST /hello/ HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n".into()
+        };
+        write.write_all(head.as_bytes()).await.unwrap();
+        let sender = tokio::spawn(async move {
+            let chunk = vec![b'x'; 1 << 16];
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            let piece = if declared { &chunk } else { &framed };
+            let mut sent = 0;
+            while sent < CHUNKS && write.write_all(piece).await.is_ok() {
+                sent += 1;
+            }
+            sent
+        });
+        let answer = read_to_close_split(&mut read, Duration::from_secs(10)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "declared {declared}: {answer:?}"
+        );
+        assert!(
+            answer.contains("larger than the limit of 1048576 bytes"),
+            "{answer:?}"
+        );
+        // The server read (and threw away) the rest instead of resetting the connection
+        // under the client's feet.
+        assert_eq!(sender.await.unwrap(), CHUNKS, "declared {declared}");
+    }
+}
+
+async fn read_to_close_split(read: &mut tokio::net::tcp::OwnedReadHalf, limit: Duration) -> String {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(limit, read.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}

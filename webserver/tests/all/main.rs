@@ -5,6 +5,7 @@ mod functions;
 mod metrics;
 mod nginx;
 mod shutdown;
+mod under_load;
 
 use localrun::Service;
 

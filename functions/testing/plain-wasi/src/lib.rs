@@ -28,6 +28,14 @@ mod component {
             if path.ends_with("/trap-after-answering") {
                 core::arch::wasm32::unreachable();
             }
+            // For the cancellation test: answer, start the body, then never finish it.
+            // Its client goes away; the host must end it then, not at its timeout.
+            if path.ends_with("/spin-after-answering") {
+                let mut x = 0u64;
+                loop {
+                    x = core::hint::black_box(x.wrapping_add(1));
+                }
+            }
             // A panic prints first (stderr is asynchronous), so the host has sent the
             // headers by the time the trap comes.
             if path.ends_with("/panic-after-answering") {
