@@ -6,8 +6,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use tokio::sync::oneshot;
-use wasmtime::Store;
 use wasmtime::component::Resource;
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -52,8 +52,17 @@ pub fn prepare(
     // CPU-bound guest never holds a worker thread for longer than a tick: the other
     // requests on that worker run in between, and the tokio timeout in `guest`, which
     // also ends a guest that waits on the host (a timer, a stream), ends it on time.
+    // Tokio's own yield, not wasmtime's: tokio runs a task that yielded that way only
+    // after polling its I/O and timers, so new connections are accepted and deadlines
+    // fire even while every worker has a spinning guest (with wasmtime's plain
+    // self-wake, sockets were polled only every 61 turns: ~0.5 s with two spinning).
     store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
+    store.epoch_deadline_callback(|_| {
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
 
     let (tx, answer) = oneshot::channel();
     let resources = || {
