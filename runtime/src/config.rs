@@ -125,6 +125,11 @@ pub enum ConfigError {
          (RUNTIME_DEPLOY_TOKEN) or listen on a loopback address"
     )]
     TokenRequired(SocketAddr),
+    #[error(
+        "--memory-mib ({memory}) exceeds the memory budget for instances ({budget} MiB): \
+         lower it or raise --max-total-memory-mib"
+    )]
+    MemoryOverBudget { memory: u32, budget: u64 },
     #[error("--functions-dir {0} is not a directory")]
     FunctionsDir(PathBuf),
     #[error(transparent)]
@@ -141,6 +146,13 @@ impl Config {
                 max: self.max_memory_mib.get(),
             });
         }
+        let budget = self.memory_budget_mib();
+        if u64::from(self.memory_mib.get()) > budget {
+            return Err(ConfigError::MemoryOverBudget {
+                memory: self.memory_mib.get(),
+                budget,
+            });
+        }
         if self.deploy_token.is_none() && !self.listen.ops_listen.ip().is_loopback() {
             return Err(ConfigError::TokenRequired(self.listen.ops_listen));
         }
@@ -151,6 +163,20 @@ impl Config {
         }
         self.listen.listeners().validate()?;
         Ok(())
+    }
+
+    /// The memory budget for all instances in flight, in MiB: the flag, or three
+    /// quarters of the cgroup's limit or of RAM.
+    pub fn memory_budget_mib(&self) -> u64 {
+        self.max_total_memory_mib
+            .map_or_else(crate::admission::default_memory_budget_mib, |m| m.get())
+    }
+
+    /// The largest memory limit a function may have: the pool's slot size, or the whole
+    /// budget if that is smaller (a bigger one could never get an instance).
+    pub fn max_function_memory(&self) -> Mib {
+        let budget = u32::try_from(self.memory_budget_mib()).unwrap_or(u32::MAX);
+        Mib::new(self.max_memory_mib.get().min(budget))
     }
 
     /// The limits a function gets when its settings say nothing.

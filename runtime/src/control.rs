@@ -114,11 +114,7 @@ impl ControlPlane {
         let registry = Arc::new(Registry::default());
         let shared = Shared {
             bodies: config.listen.body_reader(),
-            memory: Arc::new(MemoryBudget::new(
-                config
-                    .max_total_memory_mib
-                    .map_or_else(crate::admission::default_memory_budget_mib, |mib| mib.get()),
-            )),
+            memory: Arc::new(MemoryBudget::new(config.memory_budget_mib())),
             pool: PoolShares::new(config.pool_instances.get(), config.pool_reserve),
         };
         prom.register(Box::new(crate::metrics::AdmissionCollector::new(

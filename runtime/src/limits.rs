@@ -53,7 +53,7 @@ pub struct Settings {
 /// Settings that are well-formed but not allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SettingsError {
-    #[error("memory_mib must be from 1 to {max} (the runtime's --max-memory-mib), got {got}", max = max.get(), got = got.get())]
+    #[error("memory_mib must be from 1 to {max} (the runtime's --max-memory-mib, or its memory budget for instances if smaller), got {got}", max = max.get(), got = got.get())]
     Memory { got: Mib, max: Mib },
     #[error("timeout_secs must be more than 0 and at most 3600, got {0}")]
     Timeout(f64),

@@ -121,7 +121,7 @@ impl Loader {
             linker,
             compiler,
             defaults: config.default_limits(),
-            max_memory: config.max_memory_mib,
+            max_memory: config.max_function_memory(),
             cache,
         })
     }

@@ -82,8 +82,14 @@ fn a_public_deploy_api_without_a_token_is_refused() {
 
 #[test]
 fn flags_that_make_no_sense_are_refused_by_name_before_anything_starts() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["--memory-mib", "0"], "--memory-mib"),
+        (
+            &["--memory-mib", "128", "--max-total-memory-mib", "100"],
+            "exceeds the memory budget for instances (100 MiB)",
+        ),
+        (&["--max-connections", "0"], "--max-connections"),
+        (&["--body-read-timeout", "0s"], "--body-read-timeout"),
         (&["--max-memory-mib", "5000"], "--max-memory-mib"),
         (
             &["--memory-mib", "512", "--max-memory-mib", "256"],
