@@ -41,9 +41,21 @@ pub async fn answer(
         failure = &mut guest => First::Finished(failure),
         answer = &mut answer => First::Answered(answer.ok()),
     };
-    match first {
+    let (answered, first) = match first {
         // The guest is done; whatever it answered is in the channel.
-        First::Finished(failure) => match (answer.try_recv(), failure) {
+        First::Finished(failure) => (answer.try_recv().ok(), First::Finished(failure)),
+        // It answered and then yielded, most likely at an epoch tick on its way out:
+        // give it its next slice before deciding it streams, so that a guest that
+        // returns right after answering still has its body sent whole.
+        First::Answered(answered) => {
+            match std::future::poll_fn(|cx| Poll::Ready(guest.as_mut().poll(cx))).await {
+                Poll::Ready(failure) => (answered, First::Finished(failure)),
+                Poll::Pending => (None, First::Answered(answered)),
+            }
+        }
+    };
+    match first {
+        First::Finished(failure) => match (answered.ok_or(()), failure) {
             // It has returned, so its whole body is queued already: send it with its
             // length instead of chunked.
             (Ok(Ok(response)), None) => whole(response).await.map_err(|code| {
