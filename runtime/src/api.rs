@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
-use service_ops::body::{BodyError, read_limited};
+use service_ops::body::{self, BodyError};
 use service_ops::ops;
 
 use crate::control::{ControlPlane, DeployError};
@@ -23,16 +23,23 @@ pub struct Api {
     control: ControlPlane,
     token: Option<String>,
     max_deploy_bytes: u64,
+    body_timeout: std::time::Duration,
 }
 
 type Reply = Response<Full<Bytes>>;
 
 impl Api {
-    pub fn new(control: ControlPlane, token: Option<String>, max_deploy_bytes: u64) -> Self {
+    pub fn new(
+        control: ControlPlane,
+        token: Option<String>,
+        max_deploy_bytes: u64,
+        body_timeout: std::time::Duration,
+    ) -> Self {
         Self {
             control,
             token,
             max_deploy_bytes,
+            body_timeout,
         }
     }
 
@@ -54,41 +61,69 @@ impl Api {
             }
         };
         let method = request.method().clone();
-        // Read the body (bounded) before answering anything: a reply sent while the
-        // client is still uploading makes most clients see a reset, not the reply.
         let (parts, body) = request.into_parts();
-        let body = match read_limited(body, self.max_deploy_bytes).await {
-            Ok(body) => body,
-            Err(BodyError::TooLarge { limit }) => {
-                self.control.count_deployment("invalid");
-                return ops::json_error(
-                    413,
-                    &format!("component is larger than --max-deploy-bytes ({limit} bytes)"),
-                );
-            }
-            Err(e) => return e.response(),
-        };
-        if matches!(method, Method::PUT | Method::DELETE) && !self.authorized(&parts.headers) {
+        // Everything that can be decided from the head is decided before any body is
+        // read: the name (for every method), the token, the declared length. An early
+        // answer discards what the client still sends for a moment, so that it reads the
+        // answer rather than a reset, and closes the connection.
+        if let Some(name) = &name
+            && let Err(e) = crate::loader::validate_name(name)
+        {
+            return early(body, ops::json_error(400, &e.to_string()));
+        }
+        let authorized = self.authorized(&parts.headers);
+        if matches!(method, Method::PUT | Method::DELETE) && !authorized {
             self.control.count_deployment("unauthorized");
             let mut reply = ops::json_error(401, "a valid bearer token is required for this call");
             reply.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
             );
-            return reply;
+            return early(body, reply);
         }
+        let body = if method == Method::PUT {
+            let limit = self.max_deploy_bytes;
+            let read = match body::check_declared_length(&parts.headers, limit) {
+                Ok(()) => body::read_limited(body, limit, self.body_timeout).await,
+                Err(too_large) => {
+                    body::discard_rest(Box::pin(body));
+                    Err(too_large)
+                }
+            };
+            match read {
+                Ok(body) => body,
+                Err(BodyError::TooLarge { limit }) => {
+                    self.control.count_deployment("invalid");
+                    let mut reply = ops::json_error(
+                        413,
+                        &format!("component is larger than --max-deploy-bytes ({limit} bytes)"),
+                    );
+                    BodyError::TooLarge { limit }.add_headers(reply.headers_mut());
+                    return reply;
+                }
+                Err(e) => return e.response(),
+            }
+        } else {
+            // No other call takes a body; one sent anyway is not read.
+            if !body.is_end_stream() {
+                body::discard_rest(Box::pin(body));
+            }
+            Bytes::new()
+        };
+        // Environment values are where secrets go: shown only to a caller with the token.
+        let reveal = self.token.is_some() && authorized;
         match (method, name) {
             (Method::GET, None) => {
                 let functions: Vec<_> = self
                     .control
                     .functions()
                     .iter()
-                    .map(|f| f.describe())
+                    .map(|f| f.describe(reveal))
                     .collect();
                 json(200, &serde_json::json!({ "functions": functions }))
             }
             (Method::GET, Some(name)) => match self.control.function(&name) {
-                Some(function) => json(200, &function.describe()),
+                Some(function) => json(200, &function.describe(reveal)),
                 None => ops::json_error(404, &format!("no function named {name:?}")),
             },
             (Method::PUT, Some(name)) => self.deploy(name, parts.uri.query(), body).await,
@@ -154,7 +189,7 @@ impl Api {
                     crate::control::Deployed::Created => 201,
                     crate::control::Deployed::Replaced => 200,
                 };
-                json(status, &function.describe())
+                json(status, &function.describe(true))
             }
             Ok(Err(DeployError::Invalid(e))) => {
                 self.control.count_deployment("invalid");
@@ -181,6 +216,23 @@ impl service_ops::start::Ops for Api {
     ) -> impl Future<Output = Reply> + Send {
         self.answer(request)
     }
+}
+
+/// An answer given before the request's body was read: the rest of the body is read
+/// and thrown away for a moment, then the connection closes.
+fn early<B>(body: B, mut reply: Reply) -> Reply
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<service_ops::BoxError>,
+{
+    if !body.is_end_stream() {
+        body::discard_rest(Box::pin(body));
+        reply.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    reply
 }
 
 fn json(status: u16, value: &serde_json::Value) -> Reply {

@@ -44,6 +44,12 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_MAX_DEPLOY_BYTES", default_value_t = 64 << 20)]
     pub max_deploy_bytes: u64,
 
+    /// How long a deploy may take to upload its component, whole; a slower one gets 408
+    /// (the ops listener has few connections, so none may be held by a stalled upload).
+    #[arg(long, env = "RUNTIME_DEPLOY_BODY_TIMEOUT", default_value = "60s",
+          value_parser = service_ops::positive_duration)]
+    pub deploy_body_timeout: Duration,
+
     /// Default linear-memory cap per instance, in MiB (a function's settings may lower
     /// or raise it up to --max-memory-mib).
     #[arg(long, env = "RUNTIME_MEMORY_MIB", default_value = "128",

@@ -60,8 +60,9 @@ impl Function {
         &self.record.name
     }
 
-    /// What the deploy API shows about this version.
-    pub fn describe(&self) -> serde_json::Value {
+    /// What the deploy API shows about this version; environment values only if
+    /// `reveal_env` (otherwise each key maps to `null`).
+    pub fn describe(&self, reveal_env: bool) -> serde_json::Value {
         let Record {
             name,
             digest,
@@ -75,7 +76,7 @@ impl Function {
             "size": size,
             "deployed_at": deployed_at,
             "compiler": self.compiled.compiler,
-            "settings": settings,
+            "settings": if reveal_env { serde_json::json!(settings) } else { hide_env(settings) },
             "limits": {
                 "memory_bytes": self.limits.memory.bytes(),
                 "timeout_secs": self.limits.timeout.as_secs_f64(),
@@ -84,4 +85,15 @@ impl Function {
             },
         })
     }
+}
+
+/// `settings` as JSON with every `env` value replaced by `null`.
+fn hide_env(settings: &crate::limits::Settings) -> serde_json::Value {
+    let mut value = serde_json::json!(settings);
+    if let Some(env) = value.get_mut("env").and_then(|e| e.as_object_mut()) {
+        for v in env.values_mut() {
+            *v = serde_json::Value::Null;
+        }
+    }
+    value
 }

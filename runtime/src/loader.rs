@@ -215,7 +215,7 @@ impl Loader {
 
 /// Checks a function name: 1-63 of `a-z`, `0-9` and `-`, not starting with `-`. Names
 /// are path segments, file names in the store and metric label values.
-fn validate_name(name: &str) -> Result<(), LoadError> {
+pub fn validate_name(name: &str) -> Result<(), LoadError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name

@@ -19,6 +19,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             control,
             config.deploy_token.clone(),
             config.max_deploy_bytes,
+            config.deploy_body_timeout,
         );
         Ok(App {
             functions: invoker,

@@ -128,6 +128,13 @@ impl FunctionStore {
     /// Removes `name`; its blob goes too unless another function uses it. False if
     /// there was no such function.
     pub fn remove(&self, name: &str) -> io::Result<bool> {
+        // Checked here too, whoever calls: a name becomes a path below the store.
+        if crate::loader::validate_name(name).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid function name {name:?}"),
+            ));
+        }
         let path = self.manifest_path(name);
         let record = match read_record(&path) {
             Ok(record) => record,
@@ -298,6 +305,24 @@ mod tests {
             fs::read_dir(dir.path().join("functions")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_name_that_is_not_one_never_reaches_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        // A file outside the store that `join` would reach: an absolute path replaces
+        // the base, `..` climbs out.
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        let outside_json = outside.path().with_extension("json");
+        fs::write(&outside_json, b"{}").unwrap();
+        let absolute = outside_json.with_extension("");
+        for name in [absolute.to_str().unwrap(), "../x", "", "A"] {
+            let err = store.remove(name).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{name:?}");
+        }
+        assert!(outside_json.exists());
+        fs::remove_file(outside_json).unwrap();
     }
 
     #[test]

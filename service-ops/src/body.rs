@@ -6,7 +6,7 @@
 //! every buffer is taken).
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -112,7 +112,7 @@ impl BodyReader {
     {
         let mut body = Box::pin(body);
         if let Err(too_large) = check_declared_length(headers, limit) {
-            linger(body);
+            discard_rest(body);
             return Err(too_large);
         }
         let declared = content_length(headers).unwrap_or(0);
@@ -146,7 +146,7 @@ impl BodyReader {
         match read {
             Ok(Ok(bytes)) => Ok(Buffered { bytes, reservation }),
             Ok(Err(too_large @ BodyError::TooLarge { .. })) => {
-                linger(body);
+                discard_rest(body);
                 Err(too_large)
             }
             Ok(Err(e)) => Err(e),
@@ -185,11 +185,12 @@ impl BodyReader {
 const LINGER_TIME: Duration = Duration::from_secs(5);
 const LINGER_BYTES: usize = 64 << 20;
 
-/// Reads and discards what a client still sends of a body refused as too large, for a
-/// bounded time and size (nginx's lingering close): closing a connection with unread
-/// data makes the kernel reset it, and a client still uploading would often see the
-/// reset instead of the 413 that was sent before it. The connection closes after.
-fn linger<B>(mut body: std::pin::Pin<Box<B>>)
+/// Reads and discards what a client still sends of a body that will not be used (too
+/// large, or refused before it was read), for a bounded time and size, in the
+/// background (nginx's lingering close): closing a connection with unread data makes
+/// the kernel reset it, and a client still uploading would often see the reset instead
+/// of the answer that was sent before it. The connection closes after.
+pub fn discard_rest<B>(mut body: std::pin::Pin<Box<B>>)
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
 {
@@ -215,18 +216,35 @@ pub fn check_declared_length(headers: &http::HeaderMap, limit: u64) -> Result<()
     }
 }
 
-/// Reads `body` whole, failing once it passes `limit` bytes; no deadline or budget of
-/// its own (the deploy API's reader, on the ops listener's own connection limit).
-pub async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes, BodyError>
+/// Reads `body` whole within `deadline`, failing once it passes `limit` bytes, with no
+/// budget of its own (the deploy API's reader, on the ops listener's own connection
+/// limit). What a client still sends of a body over the limit is discarded, bounded.
+pub async fn read_limited<B>(body: B, limit: u64, deadline: Duration) -> Result<Bytes, BodyError>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, cap).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge { limit }),
-        Err(e) => Err(BodyError::Read(e)),
+    let mut body = Box::pin(body);
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(e.into()))?;
+            if let Ok(data) = frame.into_data() {
+                if (buf.len() + data.len()) as u64 > limit {
+                    return Err(BodyError::TooLarge { limit });
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Err(too_large @ BodyError::TooLarge { .. })) => {
+            discard_rest(body);
+            Err(too_large)
+        }
+        Ok(read) => read,
+        Err(_elapsed) => Err(BodyError::Timeout(deadline)),
     }
 }
 

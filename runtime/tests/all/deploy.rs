@@ -642,3 +642,113 @@ fn cli_deploy_list_rm() {
     let out = cli(&["list"], None);
     assert!(String::from_utf8_lossy(&out.stdout).is_empty());
 }
+
+/// Sends `request` as is (no client-side URL normalisation) and returns what comes back
+/// until the server closes (5 s at most).
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn the_request_head_is_judged_before_any_body_is_read() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with_store(store.path(), &[]);
+    let client = examples::client();
+    assert_eq!(
+        put(&client, &server, "keep", artifacts::HELLO_COMPONENT, "")
+            .await
+            .status(),
+        201
+    );
+    let ops = server.addr("ops");
+    let huge = "content-length: 1000000000000\r\nexpect: 100-continue\r\n";
+    // No token: 401 at once, without reading (or asking for) the body.
+    let answer = raw(
+        ops,
+        &format!("PUT /functions/x HTTP/1.1\r\nhost: t\r\n{huge}\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
+    assert!(!answer.contains("100 Continue"), "{answer:?}");
+    // With the token: the declared length alone is refused.
+    let answer = raw(
+        ops,
+        &format!(
+            "PUT /functions/x HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {TOKEN}\r\n{huge}\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert!(!answer.contains("100 Continue"), "{answer:?}");
+    // Names are checked for every method, before the store is touched, and no answer
+    // names a host path.
+    for (method, path) in [
+        ("DELETE", "/functions/../keep"),
+        ("DELETE", "/functions//etc/passwd"),
+        ("GET", "/functions/..%2Fkeep"),
+        ("GET", "/functions/Keep"),
+    ] {
+        let answer = raw(
+            ops,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{method} {path}: {answer:?}"
+        );
+        assert!(answer.contains("invalid function name"), "{answer:?}");
+        assert!(
+            !answer.contains(store.path().to_str().unwrap()),
+            "{answer:?}"
+        );
+    }
+    let (status, _) = crate::get_json(&client, &api(&server, "keep")).await;
+    assert_eq!(status, 200, "the valid function is untouched");
+}
+
+#[tokio::test]
+async fn environment_values_are_shown_only_with_the_token() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with_store(store.path(), &[]);
+    let client = examples::client();
+    let r = put(
+        &client,
+        &server,
+        "x",
+        artifacts::HELLO_COMPONENT,
+        "?env=SECRET=hunter2",
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let deployed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        deployed["settings"]["env"]["SECRET"], "hunter2",
+        "the deployer sees it"
+    );
+    for url in [
+        api(&server, "x"),
+        format!("{}/functions", server.url("ops")),
+    ] {
+        let text = client.get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(!text.contains("hunter2"), "{url}: {text}");
+        assert!(text.contains("SECRET"), "{url}: the key is listed: {text}");
+        let with_token = client
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(with_token.contains("hunter2"), "{url}: {with_token}");
+    }
+}

@@ -370,3 +370,43 @@ async fn read_to_close_split(read: &mut tokio::net::tcp::OwnedReadHalf, limit: D
     let _ = tokio::time::timeout(limit, read.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+#[tokio::test]
+async fn stalled_deploy_uploads_cannot_take_the_ops_port() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(
+        dir.path(),
+        &["--deploy-token", "t", "--deploy-body-timeout", "1s"],
+    );
+    let client = examples::client();
+    let ops = server.addr("ops");
+    // Uploads that stall without the token are answered 401 at once, not read (what
+    // they send is discarded for a few seconds, so they read the 401, not a reset)...
+    let mut unauthenticated = Vec::new();
+    for _ in 0..60 {
+        let mut stream = TcpStream::connect(ops).await.unwrap();
+        stream
+            .write_all(
+                b"PUT /functions/x HTTP/1.1\r\nhost: t\r\ncontent-length: 100000\r\n\r\nwasm",
+            )
+            .await
+            .unwrap();
+        unauthenticated.push(stream);
+    }
+    // ...and with the token, a stalled upload is cut at --deploy-body-timeout.
+    let mut stalled = TcpStream::connect(ops).await.unwrap();
+    stalled
+        .write_all(b"PUT /functions/x HTTP/1.1\r\nhost: t\r\nauthorization: Bearer t\r\ncontent-length: 100000\r\n\r\nwasm")
+        .await
+        .unwrap();
+    let (status, took) = timed_get(&client, &format!("{}/healthz", server.url("ops"))).await;
+    assert_eq!(status, 200);
+    assert!(took < LIVE);
+    for stream in &mut unauthenticated {
+        let answer = read_to_close(stream, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
+    }
+    let answer = read_to_close(&mut stalled, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("not received within 1s"), "{answer:?}");
+}
