@@ -46,7 +46,7 @@ pub enum RestoreError {
     #[error("opening the store {dir}: {source}")]
     OpenStore {
         dir: std::path::PathBuf,
-        source: std::io::Error,
+        source: crate::store::StoreError,
     },
     #[error("reading the store: {0}")]
     ReadStore(#[from] std::io::Error),
@@ -106,6 +106,9 @@ impl ControlPlane {
             }
             None => None,
         };
+        if let Some(store) = &store {
+            faas.quarantined.inc_by(store.quarantined().len() as u64);
+        }
         let optimizing = Loader::new(config, Compiler::Cranelift, store.clone())?;
         if let Some(pool) = crate::metrics::PoolCollector::new(optimizing.engine())? {
             prom.register(Box::new(pool))?;
@@ -155,10 +158,22 @@ impl ControlPlane {
             }
         }
         for (origin, record, wasm) in found {
-            let function = self
-                .optimizing
-                .load(record, &wasm)
-                .map_err(|source| RestoreError::Load { origin, source })?;
+            let stored = origin.starts_with("stored function ");
+            let name = record.name.clone();
+            let function = match self.optimizing.load(record, &wasm) {
+                Ok(function) => function,
+                // A stored function that no longer loads (a runtime upgrade took an
+                // import away, say) is set aside so that the others start; a file in
+                // --functions-dir is the operator's, and stops the start with its name.
+                Err(source) if stored => {
+                    if let Some(store) = &self.store {
+                        store.quarantine_function(&name, source.to_string())?;
+                        self.faas.quarantined.inc();
+                    }
+                    continue;
+                }
+                Err(source) => return Err(RestoreError::Load { origin, source }),
+            };
             tracing::info!(
                 function = %function.name(),
                 compile_seconds = function.compiled.seconds,
@@ -304,6 +319,9 @@ impl ControlPlane {
     }
 
     fn count_compile(&self, name: &str, compiled: loader::Compiled) {
+        if compiled.cache_set_aside {
+            self.faas.quarantined.inc();
+        }
         self.faas
             .compile_duration
             .with_label_values(&[name])

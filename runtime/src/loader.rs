@@ -41,6 +41,9 @@ pub struct Compiled {
     pub compiler: Compiler,
     /// True when the code came from the on-disk cache instead of a compiler.
     pub from_cache: bool,
+    /// True when cached code was found but set aside (it failed its SHA-256 or would
+    /// not load), so the code was compiled afresh.
+    pub cache_set_aside: bool,
     /// How long compiling (or loading cached code) and pre-instantiating took.
     pub seconds: f64,
 }
@@ -136,7 +139,7 @@ impl Loader {
         validate_name(&record.name)?;
         let limits = record.settings.limits(&self.defaults, self.max_memory)?;
         let start = Instant::now();
-        let (component, from_cache) = self.compile(wasm, &record.digest)?;
+        let (component, from_cache, cache_set_aside) = self.compile(wasm, &record.digest)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -145,6 +148,7 @@ impl Loader {
         let compiled = Compiled {
             compiler: self.compiler,
             from_cache,
+            cache_set_aside,
             seconds: start.elapsed().as_secs_f64(),
         };
         Ok(Function::new(record, pre, limits, compiled))
@@ -161,55 +165,77 @@ impl Loader {
     /// engine's compatibility hash (wasmtime version, target, every setting that changes
     /// codegen), so a restart or a redeploy of known bytes loads machine code instead of
     /// compiling, and an engine change never loads incompatible code.
-    fn compile(&self, wasm: &[u8], digest: &str) -> Result<(Component, bool), LoadError> {
+    fn compile(&self, wasm: &[u8], digest: &str) -> Result<(Component, bool, bool), LoadError> {
         let compile =
             || Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
         let Some(cache) = &self.cache else {
-            return Ok((compile()?, false));
+            return Ok((compile()?, false, false));
         };
-        let path = cache.cache_path(&self.cache_key(digest));
-        if path.exists() {
-            // SAFETY: `deserialize_file` runs the machine code in the file, so it must be
-            // code this runtime compiled: the cache directory is inside the store, which
-            // only the runtime writes (README: keep it private to the runtime's user);
-            // files are written atomically, and wasmtime checks the header and engine
-            // compatibility.
-            #[allow(unsafe_code)]
-            let loaded = unsafe { Component::deserialize_file(&self.engine, &path) };
-            match loaded {
-                Ok(component) => return Ok((component, true)),
-                Err(e) => {
-                    tracing::warn!(
-                        "discarding unusable compiled code {}: {e:#}",
-                        path.display()
-                    );
-                    let _ = std::fs::remove_file(&path);
+        let mut set_aside = false;
+        let key = self.cache_key(digest);
+        match cache.compiled(&key) {
+            Ok(None) => {}
+            Ok(Some(code)) => {
+                // SAFETY: `deserialize` runs the machine code it is given, so it must be
+                // code this runtime compiled: it comes from the store, which is private
+                // to the runtime's user (checked at open), and matches the SHA-256
+                // recorded when it was written; wasmtime checks the header and engine
+                // compatibility.
+                #[allow(unsafe_code)]
+                let loaded = unsafe { Component::deserialize(&self.engine, &code) };
+                match loaded {
+                    Ok(component) => return Ok((component, true, false)),
+                    Err(e) => {
+                        let _ = cache.quarantine_compiled(&key, format!("{e:#}"));
+                        set_aside = true;
+                    }
                 }
             }
+            // Did not match its SHA-256: already set aside and logged; compile afresh.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => set_aside = true,
+            Err(e) => tracing::warn!("reading compiled code for {digest}: {e}"),
         }
         let component = compile()?;
         match component.serialize() {
             Ok(bytes) => {
-                if let Err(e) = store::write_atomic(&path, &bytes) {
-                    tracing::warn!("caching compiled code at {}: {e}", path.display());
+                if let Err(e) = cache.put_compiled(&key, &bytes) {
+                    tracing::warn!("caching compiled code for {digest}: {e}");
                 }
             }
             Err(e) => tracing::warn!("serialising compiled code: {e:#}"),
         }
-        Ok((component, false))
+        Ok((component, false, set_aside))
     }
 
+    /// The component's digest and a SHA-256 of the engine's compatibility hash: stable
+    /// across Rust releases (std's `DefaultHasher` is not), so an upgraded toolchain
+    /// does not orphan every cached file.
     fn cache_key(&self, digest: &str) -> String {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        use std::hash::Hash;
+        let mut hasher = StableHasher(sha2::Sha256::default());
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut hasher);
+        let engine = sha2::Digest::finalize(hasher.0);
         format!(
-            "{}-{:016x}",
+            "{}-{}",
             digest.trim_start_matches("sha256:"),
-            hasher.finish()
+            &store::hex(&engine)[..16]
         )
+    }
+}
+
+/// A `Hasher` that feeds SHA-256: what `Hash` writes, hashed the same way by every
+/// Rust release.
+struct StableHasher(sha2::Sha256);
+
+impl std::hash::Hasher for StableHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        unreachable!("only the SHA-256 is read")
     }
 }
 

@@ -22,6 +22,7 @@ pub struct FaasMetrics {
     pub functions: IntGauge,
     pub deployments: IntCounterVec,
     pub compiles: IntCounterVec,
+    pub quarantined: IntCounter,
 }
 
 /// The series of one function that every invocation touches, looked up once per
@@ -263,7 +264,7 @@ impl FaasMetrics {
             )?,
             rejections: counter(
                 "faas_rejections_total",
-                "Requests refused before running, by function and reason (concurrency, body_too_large).",
+                "Requests refused before running, by function and reason (body_too_large, body_timeout, body_buffer, concurrency, pool_share, capacity, memory_budget).",
                 &["function", "reason"],
             )?,
             compile_duration: histogram(
@@ -284,6 +285,10 @@ impl FaasMetrics {
                 "Function versions made ready, by how: compiled (Cranelift), baseline (Winch, served while Cranelift compiles), or cached (compiled code loaded from the store).",
                 &["result"],
             )?,
+            quarantined: IntCounter::new(
+                "runtime_store_quarantined_total",
+                "Store files set aside (quarantine/) because they were broken: manifests, blobs, functions that no longer load, compiled code that fails its SHA-256 or will not load.",
+            )?,
         };
         registry.register(Box::new(m.invocations.clone()))?;
         registry.register(Box::new(m.invoke_duration.clone()))?;
@@ -298,6 +303,7 @@ impl FaasMetrics {
         registry.register(Box::new(m.functions.clone()))?;
         registry.register(Box::new(m.deployments.clone()))?;
         registry.register(Box::new(m.compiles.clone()))?;
+        registry.register(Box::new(m.quarantined.clone()))?;
         Ok(m)
     }
 }

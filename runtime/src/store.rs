@@ -6,8 +6,14 @@
 //! ```text
 //! blobs/<sha256>.wasm        the component bytes, content-addressed
 //! functions/<name>.json      the deployed version: digest, size, settings, deployed_at
-//! cache/<key>.cwasm          compiled code, keyed by digest and engine (see `cache`)
+//! cache/<key>.cwasm          compiled code, keyed by digest and engine (see `loader`)
+//! cache/<key>.sha256         the SHA-256 of that code, checked before it is loaded
+//! quarantine/                what was found broken at start, set aside
 //! ```
+//!
+//! The store is private to the runtime's user: directories 0700, files 0600 (manifests
+//! hold environment values, the cache holds machine code the runtime runs). A store that
+//! another user owns or can write is refused at start.
 //!
 //! A deploy writes the blob first, then the manifest; each file is written to a temporary
 //! name, fsynced, renamed over the final name, and the directory fsynced. A manifest
@@ -53,6 +59,30 @@ pub struct Record {
 #[derive(Debug, Clone)]
 pub struct FunctionStore {
     dir: PathBuf,
+    /// What [`FunctionStore::open`] set aside.
+    quarantined: Vec<Quarantined>,
+}
+
+/// A file found broken at start and moved to `quarantine/`, so that the rest can start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantined {
+    /// The file's name where it was (e.g. `functions/x.json`).
+    pub file: String,
+    pub reason: String,
+}
+
+/// Why a store directory was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(
+        "{path} is writable by other users (mode {mode:o}): the store holds machine code the \
+         runtime runs; `chmod 700` it"
+    )]
+    WritableByOthers { path: String, mode: u32 },
+    #[error("{path} belongs to another user (uid {owner}, this process runs as {me})")]
+    NotOurs { path: String, owner: u32, me: u32 },
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -71,15 +101,26 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 impl FunctionStore {
-    /// Opens (creating if needed) the store at `dir`, and clears what an interrupted
-    /// write left behind: temporary files, and blobs no manifest names.
-    pub fn open(dir: &Path) -> io::Result<Self> {
-        let store = Self {
-            dir: dir.to_path_buf(),
-        };
-        for sub in ["blobs", "functions", "cache"] {
-            fs::create_dir_all(dir.join(sub))?;
-            for entry in fs::read_dir(dir.join(sub))? {
+    /// Opens (creating if needed, private) the store at `dir`; refuses one another user
+    /// owns or can write. Clears what an interrupted write left behind (temporary files,
+    /// blobs no manifest names) and moves aside, to `quarantine/`, every manifest that
+    /// does not parse, names another function than its file, or whose blob is missing
+    /// or does not match its digest: the rest start (see [`FunctionStore::quarantined`]).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        make_private(dir)?;
+        for sub in ["blobs", "functions", "cache", "quarantine"] {
+            let sub = dir.join(sub);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&sub)?;
+            make_private(&sub)?;
+            for entry in fs::read_dir(&sub)? {
                 let path = entry?.path();
                 if path
                     .file_name()
@@ -87,7 +128,23 @@ impl FunctionStore {
                     .is_some_and(|n| n.starts_with(".tmp-"))
                 {
                     fs::remove_file(&path)?;
+                } else if path.is_file() {
+                    make_private(&path)?;
                 }
+            }
+        }
+        let mut store = Self {
+            dir: dir.to_path_buf(),
+            quarantined: Vec::new(),
+        };
+        for entry in fs::read_dir(dir.join("functions"))? {
+            let path = entry?.path();
+            if !path.extension().is_some_and(|e| e == "json") {
+                continue;
+            }
+            if let Err(reason) = store.check_manifest(&path) {
+                let aside = store.quarantine(&path, "functions", reason)?;
+                store.quarantined.push(aside);
             }
         }
         let used: std::collections::HashSet<String> = store
@@ -107,6 +164,46 @@ impl FunctionStore {
             }
         }
         Ok(store)
+    }
+
+    /// What the last [`FunctionStore::open`] moved to `quarantine/`, and why.
+    pub fn quarantined(&self) -> &[Quarantined] {
+        &self.quarantined
+    }
+
+    /// A manifest that parses, names the function its file is named after, and whose
+    /// blob is there and matches its digest.
+    fn check_manifest(&self, path: &Path) -> Result<(), String> {
+        let record = read_record(path).map_err(|e| e.to_string())?;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if *record.name != *stem {
+            return Err(format!("it names function {:?}", record.name));
+        }
+        crate::loader::validate_name(&record.name).map_err(|e| e.to_string())?;
+        self.wasm(&record).map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Moves `path` (in `sub`) to `quarantine/`, under a name that keeps where it came
+    /// from and when, and logs why.
+    fn quarantine(&self, path: &Path, sub: &str, reason: String) -> io::Result<Quarantined> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let file = format!("{sub}/{name}");
+        let aside = self
+            .dir
+            .join("quarantine")
+            .join(format!("{sub}-{name}.{}", unix_now()));
+        fs::rename(path, &aside)?;
+        tracing::error!("store: {file} set aside in {}: {reason}", aside.display());
+        Ok(Quarantined { file, reason })
+    }
+
+    /// Moves the manifest of `name` aside: its function could not be loaded at start.
+    pub fn quarantine_function(&self, name: &str, reason: String) -> io::Result<Quarantined> {
+        let path = self.manifest_path(name);
+        self.quarantine(&path, "functions", reason)
     }
 
     pub fn dir(&self) -> &Path {
@@ -182,6 +279,48 @@ impl FunctionStore {
         self.dir.join("cache").join(format!("{key}.cwasm"))
     }
 
+    /// Caches compiled `code` under `key`: the code, then its SHA-256.
+    pub fn put_compiled(&self, key: &str, code: &[u8]) -> io::Result<()> {
+        write_file(&self.cache_path(key), code, "cache")?;
+        write_file(
+            &self.dir.join("cache").join(format!("{key}.sha256")),
+            digest(code).as_bytes(),
+            "cache",
+        )
+    }
+
+    /// The compiled code cached under `key`, if there is any: `Ok(None)` when there is
+    /// none, an error when there is some that does not match the SHA-256 recorded with
+    /// it (or has none), in which case it has been moved to `quarantine/`.
+    pub fn compiled(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        let path = self.cache_path(key);
+        let code = match fs::read(&path) {
+            Ok(code) => code,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let sum_path = self.dir.join("cache").join(format!("{key}.sha256"));
+        let recorded = fs::read_to_string(&sum_path).unwrap_or_default();
+        if recorded.trim() == digest(&code) {
+            return Ok(Some(code));
+        }
+        let reason = if recorded.is_empty() {
+            "no SHA-256 was recorded with it".to_string()
+        } else {
+            "it does not match the SHA-256 recorded with it".to_string()
+        };
+        self.quarantine(&path, "cache", reason.clone())?;
+        let _ = fs::remove_file(&sum_path);
+        Err(io::Error::new(io::ErrorKind::InvalidData, reason))
+    }
+
+    /// Sets a cached file that wasmtime would not load aside.
+    pub fn quarantine_compiled(&self, key: &str, reason: String) -> io::Result<Quarantined> {
+        let path = self.cache_path(key);
+        let _ = fs::remove_file(self.dir.join("cache").join(format!("{key}.sha256")));
+        self.quarantine(&path, "cache", reason)
+    }
+
     fn manifest_path(&self, name: &str) -> PathBuf {
         self.dir.join("functions").join(format!("{name}.json"))
     }
@@ -210,28 +349,64 @@ fn read_record(path: &Path) -> io::Result<Record> {
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one:
-/// temporary file, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_file(path, bytes, "cache")
-}
-
-/// [`write_atomic`], with the crash points of [`crash_point`] named `{what}-temp` (the
-/// temporary file is written and synced, not renamed) and `{what}` (in place).
+/// a temporary file of its own (created exclusively, mode 0600, removed on error),
+/// fsync, rename, fsync the directory. The crash points of [`crash_point`] are named
+/// `{what}-temp` (the temporary file is written and synced, not renamed) and `{what}`.
 fn write_file(path: &Path, bytes: &[u8], what: &str) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().expect("store paths have a parent");
     let tmp = dir.join(format!(
-        ".tmp-{}-{}",
+        ".tmp-{}-{}-{}",
         std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
     ));
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    crash_point(what, "-temp");
-    fs::rename(&tmp, path)?;
+    let write = || {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        crash_point(what, "-temp");
+        fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     sync_dir(dir)?;
     crash_point(what, "");
+    Ok(())
+}
+
+/// Refuses `path` if another user owns it or can write it; otherwise takes away every
+/// permission of group and others (0700 for a directory, 0600 for a file).
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::metadata(path)?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(StoreError::NotOurs {
+            path: path.display().to_string(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(StoreError::WritableByOthers {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))?;
+    }
     Ok(())
 }
 

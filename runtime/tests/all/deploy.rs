@@ -394,6 +394,7 @@ async fn compiled_code_from_another_engine_or_damaged_is_recompiled_once() {
         let files: Vec<_> = std::fs::read_dir(&cache)
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
             .collect();
         assert_eq!(files.len(), 1, "{files:?}");
         files[0].clone()
@@ -420,6 +421,17 @@ async fn compiled_code_from_another_engine_or_damaged_is_recompiled_once() {
         let text = crate::metrics(&client, &server).await;
         assert_eq!(compiles(&text, "compiled"), Some(1.0), "{damage}: {text}");
         assert_eq!(compiles(&text, "cached"), None, "{damage}: {text}");
+        // Damaged code fails its SHA-256: set aside, never given to wasmtime.
+        let set_aside = if damage.starts_with("damaged") {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(
+            crate::sample(&text, "runtime_store_quarantined_total"),
+            Some(set_aside),
+            "{damage}"
+        );
         let (status, _) =
             crate::get_json(&client, &format!("{}/greet/", server.url("traffic"))).await;
         assert_eq!(status, 200, "{damage}");
@@ -751,4 +763,120 @@ async fn environment_values_are_shown_only_with_the_token() {
             .unwrap();
         assert!(with_token.contains("hunter2"), "{url}: {with_token}");
     }
+}
+
+#[tokio::test]
+async fn broken_store_entries_are_set_aside_and_the_rest_start() {
+    let store = tempfile::tempdir().unwrap();
+    let client = examples::client();
+    let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+    for name in ["good", "lost", "garbled", "renamed"] {
+        let r = put(
+            &client,
+            &server,
+            name,
+            artifacts::HELLO_COMPONENT,
+            "?env=A=1",
+        )
+        .await;
+        assert_eq!(r.status(), 201, "{name}");
+    }
+    let r = put(&client, &server, "other", artifacts::SLEEP_COMPONENT, "").await;
+    assert_eq!(r.status(), 201);
+    drop(server);
+
+    let functions = store.path().join("functions");
+    std::fs::write(functions.join("garbled.json"), b"{ not json").unwrap();
+    let renamed = std::fs::read_to_string(functions.join("renamed.json")).unwrap();
+    std::fs::write(
+        functions.join("renamed.json"),
+        renamed.replace("\"renamed\"", "\"good\""),
+    )
+    .unwrap();
+    // "lost" gets a digest whose blob does not exist.
+    let lost = std::fs::read_to_string(functions.join("lost.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&lost).unwrap();
+    let digest = v["digest"].as_str().unwrap();
+    std::fs::write(
+        functions.join("lost.json"),
+        lost.replace(digest, &format!("sha256:{}", "0".repeat(64))),
+    )
+    .unwrap();
+
+    let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+    for (name, status) in [
+        ("good", 200),
+        ("other", 200),
+        ("lost", 404),
+        ("garbled", 404),
+        ("renamed", 404),
+    ] {
+        let (got, _) = crate::get_json(&client, &api(&server, name)).await;
+        assert_eq!(got, status, "{name}");
+    }
+    let (status, _) = crate::get_json(&client, &format!("{}/good/", server.url("traffic"))).await;
+    assert_eq!(status, 200);
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(&text, "runtime_store_quarantined_total"),
+        Some(3.0)
+    );
+    let aside: Vec<String> = std::fs::read_dir(store.path().join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for name in ["garbled", "renamed", "lost"] {
+        let prefix = format!("functions-{name}.json.");
+        assert!(
+            aside.iter().any(|f| f.starts_with(&prefix)),
+            "{name}: {aside:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_store_is_private_and_one_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("store");
+    let client = examples::client();
+    let server = start_with_store(&dir, &[]);
+    let r = put(
+        &client,
+        &server,
+        "x",
+        artifacts::HELLO_COMPONENT,
+        "?env=SECRET=s",
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    drop(server);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for sub in ["functions", "blobs", "cache"] {
+        assert_eq!(mode(&dir.join(sub)), 0o700, "{sub}");
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--store-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("writable by other users (mode 777)"),
+        "{stderr}"
+    );
 }
