@@ -15,13 +15,14 @@ use http_body_util::Full;
 use service_ops::body::{self, BodyError};
 use service_ops::ops;
 
+use crate::config::Secret;
 use crate::control::{ControlPlane, DeployError};
 use crate::limits::Settings;
 
 #[derive(Debug)]
 pub struct Api {
     control: ControlPlane,
-    token: Option<String>,
+    token: Option<Secret>,
     max_deploy_bytes: u64,
     body_timeout: std::time::Duration,
 }
@@ -31,7 +32,7 @@ type Reply = Response<Full<Bytes>>;
 impl Api {
     pub fn new(
         control: ControlPlane,
-        token: Option<String>,
+        token: Option<Secret>,
         max_deploy_bytes: u64,
         body_timeout: std::time::Duration,
     ) -> Self {
@@ -74,6 +75,14 @@ impl Api {
         let authorized = self.authorized(&parts.headers);
         if matches!(method, Method::PUT | Method::DELETE) && !authorized {
             self.control.count_deployment("unauthorized");
+            if self.token.is_none() {
+                let reply = ops::json_error(
+                    403,
+                    "without --deploy-token the deploy API takes changes only addressed to \
+                     localhost, 127.0.0.1 or [::1] (the Host header)",
+                );
+                return early(body, reply);
+            }
             let mut reply = ops::json_error(401, "a valid bearer token is required for this call");
             reply.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
@@ -155,16 +164,22 @@ impl Api {
         }
     }
 
+    /// With a token: whether the request carries it (`Authorization: Bearer TOKEN`, the
+    /// scheme in any case). Without one: whether the request names this machine as its
+    /// host, so that a web page in a local browser cannot reach the API through DNS
+    /// rebinding.
     fn authorized(&self, headers: &http::HeaderMap) -> bool {
         let Some(token) = &self.token else {
-            return true;
+            return names_this_machine(headers);
         };
         let given = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .unwrap_or_default();
-        tokens_match(given, token)
+        tokens_match(given, token.expose())
     }
 
     async fn deploy(&self, name: String, query: Option<&str>, wasm: Bytes) -> Reply {
@@ -241,6 +256,23 @@ fn json(status: u16, value: &serde_json::Value) -> Reply {
         "application/json",
         serde_json::to_vec(value).expect("JSON values serialise"),
     )
+}
+
+/// Whether `Host` is `localhost`, `127.0.0.1` or `[::1]` (any port).
+fn names_this_machine(headers: &http::HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 /// Compares a given token with the configured one in time that depends on neither: both

@@ -34,11 +34,16 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_STORE_DIR")]
     pub store_dir: Option<PathBuf>,
 
-    /// Bearer token the deploy API's mutating calls (PUT, DELETE) require. Required when
-    /// the ops listener is not on a loopback address.
+    /// Bearer token the deploy API's mutating calls (PUT, DELETE) and `env` values
+    /// require. Required when the ops listener is not on a loopback address. Prefer
+    /// --deploy-token-file: a command line is visible to every local user.
     #[arg(long, env = "RUNTIME_DEPLOY_TOKEN", hide_env_values = true,
-          value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub deploy_token: Option<String>,
+          value_parser = parse_secret, conflicts_with = "deploy_token_file")]
+    pub deploy_token: Option<Secret>,
+
+    /// File holding the deploy token (its first line).
+    #[arg(long, env = "RUNTIME_DEPLOY_TOKEN_FILE")]
+    pub deploy_token_file: Option<PathBuf>,
 
     /// Largest component accepted by `PUT /functions/{name}`, in bytes.
     #[arg(long, env = "RUNTIME_MAX_DEPLOY_BYTES", default_value_t = 64 << 20)]
@@ -121,6 +126,29 @@ pub struct Config {
     pub baseline_compile: bool,
 }
 
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(Secret(value.to_string()))
+}
+
 /// A configuration whose values contradict each other.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -136,6 +164,13 @@ pub enum ConfigError {
          lower it or raise --max-total-memory-mib"
     )]
     MemoryOverBudget { memory: u32, budget: u64 },
+    #[error(
+        "--max-body-bytes ({bytes}) exceeds the body buffer (--max-body-buffer-mib {buffer_mib}): \
+         no body that large could be read"
+    )]
+    BodyOverBuffer { bytes: u64, buffer_mib: u32 },
+    #[error("--deploy-token-file {path}: {reason}")]
+    TokenFile { path: PathBuf, reason: String },
     #[error("--functions-dir {0} is not a directory")]
     FunctionsDir(PathBuf),
     #[error(transparent)]
@@ -159,7 +194,13 @@ impl Config {
                 budget,
             });
         }
-        if self.deploy_token.is_none() && !self.listen.ops_listen.ip().is_loopback() {
+        if self.max_body_bytes > self.ceilings().body_bytes {
+            return Err(ConfigError::BodyOverBuffer {
+                bytes: self.max_body_bytes,
+                buffer_mib: self.listen.max_body_buffer_mib.get(),
+            });
+        }
+        if self.token()?.is_none() && !self.listen.ops_listen.ip().is_loopback() {
             return Err(ConfigError::TokenRequired(self.listen.ops_listen));
         }
         if let Some(dir) = &self.functions_dir
@@ -169,6 +210,22 @@ impl Config {
         }
         self.listen.listeners().validate()?;
         Ok(())
+    }
+
+    /// The deploy token: the flag's, or the first line of the token file.
+    pub fn token(&self) -> Result<Option<Secret>, ConfigError> {
+        let Some(path) = &self.deploy_token_file else {
+            return Ok(self.deploy_token.clone());
+        };
+        let fail = |reason: String| ConfigError::TokenFile {
+            path: path.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        parse_secret(token)
+            .map(Some)
+            .map_err(|e| fail(format!("the token {e}")))
     }
 
     /// The memory budget for all instances in flight, in MiB: the flag, or three
@@ -185,6 +242,14 @@ impl Config {
         Mib::new(self.max_memory_mib.get().min(budget))
     }
 
+    /// The most any function's settings may ask for.
+    pub fn ceilings(&self) -> crate::limits::Ceilings {
+        crate::limits::Ceilings {
+            memory: self.max_function_memory(),
+            body_bytes: u64::from(self.listen.max_body_buffer_mib.get()) << 20,
+        }
+    }
+
     /// The limits a function gets when its settings say nothing.
     pub fn default_limits(&self) -> Limits {
         Limits {
@@ -193,5 +258,30 @@ impl Config {
             max_concurrency: self.max_concurrency,
             max_body_bytes: self.max_body_bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let config = super::Config::parse_from(["runtime", "--deploy-token", "hunter2"]);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(config.token().unwrap().unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn the_token_file_gives_its_first_line() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "s3cret\n").unwrap();
+        let path = file.path().to_str().unwrap();
+        let config = super::Config::parse_from(["runtime", "--deploy-token-file", path]);
+        assert_eq!(config.token().unwrap().unwrap().expose(), "s3cret");
+        std::fs::write(file.path(), "\n").unwrap();
+        let err = config.token().unwrap_err().to_string();
+        assert!(err.contains("must not be empty"), "{err}");
     }
 }

@@ -55,8 +55,16 @@ pub struct Settings {
 pub enum SettingsError {
     #[error("memory_mib must be from 1 to {max} (the runtime's --max-memory-mib, or its memory budget for instances if smaller), got {got}", max = max.get(), got = got.get())]
     Memory { got: Mib, max: Mib },
-    #[error("timeout_secs must be more than 0 and at most 3600, got {0}")]
+    #[error("timeout_secs must be from 0.001 to 3600, got {0}")]
     Timeout(f64),
+    #[error(
+        "max_body_bytes must be at most {max} (the runtime's body buffer, --max-body-buffer-mib), got {got}"
+    )]
+    Body { got: u64, max: u64 },
+    #[error(
+        "allowed outbound host {0:?} must be HOST or HOST:PORT (a DNS name or an IP address, port 1-65535), with no scheme or path"
+    )]
+    Allow(String),
     #[error("{0}")]
     Syntax(String),
 }
@@ -66,8 +74,9 @@ impl Settings {
         toml::from_str(text).map_err(|e| SettingsError::Syntax(e.to_string()))
     }
 
-    /// `defaults` with these overrides applied, checked against `max_memory`.
-    pub fn limits(&self, defaults: &Limits, max_memory: Mib) -> Result<Limits, SettingsError> {
+    /// `defaults` with these overrides applied, checked against the runtime's `ceilings`.
+    pub fn limits(&self, defaults: &Limits, ceilings: &Ceilings) -> Result<Limits, SettingsError> {
+        let max_memory = ceilings.memory;
         let mut limits = defaults.clone();
         if let Some(mib) = self.memory_mib {
             if mib.get() == 0 || mib > max_memory {
@@ -79,7 +88,7 @@ impl Settings {
             limits.memory = mib;
         }
         if let Some(secs) = self.timeout_secs {
-            if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+            if !(secs.is_finite() && (0.001..=3600.0).contains(&secs)) {
                 return Err(SettingsError::Timeout(secs));
             }
             limits.timeout = Duration::from_secs_f64(secs);
@@ -88,10 +97,64 @@ impl Settings {
             limits.max_concurrency = n;
         }
         if let Some(n) = self.max_body_bytes {
+            if n > ceilings.body_bytes {
+                return Err(SettingsError::Body {
+                    got: n,
+                    max: ceilings.body_bytes,
+                });
+            }
             limits.max_body_bytes = n;
+        }
+        if let Some(bad) = self
+            .allowed_outbound_hosts
+            .iter()
+            .find(|entry| !is_host_and_port(entry))
+        {
+            return Err(SettingsError::Allow(bad.clone()));
         }
         Ok(limits)
     }
+}
+
+/// The most any function's settings may ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ceilings {
+    /// `memory_mib`: the pool's slot size, or the instance-memory budget if smaller.
+    pub memory: Mib,
+    /// `max_body_bytes`: the process's body buffer, which a body must fit in.
+    pub body_bytes: u64,
+}
+
+/// `HOST` or `HOST:PORT`: a DNS name (letters, digits, `-`, `.`), an IPv4 address or a
+/// bracketed IPv6 one, and a port from 1 to 65535.
+fn is_host_and_port(entry: &str) -> bool {
+    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, "")) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            Some((v6, port)) => match port.strip_prefix(':') {
+                Some(port) if v6.parse::<std::net::Ipv6Addr>().is_ok() => ("v6", Some(port)),
+                _ => return false,
+            },
+            None => return false,
+        }
+    } else {
+        match entry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (entry, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    port_ok && host_ok
 }
 
 #[cfg(test)]
@@ -107,12 +170,15 @@ mod tests {
         }
     }
 
-    const MAX: Mib = Mib::new(1024);
+    const MAX: Ceilings = Ceilings {
+        memory: Mib::new(1024),
+        body_bytes: 256 << 20,
+    };
 
     #[test]
     fn overrides_apply_and_the_rest_stay_default() {
         let s = Settings::parse("memory_mib = 64\ntimeout_secs = 0.5\n[env]\nA = \"b\"\n").unwrap();
-        let l = s.limits(&defaults(), MAX).unwrap();
+        let l = s.limits(&defaults(), &MAX).unwrap();
         assert_eq!(l.memory, Mib::new(64));
         assert_eq!(l.timeout, Duration::from_millis(500));
         assert_eq!(l.max_concurrency.get(), 100);
@@ -125,7 +191,7 @@ mod tests {
         assert!(e.to_string().contains("memory_mb"), "{e}");
         let e = Settings::parse("memory_mib = 4096")
             .unwrap()
-            .limits(&defaults(), MAX)
+            .limits(&defaults(), &MAX)
             .unwrap_err();
         assert!(e.to_string().contains("1 to 1024"), "{e}");
         // What `memory_mib << 20` once wrapped to a 1 MiB limit: refused as it is read.
@@ -134,10 +200,55 @@ mod tests {
         assert!(
             Settings::parse("timeout_secs = -1")
                 .unwrap()
-                .limits(&defaults(), MAX)
+                .limits(&defaults(), &MAX)
                 .is_err()
         );
         let e = Settings::parse("max_concurrency = 0").unwrap_err();
         assert!(e.to_string().contains("max_concurrency"), "{e}");
+    }
+
+    #[test]
+    fn holes_in_settings_are_refused() {
+        let refused = |text: &str| {
+            Settings::parse(text)
+                .unwrap()
+                .limits(&defaults(), &MAX)
+                .unwrap_err()
+        };
+        assert_eq!(
+            refused("timeout_secs = 1e-300"),
+            SettingsError::Timeout(1e-300)
+        );
+        assert!(matches!(
+            refused("max_body_bytes = 268435457"),
+            SettingsError::Body { .. }
+        ));
+        for entry in [
+            "http://x", "", ":99", "x:99999", "x:0", "x/y", "a..b", "[::1", "-x.com", "x:8a",
+        ] {
+            let text = format!("allowed_outbound_hosts = [{entry:?}]");
+            assert_eq!(
+                refused(&text),
+                SettingsError::Allow(entry.into()),
+                "{entry:?}"
+            );
+        }
+        for entry in [
+            "api.example.com",
+            "api.example.com:443",
+            "10.0.0.1:8080",
+            "[::1]:80",
+            "[::1]",
+            "localhost",
+        ] {
+            let text = format!("allowed_outbound_hosts = [{entry:?}]");
+            assert!(
+                Settings::parse(&text)
+                    .unwrap()
+                    .limits(&defaults(), &MAX)
+                    .is_ok(),
+                "{entry:?}"
+            );
+        }
     }
 }

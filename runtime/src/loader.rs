@@ -3,7 +3,6 @@
 //! bytes into a ready [`Function`]. Deploy, restore and tier-up all load through it.
 
 use serde::Serialize;
-use service_ops::Mib;
 use std::path::Path;
 use std::time::Instant;
 use wasmtime::Engine;
@@ -95,7 +94,7 @@ pub struct Loader {
     linker: Linker<Host>,
     compiler: Compiler,
     defaults: Limits,
-    max_memory: Mib,
+    ceilings: crate::limits::Ceilings,
     /// Where compiled code is cached; `None` compiles every time.
     cache: Option<FunctionStore>,
 }
@@ -124,7 +123,7 @@ impl Loader {
             linker,
             compiler,
             defaults: config.default_limits(),
-            max_memory: config.max_function_memory(),
+            ceilings: config.ceilings(),
             cache,
         })
     }
@@ -137,7 +136,7 @@ impl Loader {
     /// it is a wasi:http handler with settings the runtime allows.
     pub fn load(&self, record: Record, wasm: &[u8]) -> Result<Function, LoadError> {
         validate_name(&record.name)?;
-        let limits = record.settings.limits(&self.defaults, self.max_memory)?;
+        let limits = record.settings.limits(&self.defaults, &self.ceilings)?;
         let start = Instant::now();
         let (component, from_cache, cache_set_aside) = self.compile(wasm, &record.digest)?;
         let pre = self

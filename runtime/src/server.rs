@@ -15,9 +15,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         // bound (ControlPlane::start, which also hands compile garbage back to the OS).
         let control = ControlPlane::start(&config, prom)?;
         let invoker = control.invoker();
+        let token = config.token()?;
+        if token.is_none() {
+            tracing::warn!(
+                "no --deploy-token: every local user and process can deploy; the deploy API \
+                 takes changes only addressed to localhost (set a token for anything shared)"
+            );
+        }
         let api = Api::new(
             control,
-            config.deploy_token.clone(),
+            token,
             config.max_deploy_bytes,
             config.deploy_body_timeout,
         );

@@ -880,3 +880,63 @@ async fn the_store_is_private_and_one_others_can_write_is_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_token_may_come_from_a_file_and_the_scheme_in_any_case() {
+    let store = tempfile::tempdir().unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "from-a-file\n").unwrap();
+    let server = crate::start(
+        tempfile::tempdir().unwrap().path(),
+        &[
+            "--store-dir",
+            store.path().to_str().unwrap(),
+            "--deploy-token-file",
+            file.path().to_str().unwrap(),
+        ],
+    );
+    let client = examples::client();
+    let wasm = std::fs::read(artifacts::HELLO_COMPONENT).unwrap();
+    for (header, status) in [
+        ("bearer from-a-file", 201),
+        ("BEARER  from-a-file ", 200),
+        ("Bearer from-a-file\u{20}x", 401),
+        ("Basic from-a-file", 401),
+    ] {
+        let r = client
+            .put(api(&server, "x"))
+            .header("authorization", header)
+            .body(wasm.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{header:?}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_token_only_requests_to_localhost_may_change_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::start(dir.path(), &[]);
+    let ops = server.addr("ops");
+    // What a web page would send after rebinding its own name to 127.0.0.1.
+    let answer = raw(
+        ops,
+        "DELETE /functions/x HTTP/1.1\r\nhost: attacker.example:8081\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer:?}");
+    for host in ["localhost:8081", "127.0.0.1", "[::1]:8081"] {
+        let answer = raw(
+            ops,
+            &format!("DELETE /functions/x HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{host}: {answer:?}");
+    }
+    assert!(
+        server
+            .wait_for_log("no --deploy-token", Duration::from_secs(5))
+            .is_ok()
+    );
+}
