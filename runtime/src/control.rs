@@ -236,6 +236,9 @@ impl ControlPlane {
         };
         let removed = self.registry.remove(name).is_some();
         self.faas.functions.set(self.registry.len() as i64);
+        if removed {
+            self.faas.forget_function(name);
+        }
         Ok(stored || removed)
     }
 

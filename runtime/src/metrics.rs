@@ -203,6 +203,30 @@ pub fn wasmtime_version() -> &'static str {
 }
 
 impl FaasMetrics {
+    /// Drops every series of a deleted function, so that deploying and deleting many
+    /// names does not grow the exposition without bound. Instances still running keep
+    /// their handles; what they count afterwards is simply not exported.
+    pub fn forget_function(&self, name: &str) {
+        for vec in [&self.invocations, &self.coldstarts, &self.timeouts] {
+            let _ = vec.remove_label_values(&[name]);
+        }
+        for vec in [
+            &self.invoke_duration,
+            &self.init_duration,
+            &self.mem_usage,
+            &self.compile_duration,
+        ] {
+            let _ = vec.remove_label_values(&[name]);
+        }
+        let _ = self.active_instances.remove_label_values(&[name]);
+        for reason in crate::invoke::Failure::ERROR_REASONS {
+            let _ = self.errors.remove_label_values(&[name, reason]);
+        }
+        for reason in crate::invoke::Failure::REJECTION_REASONS {
+            let _ = self.rejections.remove_label_values(&[name, reason]);
+        }
+    }
+
     pub fn for_function(&self, name: &str) -> InvocationMetrics {
         InvocationMetrics {
             invocations: self.invocations.with_label_values(&[name]),

@@ -61,6 +61,8 @@ pub struct FunctionStore {
     dir: PathBuf,
     /// What [`FunctionStore::open`] set aside.
     quarantined: Vec<Quarantined>,
+    /// `.lock`, locked for as long as any clone of the store lives.
+    _lock: Arc<File>,
 }
 
 /// A file found broken at start and moved to `quarantine/`, so that the rest can start.
@@ -83,6 +85,8 @@ pub enum StoreError {
     WritableByOthers { path: String, mode: u32 },
     #[error("{path} belongs to another user (uid {owner}, this process runs as {me})")]
     NotOurs { path: String, owner: u32, me: u32 },
+    #[error("another process (a second runtime?) is using the store {0}; two would corrupt it")]
+    InUse(String),
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -133,9 +137,26 @@ impl FunctionStore {
                 }
             }
         }
+        let lock = {
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(dir.join(".lock"))?;
+            match file.try_lock() {
+                Ok(()) => file,
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::InUse(dir.display().to_string()));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+            }
+        };
         let mut store = Self {
             dir: dir.to_path_buf(),
             quarantined: Vec::new(),
+            _lock: Arc::new(lock),
         };
         for entry in fs::read_dir(dir.join("functions"))? {
             let path = entry?.path();
@@ -471,6 +492,7 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0);
 
         // What an interrupted deploy leaves (a temp file, an orphan blob) is cleared on open.
+        drop(store);
         fs::write(dir.path().join("functions/.tmp-1-x.json"), b"{").unwrap();
         fs::write(dir.path().join("blobs/0123.wasm"), b"orphan").unwrap();
         let store = FunctionStore::open(dir.path()).unwrap();
@@ -498,6 +520,20 @@ mod tests {
         }
         assert!(outside_json.exists());
         fs::remove_file(outside_json).unwrap();
+    }
+
+    #[test]
+    fn one_store_serves_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        let clone = store.clone();
+        drop(store);
+        // A clone still holds the lock (a lock per open file, so a second open of the
+        // same store, as a second runtime would make, is refused).
+        let err = FunctionStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::InUse(_)), "{err}");
+        drop(clone);
+        FunctionStore::open(dir.path()).unwrap();
     }
 
     #[test]

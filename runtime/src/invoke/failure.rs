@@ -54,6 +54,20 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every `faas_errors_total{reason}` value.
+    pub const ERROR_REASONS: &[&str] =
+        &["trap", "memory", "timeout", "no_response", "error_response"];
+    /// Every `faas_rejections_total{reason}` value.
+    pub const REJECTION_REASONS: &[&str] = &[
+        "body_too_large",
+        "body_timeout",
+        "body_buffer",
+        "concurrency",
+        "pool_share",
+        "capacity",
+        "memory_budget",
+    ];
+
     /// The `faas_errors_total{reason}` / `faas_rejections_total{reason}` label; `None`
     /// for a request that is the client's fault and counted by the HTTP metrics alone.
     fn reason(&self) -> Option<&'static str> {
@@ -141,4 +155,35 @@ impl Failure {
 
 fn boxed(body: Full<Bytes>) -> Body {
     body.map_err(|never| match never {}).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_where_series_are_forgotten() {
+        let all = [
+            Failure::Body(BodyError::TooLarge { limit: 1 }),
+            Failure::Body(BodyError::Timeout(Duration::from_secs(1))),
+            Failure::Body(BodyError::Busy),
+            Failure::Concurrency(NonZeroU32::MIN),
+            Failure::Capacity,
+            Failure::PoolShare,
+            Failure::MemoryBudget(Mib::new(1)),
+            Failure::Timeout(Duration::from_secs(1)),
+            Failure::Memory(Mib::new(1)),
+            Failure::Trap(String::new()),
+            Failure::NoResponse,
+            Failure::ErrorResponse(String::new()),
+        ];
+        for failure in all {
+            let reason = failure.reason().unwrap();
+            let list = match failure.is_rejection() {
+                true => Failure::REJECTION_REASONS,
+                false => Failure::ERROR_REASONS,
+            };
+            assert!(list.contains(&reason), "{reason}");
+        }
+    }
 }

@@ -940,3 +940,38 @@ async fn without_a_token_only_requests_to_localhost_may_change_anything() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_deleted_functions_series_go_with_it() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with_store(store.path(), &[]);
+    let client = examples::client();
+    assert_eq!(
+        put(&client, &server, "gone", artifacts::MISBEHAVE_COMPONENT, "")
+            .await
+            .status(),
+        201
+    );
+    for path in ["counter", "trap"] {
+        let url = format!("{}/gone/{path}", server.url("traffic"));
+        let _ = client.get(url).send().await.unwrap();
+    }
+    let text = crate::metrics(&client, &server).await;
+    assert!(
+        text.contains(r#"faas_errors_total{function="gone",reason="trap"}"#),
+        "{text}"
+    );
+    let r = client
+        .delete(api(&server, "gone"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let text = crate::metrics(&client, &server).await;
+    let left: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("faas_") && l.contains(r#"function="gone""#))
+        .collect();
+    assert!(left.is_empty(), "{left:#?}");
+}
