@@ -72,7 +72,7 @@ fn main() {
             .unwrap();
             writeln!(lists[kind], "    ({name:?}, {konst}),").unwrap();
             writeln!(arms[kind], "        $mac!({file}, {konst});").unwrap();
-            rerun_if_sources_change(&release.join(format!("{file}.d")));
+            rerun_if_sources_change(&release.join(format!("{file}.d")), &workspace);
         }
     }
     let [functions, programs] = lists;
@@ -110,12 +110,21 @@ macro_rules! foreach_component {{
 
 /// Cargo's dep-info lists every source file that went into the artifact: rebuild when
 /// any of them changes, and only then.
-fn rerun_if_sources_change(dep_info: &Path) {
+/// Tells cargo to rerun this script when a source of the components changes. Sources in
+/// this workspace are named relative to this package (`../../functions/...`): cargo keys
+/// build-script results by the package's path *within* its workspace, so two checkouts
+/// sharing one `CARGO_TARGET_DIR` (a CI clone beside a working copy) would otherwise
+/// each watch the other's absolute paths and miss their own changes.
+fn rerun_if_sources_change(dep_info: &Path, workspace: &Path) {
     let text = fs::read_to_string(dep_info)
         .unwrap_or_else(|e| panic!("reading dep-info {}: {e}", dep_info.display()));
     // Format: `target: dep dep dep` with spaces in paths escaped as `\ `.
     let Some((_, deps)) = text.lines().next().and_then(|l| l.split_once(": ")) else {
         return;
+    };
+    let watch = |path: &str| match Path::new(path).strip_prefix(workspace) {
+        Ok(inside) => println!("cargo:rerun-if-changed=../../{}", inside.display()),
+        Err(_) => println!("cargo:rerun-if-changed={path}"),
     };
     let mut current = String::new();
     let mut chars = deps.chars().peekable();
@@ -124,7 +133,7 @@ fn rerun_if_sources_change(dep_info: &Path) {
             '\\' if chars.peek() == Some(&' ') => current.push(chars.next().unwrap()),
             ' ' => {
                 if !current.is_empty() {
-                    println!("cargo:rerun-if-changed={current}");
+                    watch(&current);
                     current.clear();
                 }
             }
@@ -132,6 +141,6 @@ fn rerun_if_sources_change(dep_info: &Path) {
         }
     }
     if !current.is_empty() {
-        println!("cargo:rerun-if-changed={current}");
+        watch(&current);
     }
 }

@@ -81,6 +81,11 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_MAX_BODY_BYTES", default_value_t = 16 << 20)]
     pub max_body_bytes: u64,
 
+    /// Bytes of stdout and stderr one invocation may write to the runtime's log; lines
+    /// are cut at 4 KiB, and output past the budget is dropped after one line saying so.
+    #[arg(long, env = "RUNTIME_LOG_BUDGET_BYTES", default_value_t = 64 << 10)]
+    pub log_budget_bytes: usize,
+
     /// Instance slots in the pooling allocator, for all functions together: the most
     /// instances alive at once.
     #[arg(long, env = "RUNTIME_POOL_INSTANCES", default_value = "1000")]
@@ -257,6 +262,7 @@ impl Config {
             timeout: self.timeout,
             max_concurrency: self.max_concurrency,
             max_body_bytes: self.max_body_bytes,
+            log_budget_bytes: self.log_budget_bytes,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! limiter that also records peak use, and the hooks that police outbound HTTP.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::random::WasiRandomCtx;
@@ -35,6 +36,7 @@ struct Sandbox {
     function: Arc<str>,
     request_id: u64,
     env: Arc<[(String, String)]>,
+    log_budget: usize,
 }
 
 impl Sandbox {
@@ -43,16 +45,17 @@ impl Sandbox {
         // No preopened directories, no host environment, no sockets (the builder's
         // defaults deny every address), no stdin. Only the configured env.
         wasi.envs(&self.env);
-        wasi.stdout(LogStream::new(
-            self.function.clone(),
-            self.request_id,
-            "stdout",
-        ));
-        wasi.stderr(LogStream::new(
-            self.function.clone(),
-            self.request_id,
-            "stderr",
-        ));
+        // One budget for both streams and every handle the guest opens on them.
+        let budget = Arc::new(AtomicUsize::new(self.log_budget));
+        let stream = |name| LogStream {
+            function: self.function.clone(),
+            request_id: self.request_id,
+            stream: name,
+            budget: budget.clone(),
+            limit: self.log_budget,
+        };
+        wasi.stdout(stream("stdout"));
+        wasi.stderr(stream("stderr"));
         wasi.build()
     }
 }
@@ -72,6 +75,7 @@ impl Host {
         env: Arc<[(String, String)]>,
         allowed_hosts: Arc<[String]>,
         memory_limit: usize,
+        log_budget: usize,
     ) -> Self {
         Self {
             table: ResourceTable::new(),
@@ -81,6 +85,7 @@ impl Host {
                 function: function.clone(),
                 request_id,
                 env,
+                log_budget,
             },
             http: WasiHttpCtx::new(),
             hooks: OutboundPolicy {
@@ -227,23 +232,20 @@ impl WasiHttpHooks for OutboundPolicy {
 }
 
 /// Guest stdout/stderr, line by line, into the host log with the function's name and the
-/// request id.
+/// request id, within the invocation's budget: a line is cut at [`MAX_LINE`] bytes, and
+/// once the budget is spent one last line says so and the rest is dropped.
 #[derive(Clone)]
 struct LogStream {
     function: Arc<str>,
     request_id: u64,
     stream: &'static str,
+    /// Bytes this invocation may still log, shared by its streams.
+    budget: Arc<AtomicUsize>,
+    limit: usize,
 }
 
-impl LogStream {
-    fn new(function: Arc<str>, request_id: u64, stream: &'static str) -> Self {
-        Self {
-            function,
-            request_id,
-            stream,
-        }
-    }
-}
+/// The longest line written to the host log; longer ones are cut and marked.
+const MAX_LINE: usize = 4096;
 
 impl wasmtime_wasi::cli::IsTerminal for LogStream {
     fn is_terminal(&self) -> bool {
@@ -267,14 +269,43 @@ struct LineWriter {
 
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line);
+        let s = &self.stream;
+        let line = match line.iter().rposition(|b| !matches!(b, b'\r' | b'\n')) {
+            Some(end) => &line[..=end],
+            None => &line[..0],
+        };
+        let cut = line.len() > MAX_LINE;
+        let shown = &line[..line.len().min(MAX_LINE)];
+        // Take the line's bytes from the budget; the line that finds it spent says so.
+        let cost = shown.len() + 1;
+        let left = s
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                (left > 0).then(|| left.saturating_sub(cost))
+            });
+        match left {
+            Ok(left) if left >= cost => {}
+            Ok(_) => {
+                tracing::warn!(
+                    target: "guest",
+                    function = %s.function,
+                    request_id = s.request_id,
+                    stream = s.stream,
+                    "log budget of {} bytes for this invocation used up: the rest of its output is dropped",
+                    s.limit
+                );
+                return;
+            }
+            Err(_) => return,
+        }
+        let text = String::from_utf8_lossy(shown);
         tracing::info!(
             target: "guest",
-            function = %self.stream.function,
-            request_id = self.stream.request_id,
-            stream = self.stream.stream,
-            "{}",
-            line.trim_end_matches(['\r', '\n'])
+            function = %s.function,
+            request_id = s.request_id,
+            stream = s.stream,
+            "{text}{}",
+            if cut { " [line cut]" } else { "" }
         );
     }
 }
@@ -291,7 +322,7 @@ impl tokio::io::AsyncWrite for LineWriter {
             self.emit(&line);
         }
         // A guest that never prints a newline must not grow the host's memory forever.
-        if self.buf.len() > 16 * 1024 {
+        if self.buf.len() > MAX_LINE {
             let line = std::mem::take(&mut self.buf);
             self.emit(&line);
         }

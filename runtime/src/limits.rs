@@ -16,6 +16,9 @@ pub struct Limits {
     pub timeout: Duration,
     /// Instances alive at once; requests beyond it get 503.
     pub max_concurrency: NonZeroU32,
+    /// Bytes of stdout and stderr one invocation may write to the host log
+    /// (`--log-budget-bytes`; not a per-function setting: the log is the host's).
+    pub log_budget_bytes: usize,
     /// Largest request body; larger gets 413.
     pub max_body_bytes: u64,
 }
@@ -167,6 +170,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             max_concurrency: NonZeroU32::new(100).unwrap(),
             max_body_bytes: 1 << 20,
+            log_budget_bytes: 1 << 16,
         }
     }
 

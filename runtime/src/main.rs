@@ -6,8 +6,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(command) => command.run(),
         None => {
-            service_ops::init_tracing();
-            runtime::run(cli.serve)
+            let log = service_ops::init_tracing();
+            let result = runtime::run(cli.serve);
+            drop(log);
+            result
         }
     };
     service_ops::exit_code("runtime", result)

@@ -42,16 +42,22 @@ pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::Exi
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), through a writer thread: a
+/// request's task never blocks on a slow terminal or a full pipe, and when the writer
+/// falls behind by more than its buffer, lines are dropped rather than requests slowed.
+/// Keep the guard until the process ends: dropping it flushes what is queued.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .try_init();
+    guard
 }
 
 /// The multi-threaded tokio runtime both servers run on: `worker_threads` workers, or

@@ -3,6 +3,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let config = webserver::Config::parse();
-    service_ops::init_tracing();
-    service_ops::exit_code("webserver", webserver::run(config))
+    let log = service_ops::init_tracing();
+    let result = webserver::run(config);
+    drop(log);
+    service_ops::exit_code("webserver", result)
 }

@@ -45,6 +45,7 @@ pub fn prepare(
         function.env.clone(),
         function.allowed_hosts.clone(),
         limits.memory.bytes_usize(),
+        limits.log_budget_bytes,
     );
     let mut store = Store::new(function.pre.engine(), host);
     store.limiter(|host| host.limiter());

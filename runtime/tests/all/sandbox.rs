@@ -112,3 +112,53 @@ async fn guest_output_goes_to_the_host_log_tagged() {
         assert!(line.contains(&format!("stream=\"{stream}\"")), "{line}");
     }
 }
+
+#[tokio::test]
+async fn a_guest_cannot_flood_the_host_log() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &["--log-budget-bytes", "10000"]);
+    let client = examples::client();
+    let traffic = server.url("traffic");
+    // A line longer than 4 KiB is cut and marked.
+    let (status, _) = crate::get_json(
+        &client,
+        &format!("{traffic}/misbehave/flood?lines=1&len=10000"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let line = server
+        .wait_for_log("flood-line-0 ", std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("[line cut]"), "{line}");
+    assert!(line.len() < 4096 + 300, "{} bytes", line.len());
+    // 1000 lines of 100 bytes against 10000 bytes: the first ones go out, then one line
+    // says the budget is spent, and the rest is dropped.
+    let (status, _) = crate::get_json(
+        &client,
+        &format!("{traffic}/misbehave/flood?lines=1000&len=100"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let spent = server
+        .wait_for_log(
+            "log budget of 10000 bytes",
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(spent.contains("function=misbehave"), "{spent}");
+    assert!(
+        server
+            .wait_for_log("flood-line-999 ", std::time::Duration::from_millis(500))
+            .is_err(),
+        "a line past the budget reached the log"
+    );
+    // The next invocation has a budget of its own.
+    let (status, _) = crate::get_json(&client, &format!("{traffic}/misbehave/print")).await;
+    assert_eq!(status, 200);
+    server
+        .wait_for_log(
+            "misbehave says hello on stdout",
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+}

@@ -100,6 +100,16 @@ pub async fn handle(request: Request) -> Result {
             eprintln!("misbehave says hello on stderr");
             Ok(sdk::json(200, &serde_json::json!({ "printed": true })))
         }
+        // For the log budget: `lines` numbered lines of `len` bytes each on stdout.
+        "flood" => {
+            let lines = query.get_in("lines", 1000usize, 0..=1_000_000)?;
+            let len = query.get_in("len", 100usize, 0..=1 << 20)?;
+            for i in 0..lines {
+                let tag = format!("flood-line-{i} ");
+                println!("{tag}{}", "x".repeat(len.saturating_sub(tag.len())));
+            }
+            Ok(sdk::json(200, &serde_json::json!({ "printed": lines })))
+        }
         "residue" => residue(query.get_in("pages", 16usize, 1..=1024)?),
         other => Err(sdk::Error::new(404, format!("no behaviour {other:?}"))),
     }
