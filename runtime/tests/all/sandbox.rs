@@ -162,3 +162,27 @@ async fn a_guest_cannot_flood_the_host_log() {
         )
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_allowed_name_that_leads_inside_is_refused() {
+    let target = bystander().await;
+    let by_name = format!(
+        "allowed_outbound_hosts = [\"localhost:{}\"]\n",
+        target.port()
+    );
+    let dir = crate::functions_dir(&[("byname", artifacts::MISBEHAVE_COMPONENT, &by_name)]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let url = format!("http://localhost:{}/", target.port());
+    let (status, v) = crate::get_json(
+        &client,
+        &format!("{}/byname/fetch?url={url}", server.url("traffic")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["status"], serde_json::Value::Null, "reached {url}: {v}");
+    let line = server
+        .wait_for_log("an internal address", std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("localhost resolves to"), "{line}");
+}
