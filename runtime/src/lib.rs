@@ -15,7 +15,7 @@
 //!   [`limits`], [`metrics`].
 
 pub mod admission;
-mod api;
+pub mod api;
 mod cli;
 mod config;
 pub mod control;
