@@ -12,6 +12,7 @@ use crate::loader::{self, Compiler, LoadError, Loader};
 use crate::metrics::FaasMetrics;
 use crate::registry::Registry;
 use crate::store::{FunctionStore, Record};
+use crate::tier_up::TierUp;
 use crate::{Config, engine, heap};
 
 /// What a deploy did.
@@ -72,8 +73,8 @@ pub struct ControlPlane {
     /// which never takes deploys should not pay). `None`: Cranelift only.
     baseline: Option<Arc<OnceLock<Option<Loader>>>>,
     config: Arc<Config>,
-    /// Background Cranelift compiles run one at a time: they share the cores with traffic.
-    tier_up_lock: Arc<Mutex<()>>,
+    /// Background Cranelift compiles: one worker, latest deploy of a name wins.
+    tier_up: TierUp,
     ticker: Arc<engine::EpochTicker>,
     invoker: Arc<Invoker>,
 }
@@ -133,7 +134,7 @@ impl ControlPlane {
             optimizing,
             baseline: config.baseline_compile.then(Default::default),
             config: Arc::new(config.clone()),
-            tier_up_lock: Default::default(),
+            tier_up: Default::default(),
             ticker: Arc::new(ticker),
         };
         control.restore()?;
@@ -266,17 +267,12 @@ impl ControlPlane {
         .as_ref()
     }
 
-    /// Compiles `expected`'s component with Cranelift on a background thread (caching
-    /// the code in the store) and hands the result back to [`Self::swap_optimized`].
+    /// Queues a Cranelift compile of `expected`'s component for the background worker
+    /// (which caches the code in the store) and the swap in [`Self::swap_optimized`].
     fn tier_up(&self, expected: Arc<Function>, wasm: Vec<u8>) {
-        let control = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tier-up".into())
-            .spawn(move || {
-                let _one_at_a_time = control
-                    .tier_up_lock
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+        self.tier_up.push(expected, wasm, || {
+            let control = self.clone();
+            Box::new(move |expected: Arc<Function>, wasm: Vec<u8>| {
                 if !control.registry.is_current(&expected) {
                     return;
                 }
@@ -288,10 +284,8 @@ impl ControlPlane {
                     ),
                 }
                 heap::release_free_memory();
-            });
-        if let Err(e) = spawned {
-            tracing::error!("starting a background compile: {e}; the baseline code keeps serving");
-        }
+            })
+        });
     }
 
     /// Swaps `optimized` in for `expected`, unless a newer deploy or a delete replaced

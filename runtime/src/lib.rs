@@ -30,6 +30,7 @@ mod metrics;
 pub mod registry;
 mod server;
 pub mod store;
+mod tier_up;
 
 pub use cli::{Cli, Command};
 pub use config::{Config, ConfigError};

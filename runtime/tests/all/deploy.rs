@@ -975,3 +975,61 @@ async fn a_deleted_functions_series_go_with_it() {
         .collect();
     assert!(left.is_empty(), "{left:#?}");
 }
+
+#[tokio::test]
+async fn background_compiles_run_on_one_thread_and_the_latest_deploy_wins() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with_store(store.path(), &[]);
+    let client = examples::client();
+    let tier_up_threads = || {
+        std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "tier-up")
+            .count()
+    };
+    // Eight first deploys in a row, each served by Winch's code and queued for Cranelift,
+    // then the same name three times: only its last version is compiled in the end.
+    let mut most = 0;
+    for i in 0..8 {
+        let name = format!("f{i}");
+        let r = put(
+            &client,
+            &server,
+            &name,
+            artifacts::HELLO_COMPONENT,
+            &format!("?env=V={i}"),
+        )
+        .await;
+        assert_eq!(r.status(), 201, "{name}");
+        most = most.max(tier_up_threads());
+    }
+    for (i, path) in [
+        artifacts::HELLO_COMPONENT,
+        artifacts::SLEEP_COMPONENT,
+        artifacts::HASH_COMPONENT,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = put(&client, &server, "last", path, "").await;
+        assert!(r.status().is_success(), "{i}");
+        most = most.max(tier_up_threads());
+    }
+    assert_eq!(most, 1, "background compile threads at once");
+    for i in 0..8 {
+        wait_for_compiler(&client, &server, &format!("f{i}"), "cranelift").await;
+    }
+    wait_for_compiler(&client, &server, "last", "cranelift").await;
+    let (_, v) = crate::get_json(&client, &api(&server, "last")).await;
+    let hash = std::fs::read(artifacts::HASH_COMPONENT).unwrap();
+    assert_eq!(v["size"], hash.len(), "the last deploy's code: {v}");
+    let (status, v) = crate::get_json(
+        &client,
+        &format!("{}/last/?rounds=1", server.url("traffic")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["rounds"], 1, "{v}");
+    assert_eq!(tier_up_threads(), 1, "the worker stays for the next deploy");
+}
