@@ -91,6 +91,7 @@ impl Host {
             hooks: OutboundPolicy {
                 allowed_hosts,
                 function: function.clone(),
+                remaining: MAX_OUTBOUND_REQUESTS,
             },
             limiter: MemoryLimiter {
                 limit: memory_limit,
@@ -175,12 +176,18 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// Outbound requests one invocation may make: enough for any handler that calls a few
+/// APIs, few enough that a guest cannot turn the runtime into a flood of connections.
+pub const MAX_OUTBOUND_REQUESTS: u32 = 64;
+
 /// Outbound HTTP: refused unless the request's authority is on the function's allowlist
 /// (`host` allows ports 80 and 443, `host:port` that port only), and then unless the
 /// name leads outside this machine and its private networks ([`vet_destination`]).
 struct OutboundPolicy {
     allowed_hosts: Arc<[String]>,
     function: Arc<str>,
+    /// Outbound requests this invocation may still make.
+    remaining: u32,
 }
 
 impl OutboundPolicy {
@@ -219,6 +226,11 @@ impl WasiHttpHooks for OutboundPolicy {
             > + Send,
     > {
         drop(fut);
+        if self.remaining == 0 {
+            tracing::warn!(function = %self.function, uri = %request.uri(), "outbound HTTP refused: this invocation has used its outbound requests");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        self.remaining -= 1;
         if !self.allows(request.uri()) {
             tracing::warn!(function = %self.function, uri = %request.uri(), "outbound HTTP refused: host not allowed");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
@@ -432,6 +444,7 @@ mod outbound_tests {
                 .map(String::from)
                 .into(),
             function: "f".into(),
+            remaining: 1,
         };
         let allows = |uri: &str| policy.allows(&uri.parse().unwrap());
         assert!(allows("https://api.example.com/"));

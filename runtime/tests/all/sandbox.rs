@@ -87,6 +87,12 @@ async fn outbound_http_only_to_allowed_hosts() {
         v["status"], 200,
         "the allowed guest could not reach {url}: {v}"
     );
+    // Even allowed, one invocation makes at most 64 outbound requests.
+    let (status, v) =
+        crate::get_json(&client, &format!("{base}/allowed/fetch?url={url}&times=70")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["ok"], 64, "{v}");
+    assert_eq!(v["status"], serde_json::Value::Null, "{v}");
 }
 
 #[tokio::test]

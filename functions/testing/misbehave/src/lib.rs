@@ -60,10 +60,17 @@ pub async fn handle(request: Request) -> Result {
         }
         "fetch" => {
             let url = query.raw("url").unwrap_or_default().to_string();
-            let result = fetch(&url).await;
+            // `times` fetches in a row (for the per-invocation cap); the last one answers.
+            let times = query.get_in("times", 1u32, 1..=10_000)?;
+            let mut result = Err(String::new());
+            let mut ok = 0;
+            for _ in 0..times {
+                result = fetch(&url).await;
+                ok += u32::from(result.is_ok());
+            }
             Ok(sdk::json(
                 200,
-                &serde_json::json!({ "url": url, "status": result.as_ref().ok(), "error": result.err() }),
+                &serde_json::json!({ "url": url, "status": result.as_ref().ok(), "error": result.err(), "ok": ok }),
             ))
         }
         "big" => {
