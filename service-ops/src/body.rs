@@ -110,7 +110,7 @@ impl BodyReader {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let mut body = Box::pin(body);
+        let body = Box::pin(body);
         if let Err(too_large) = check_declared_length(headers, limit) {
             discard_rest(body);
             return Err(too_large);
@@ -123,35 +123,16 @@ impl BodyReader {
             });
         }
         let mut reservation = self.reserve(None, declared)?;
-        let read = async {
-            let mut buf = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0));
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| BodyError::Read(e.into()))?;
-                if let Ok(data) = frame.into_data() {
-                    let len = (buf.len() + data.len()) as u64;
-                    if len > limit {
-                        return Err(BodyError::TooLarge { limit });
-                    }
-                    if len > declared {
-                        // Chunked, or more than declared (hyper refuses that anyway):
-                        // reserve as it grows.
-                        reservation = self.reserve(reservation.take(), len)?;
-                    }
-                    buf.extend_from_slice(&data);
-                }
+        let capacity = usize::try_from(declared).unwrap_or(0);
+        // Chunked, or more than declared (hyper refuses that anyway): reserve as it grows.
+        let grow = |len: u64| {
+            if len > declared {
+                reservation = self.reserve(reservation.take(), len)?;
             }
-            Ok(buf.freeze())
+            Ok(())
         };
-        let read = tokio::time::timeout(self.deadline, read).await;
-        match read {
-            Ok(Ok(bytes)) => Ok(Buffered { bytes, reservation }),
-            Ok(Err(too_large @ BodyError::TooLarge { .. })) => {
-                discard_rest(body);
-                Err(too_large)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_elapsed) => Err(BodyError::Timeout(self.deadline)),
-        }
+        let bytes = collect(body, limit, self.deadline, capacity, grow).await?;
+        Ok(Buffered { bytes, reservation })
     }
 
     /// Grows `held` to cover `bytes`, or fails with [`BodyError::Busy`].
@@ -224,15 +205,33 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut body = Box::pin(body);
+    collect(Box::pin(body), limit, deadline, 0, |_| Ok(())).await
+}
+
+/// Reads `body` whole within `deadline`, failing once it passes `limit` bytes and telling
+/// `grow` each new length first (it may refuse it); what a client still sends of a body
+/// over the limit is discarded, bounded ([`discard_rest`]).
+async fn collect<B>(
+    mut body: std::pin::Pin<Box<B>>,
+    limit: u64,
+    deadline: Duration,
+    capacity: usize,
+    mut grow: impl FnMut(u64) -> Result<(), BodyError>,
+) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let read = async {
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(capacity);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Read(e.into()))?;
             if let Ok(data) = frame.into_data() {
-                if (buf.len() + data.len()) as u64 > limit {
+                let len = (buf.len() + data.len()) as u64;
+                if len > limit {
                     return Err(BodyError::TooLarge { limit });
                 }
+                grow(len)?;
                 buf.extend_from_slice(&data);
             }
         }
