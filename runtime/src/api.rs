@@ -260,19 +260,11 @@ fn json(status: u16, value: &serde_json::Value) -> Reply {
 
 /// Whether `Host` is `localhost`, `127.0.0.1` or `[::1]` (any port).
 fn names_this_machine(headers: &http::HeaderMap) -> bool {
-    let Some(host) = headers
+    headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-    else {
-        return false;
-    };
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
-        _ => host,
-    };
-    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+        .and_then(crate::limits::split_host_port)
+        .is_some_and(|(name, _)| matches!(name, "localhost" | "127.0.0.1" | "[::1]"))
 }
 
 /// Compares a given token with the configured one in time that depends on neither: both

@@ -203,9 +203,10 @@ impl OutboundPolicy {
         self.allowed_hosts.iter().any(|allowed| {
             // `HOST:PORT` that port only; a bare `HOST` (or `[v6]`) the web's default
             // ports only, 80 and 443, not every port the host has open.
-            match allowed.rsplit_once(':').filter(|_| !allowed.ends_with(']')) {
-                Some((h, p)) => h.eq_ignore_ascii_case(host) && p.parse() == Ok(port),
-                None => allowed.eq_ignore_ascii_case(host) && matches!(port, 80 | 443),
+            match crate::limits::split_host_port(allowed) {
+                Some((h, Some(p))) => h.eq_ignore_ascii_case(host) && p == port,
+                Some((h, None)) => h.eq_ignore_ascii_case(host) && matches!(port, 80 | 443),
+                None => false,
             }
         })
     }

@@ -131,23 +131,15 @@ pub struct Ceilings {
 /// `HOST` or `HOST:PORT`: a DNS name (letters, digits, `-`, `.`), an IPv4 address or a
 /// bracketed IPv6 one, and a port from 1 to 65535.
 fn is_host_and_port(entry: &str) -> bool {
-    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((v6, "")) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
-            Some((v6, port)) => match port.strip_prefix(':') {
-                Some(port) if v6.parse::<std::net::Ipv6Addr>().is_ok() => ("v6", Some(port)),
-                _ => return false,
-            },
-            None => return false,
-        }
-    } else {
-        match entry.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (entry, None),
-        }
+    let Some((host, _)) = split_host_port(entry) else {
+        return false;
     };
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
-    let host_ok = !host.is_empty()
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6
+            .strip_suffix(']')
+            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
             !label.is_empty()
@@ -156,8 +148,33 @@ fn is_host_and_port(entry: &str) -> bool {
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    port_ok && host_ok
+        })
+}
+
+/// Splits `HOST[:PORT]` (an allow entry, a `Host` header) into the host, IPv6 brackets
+/// kept as `http::Uri::host` keeps them, and the port if there is one; `None` if the
+/// port is not 1-65535 or a bracket is unclosed. The host itself is not checked.
+pub fn split_host_port(entry: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if entry.starts_with('[') {
+        let close = entry.find(']')?;
+        let (host, rest) = entry.split_at(close + 1);
+        match rest {
+            "" => (host, None),
+            _ => (host, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match entry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (entry, None),
+        }
+    };
+    match port {
+        None => Some((host, None)),
+        Some(port) => {
+            let port = port.parse::<u16>().ok().filter(|&p| p > 0)?;
+            Some((host, Some(port)))
+        }
+    }
 }
 
 #[cfg(test)]
