@@ -139,3 +139,24 @@ pub async fn wait_for_sample(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// GETs `url`: the status, the body as text and how long the whole answer took.
+pub async fn timed_get(client: &reqwest::Client, url: &str) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (status, body, started.elapsed())
+}
+
+/// What `from` sends until it closes (or `limit` passes), as text: for raw HTTP
+/// exchanges a client library would not allow (stalled bodies, odd heads).
+pub async fn read_until_close<R>(from: &mut R, limit: Duration) -> String
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(limit, from.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -658,12 +658,10 @@ fn cli_deploy_list_rm() {
 /// Sends `request` as is (no client-side URL normalisation) and returns what comes back
 /// until the server closes (5 s at most).
 async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
+    localrun::read_until_close(&mut stream, Duration::from_secs(5)).await
 }
 
 #[tokio::test]

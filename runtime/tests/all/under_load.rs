@@ -3,29 +3,13 @@
 //! metrics and other functions answering. The waits are bounded generously: these are
 //! liveness properties, not speed targets.
 
-use localrun::{Service, examples};
+use localrun::{Service, examples, read_until_close, timed_get};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Well under any guest's timeout here, well over a tick of a busy machine.
 const LIVE: Duration = Duration::from_secs(1);
-
-/// GETs `url` and returns its status and how long the answer took.
-async fn timed_get(client: &reqwest::Client, url: &str) -> (u16, Duration) {
-    let started = Instant::now();
-    let response = client.get(url).send().await.unwrap();
-    let status = response.status().as_u16();
-    response.bytes().await.unwrap();
-    (status, started.elapsed())
-}
-
-/// Reads what the server sends until it closes (or `limit` passes).
-async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> String {
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
 
 fn rejections(text: &str, function: &str, reason: &str) -> f64 {
     let series = format!(r#"faas_rejections_total{{function="{function}",reason="{reason}"}}"#);
@@ -56,7 +40,7 @@ async fn cpu_bound_guests_do_not_stall_health_metrics_or_other_functions() {
         format!("{ops}/metrics"),
         format!("{traffic}/hello/"),
     ] {
-        let (status, took) = timed_get(&client, &url).await;
+        let (status, _, took) = timed_get(&client, &url).await;
         assert_eq!(status, 200, "{url}");
         assert!(
             took < LIVE,
@@ -64,7 +48,7 @@ async fn cpu_bound_guests_do_not_stall_health_metrics_or_other_functions() {
         );
     }
     for spinner in spinners {
-        let (status, took) = spinner.await.unwrap();
+        let (status, _, took) = spinner.await.unwrap();
         assert_eq!(status, 504);
         assert!(took >= Duration::from_secs(8), "ended early: {took:?}");
     }
@@ -92,7 +76,7 @@ async fn stalled_uploads_get_408_and_everyone_else_is_served() {
         stalled.push(stream);
     }
     let started = Instant::now();
-    let (status, took) = timed_get(&client, &format!("{}/hello/", server.url("traffic"))).await;
+    let (status, _, took) = timed_get(&client, &format!("{}/hello/", server.url("traffic"))).await;
     assert_eq!(status, 200);
     assert!(
         took < LIVE,
@@ -100,7 +84,7 @@ async fn stalled_uploads_get_408_and_everyone_else_is_served() {
     );
 
     for stream in &mut stalled {
-        let answer = read_to_close(stream, Duration::from_secs(10)).await;
+        let answer = read_until_close(stream, Duration::from_secs(10)).await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
         assert!(answer.contains("not received within 2s"), "{answer:?}");
     }
@@ -258,12 +242,12 @@ async fn a_connection_flood_is_refused_cleanly_and_ops_still_answers() {
             .write_all(b"GET /hello/ HTTP/1.1\r\nhost: t\r\n\r\n")
             .await
             .unwrap();
-        let answer = read_to_close(&mut extra, Duration::from_secs(5)).await;
+        let answer = read_until_close(&mut extra, Duration::from_secs(5)).await;
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
         assert!(answer.contains("retry-after: 1"), "{answer:?}");
         assert!(answer.contains("too many connections"), "{answer:?}");
     }
-    let (status, took) = timed_get(&client, &format!("{}/healthz", server.url("ops"))).await;
+    let (status, _, took) = timed_get(&client, &format!("{}/healthz", server.url("ops"))).await;
     assert_eq!(status, 200);
     assert!(took < LIVE);
 
@@ -350,7 +334,7 @@ async fn a_client_still_sending_an_oversized_body_reads_its_413() {
             }
             sent
         });
-        let answer = read_to_close_split(&mut read, Duration::from_secs(10)).await;
+        let answer = read_until_close(&mut read, Duration::from_secs(10)).await;
         assert!(
             answer.starts_with("HTTP/1.1 413"),
             "declared {declared}: {answer:?}"
@@ -363,12 +347,6 @@ async fn a_client_still_sending_an_oversized_body_reads_its_413() {
         // under the client's feet.
         assert_eq!(sender.await.unwrap(), CHUNKS, "declared {declared}");
     }
-}
-
-async fn read_to_close_split(read: &mut tokio::net::tcp::OwnedReadHalf, limit: Duration) -> String {
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(limit, read.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
@@ -399,14 +377,14 @@ async fn stalled_deploy_uploads_cannot_take_the_ops_port() {
         .write_all(b"PUT /functions/x HTTP/1.1\r\nhost: t\r\nauthorization: Bearer t\r\ncontent-length: 100000\r\n\r\nwasm")
         .await
         .unwrap();
-    let (status, took) = timed_get(&client, &format!("{}/healthz", server.url("ops"))).await;
+    let (status, _, took) = timed_get(&client, &format!("{}/healthz", server.url("ops"))).await;
     assert_eq!(status, 200);
     assert!(took < LIVE);
     for stream in &mut unauthenticated {
-        let answer = read_to_close(stream, Duration::from_secs(10)).await;
+        let answer = read_until_close(stream, Duration::from_secs(10)).await;
         assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
     }
-    let answer = read_to_close(&mut stalled, Duration::from_secs(10)).await;
+    let answer = read_until_close(&mut stalled, Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.contains("not received within 1s"), "{answer:?}");
 }

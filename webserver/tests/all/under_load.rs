@@ -2,21 +2,13 @@
 //! CPU-heavy handlers neither stall other requests nor the ops endpoints, a request past
 //! its deadline gets 504, and a stalled upload gets 408.
 
-use localrun::examples;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use localrun::{examples, read_until_close, timed_get};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Well under any deadline here, well over a moment of a busy machine.
 const LIVE: Duration = Duration::from_secs(1);
-
-async fn timed_get(client: &reqwest::Client, url: &str) -> (u16, String, Duration) {
-    let started = Instant::now();
-    let response = client.get(url).send().await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
-    (status, body, started.elapsed())
-}
 
 #[tokio::test]
 async fn cpu_heavy_handlers_do_not_stall_others_and_end_at_the_deadline() {
@@ -83,10 +75,7 @@ async fn stalled_uploads_get_408_and_everyone_else_is_served() {
     assert_eq!(status, 200);
     assert!(took < LIVE);
     for stream in &mut stalled {
-        let mut answer = Vec::new();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = read_until_close(stream, Duration::from_secs(10)).await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     }
 }
