@@ -300,14 +300,15 @@ impl FunctionStore {
         self.dir.join("cache").join(format!("{key}.cwasm"))
     }
 
+    /// Where the SHA-256 of the compiled code for `key` lives.
+    fn checksum_path(&self, key: &str) -> PathBuf {
+        self.dir.join("cache").join(format!("{key}.sha256"))
+    }
+
     /// Caches compiled `code` under `key`: the code, then its SHA-256.
     pub fn put_compiled(&self, key: &str, code: &[u8]) -> io::Result<()> {
         write_file(&self.cache_path(key), code, "cache")?;
-        write_file(
-            &self.dir.join("cache").join(format!("{key}.sha256")),
-            digest(code).as_bytes(),
-            "cache",
-        )
+        write_file(&self.checksum_path(key), digest(code).as_bytes(), "cache")
     }
 
     /// The compiled code cached under `key`, if there is any: `Ok(None)` when there is
@@ -320,7 +321,7 @@ impl FunctionStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let sum_path = self.dir.join("cache").join(format!("{key}.sha256"));
+        let sum_path = self.checksum_path(key);
         let recorded = fs::read_to_string(&sum_path).unwrap_or_default();
         if recorded.trim() == digest(&code) {
             return Ok(Some(code));
@@ -338,7 +339,7 @@ impl FunctionStore {
     /// Sets a cached file that wasmtime would not load aside.
     pub fn quarantine_compiled(&self, key: &str, reason: String) -> io::Result<Quarantined> {
         let path = self.cache_path(key);
-        let _ = fs::remove_file(self.dir.join("cache").join(format!("{key}.sha256")));
+        let _ = fs::remove_file(self.checksum_path(key));
         self.quarantine(&path, "cache", reason)
     }
 
