@@ -149,17 +149,21 @@ impl ControlPlane {
         if let Some(dir) = &self.config.functions_dir {
             for (record, wasm) in loader::read_dir(dir)? {
                 let origin = dir.join(format!("{}.wasm", record.name));
-                found.push((origin.display().to_string(), record, wasm));
+                found.push((origin.display().to_string(), record, wasm, false));
             }
         }
         if let Some(store) = &self.store {
             for record in store.list()? {
                 let wasm = store.wasm(&record)?;
-                found.push((format!("stored function {}", record.name), record, wasm));
+                found.push((
+                    format!("stored function {}", record.name),
+                    record,
+                    wasm,
+                    true,
+                ));
             }
         }
-        for (origin, record, wasm) in found {
-            let stored = origin.starts_with("stored function ");
+        for (origin, record, wasm, stored) in found {
             let name = record.name.clone();
             let function = match self.optimizing.load(record, &wasm) {
                 Ok(function) => function,
