@@ -1,5 +1,5 @@
 //! The per-request store data: a sandboxed WASI context, wasi:http state, the memory
-//! limiter that also records peak use, and the hooks that police outbound HTTP.
+//! limiter that also records peak use, and the outbound HTTP policy (`outbound`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,7 +7,10 @@ use std::task::{Context, Poll};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::random::WasiRandomCtx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::outbound::OutboundPolicy;
+
 
 /// What one invocation used, read from its store before the store is dropped.
 #[derive(Debug, Default, Clone, Copy)]
@@ -88,11 +91,7 @@ impl Host {
                 log_budget,
             },
             http: WasiHttpCtx::new(),
-            hooks: OutboundPolicy {
-                allowed_hosts,
-                function: function.clone(),
-                remaining: MAX_OUTBOUND_REQUESTS,
-            },
+            hooks: OutboundPolicy::new(function, allowed_hosts),
             limiter: MemoryLimiter {
                 limit: memory_limit,
                 usage: Usage::default(),
@@ -173,142 +172,6 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
-    }
-}
-
-/// Outbound requests one invocation may make: enough for any handler that calls a few
-/// APIs, few enough that a guest cannot turn the runtime into a flood of connections.
-pub const MAX_OUTBOUND_REQUESTS: u32 = 64;
-
-/// Outbound HTTP: refused unless the request's authority is on the function's allowlist
-/// (`host` allows ports 80 and 443, `host:port` that port only), and then unless the
-/// name leads outside this machine and its private networks ([`vet_destination`]).
-struct OutboundPolicy {
-    allowed_hosts: Arc<[String]>,
-    function: Arc<str>,
-    /// Outbound requests this invocation may still make.
-    remaining: u32,
-}
-
-impl OutboundPolicy {
-    fn allows(&self, uri: &http::Uri) -> bool {
-        let Some(host) = uri.host() else { return false };
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
-        self.allowed_hosts.iter().any(|allowed| {
-            // `HOST:PORT` that port only; a bare `HOST` (or `[v6]`) the web's default
-            // ports only, 80 and 443, not every port the host has open.
-            match crate::limits::split_host_port(allowed) {
-                Some((h, Some(p))) => h.eq_ignore_ascii_case(host) && p == port,
-                Some((h, None)) => h.eq_ignore_ascii_case(host) && matches!(port, 80 | 443),
-                None => false,
-            }
-        })
-    }
-}
-
-impl WasiHttpHooks for OutboundPolicy {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
-            > + Send,
-    > {
-        drop(fut);
-        if self.remaining == 0 {
-            tracing::warn!(function = %self.function, uri = %request.uri(), "outbound HTTP refused: this invocation has used its outbound requests");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        self.remaining -= 1;
-        if !self.allows(request.uri()) {
-            tracing::warn!(function = %self.function, uri = %request.uri(), "outbound HTTP refused: host not allowed");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        let function = self.function.clone();
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            if let Err(refused) = vet_destination(request.uri()).await {
-                tracing::warn!(function = %function, uri = %request.uri(), "outbound HTTP refused: {refused}");
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-            }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
-
-/// An allowed *name* must not lead into this machine or its private networks: the
-/// name is resolved and refused if any address it has is loopback, private, link-local
-/// (cloud metadata, 169.254.169.254), shared, multicast or unspecified. An allow entry
-/// that is itself an IP literal is taken as meant. (The connection resolves the name
-/// again; a rebinding name with a zero TTL could still race this check. Connecting to
-/// the vetted address needs a connector of our own: the hardening issue's next step.)
-async fn vet_destination(uri: &http::Uri) -> Result<(), String> {
-    let host = uri.host().unwrap_or_default();
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
-    if literal.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    });
-    let addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("resolving {host}: {e}"))?;
-    for addr in addrs {
-        if is_internal(addr.ip()) {
-            return Err(format!(
-                "{host} resolves to {}, an internal address (allow the IP itself to mean it)",
-                addr.ip()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Loopback, private, link-local, shared (CGNAT), multicast, unspecified or reserved.
-fn is_internal(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || a >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
     }
 }
 
@@ -430,55 +293,6 @@ impl Drop for LineWriter {
         if !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);
             self.emit(&line);
-        }
-    }
-}
-
-#[cfg(test)]
-mod outbound_tests {
-    use super::{OutboundPolicy, is_internal};
-
-    #[test]
-    fn a_bare_host_allows_the_web_ports_only() {
-        let policy = OutboundPolicy {
-            allowed_hosts: ["api.example.com", "[::1]", "x.com:8080"]
-                .map(String::from)
-                .into(),
-            function: "f".into(),
-            remaining: 1,
-        };
-        let allows = |uri: &str| policy.allows(&uri.parse().unwrap());
-        assert!(allows("https://api.example.com/"));
-        assert!(allows("http://API.example.com:80/"));
-        assert!(!allows("http://api.example.com:6379/"));
-        assert!(allows("http://[::1]/"));
-        assert!(!allows("http://[::1]:22/"));
-        assert!(allows("http://x.com:8080/"));
-        assert!(!allows("https://x.com/"));
-    }
-
-    #[test]
-    fn internal_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "255.255.255.255",
-            "::1",
-            "::",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_internal(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
-            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }
 }

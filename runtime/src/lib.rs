@@ -27,6 +27,7 @@ pub mod invoke;
 pub mod limits;
 pub mod loader;
 mod metrics;
+mod outbound;
 pub mod registry;
 mod server;
 pub mod store;

@@ -1,0 +1,473 @@
+//! Outbound HTTP from guests. A request leaves only if its authority is on the
+//! function's allowlist, the invocation has requests left, and the destination is outside
+//! this machine and its private networks. The connector is our own so that the address
+//! that was vetted is the address connected to: the name is resolved once, every address
+//! it has is checked, and the TCP connection goes to those addresses, never to a second
+//! lookup that a rebinding name could answer differently. TLS names the host (SNI and
+//! certificate check) while the socket goes to the vetted IP.
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Outbound requests one invocation may make: enough for any handler that calls a few
+/// APIs, few enough that a guest cannot turn the runtime into a flood of connections.
+pub const MAX_OUTBOUND_REQUESTS: u32 = 64;
+
+/// Connecting (resolving, TCP, TLS, HTTP handshake) and waiting for the response head,
+/// unless the guest's request options ask for less: nginx's `proxy_connect_timeout` and
+/// `proxy_read_timeout`. The invocation's own timeout ends everything sooner if shorter.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The allowlist and the per-invocation budget; `host` allows ports 80 and 443,
+/// `host:port` that port only.
+pub struct OutboundPolicy {
+    allowed_hosts: Arc<[String]>,
+    function: Arc<str>,
+    /// Outbound requests this invocation may still make.
+    remaining: u32,
+}
+
+impl OutboundPolicy {
+    pub fn new(function: &Arc<str>, allowed_hosts: Arc<[String]>) -> Self {
+        Self {
+            allowed_hosts,
+            function: function.clone(),
+            remaining: MAX_OUTBOUND_REQUESTS,
+        }
+    }
+
+    fn allows(&self, uri: &http::Uri) -> bool {
+        let Some(host) = uri.host() else { return false };
+        let port = uri.port_u16().unwrap_or(default_port(uri));
+        self.allowed_hosts.iter().any(|allowed| {
+            // `HOST:PORT` that port only; a bare `HOST` (or `[v6]`) the web's default
+            // ports only, 80 and 443, not every port the host has open.
+            match crate::limits::split_host_port(allowed) {
+                Some((h, Some(p))) => h.eq_ignore_ascii_case(host) && p == port,
+                Some((h, None)) => h.eq_ignore_ascii_case(host) && matches!(port, 80 | 443),
+                None => false,
+            }
+        })
+    }
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: IoFuture,
+    ) -> Box<
+        dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, IoFuture)>>
+            + Send,
+    > {
+        drop(fut);
+        let refuse = |why: &str| -> Box<dyn Future<Output = _> + Send> {
+            tracing::warn!(function = %self.function, uri = %request.uri(), "outbound HTTP refused: {why}");
+            Box::new(async { Err(Error::HttpRequestDenied) })
+        };
+        if self.remaining == 0 {
+            return refuse("this invocation has used its outbound requests");
+        }
+        self.remaining -= 1;
+        if !self.allows(request.uri()) {
+            return refuse("host not allowed");
+        }
+        let function = self.function.clone();
+        Box::new(send(request, options, function))
+    }
+}
+
+fn default_port(uri: &http::Uri) -> u16 {
+    if uri.scheme() == Some(&Scheme::HTTPS) {
+        443
+    } else {
+        80
+    }
+}
+
+/// Anything a connection can run over: a TCP stream or TLS on one.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+async fn send(
+    mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+    function: Arc<str>,
+) -> wasmtime_wasi_http::Result<(http::Response<WasiBody>, IoFuture)> {
+    let limit = |pick: fn(&RequestOptions) -> Option<Duration>| {
+        options.as_ref().and_then(pick).unwrap_or(DEFAULT_TIMEOUT)
+    };
+    let (connect_timeout, first_byte_timeout, between_bytes_timeout) = (
+        limit(|o| o.connect_timeout),
+        limit(|o| o.first_byte_timeout),
+        limit(|o| o.between_bytes_timeout),
+    );
+    let uri = request.uri().clone();
+    let tls = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTPS => true,
+        Some(s) if *s == Scheme::HTTP => false,
+        _ => return Err(Error::HttpProtocolError),
+    };
+    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?;
+    let port = uri.port_u16().unwrap_or(default_port(&uri));
+
+    let connect = async {
+        let addrs = destinations(host, port).await.inspect_err(|refusal| {
+            tracing::warn!(function = %function, uri = %uri, "outbound HTTP refused: {refusal}");
+        })?;
+        let tcp = connect_any(&addrs).await?;
+        let io: Box<dyn Io> = if tls {
+            Box::new(tls_connect(host, tcp).await?)
+        } else {
+            Box::new(tcp)
+        };
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        Ok::<_, Error>((sender, conn))
+    };
+    let (mut sender, conn) = tokio::time::timeout(connect_timeout, connect)
+        .await
+        .map_err(|_| Error::ConnectionTimeout)??;
+
+    // On the wire the request line carries the path only (origin form); wasi:http has
+    // already put the authority in the Host header.
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    // The connection must be driven while the response head is awaited; whichever ends
+    // first decides, and a connection that is still open is handed back for the body.
+    let mut conn = Box::pin(conn);
+    let response = tokio::time::timeout(first_byte_timeout, async {
+        let sent = sender.send_request(request);
+        tokio::pin!(sent);
+        tokio::select! {
+            response = &mut sent => response.map(|r| (r, false)),
+            ended = &mut conn => {
+                ended?;
+                // The server closed cleanly; whatever it answered is in the sender now.
+                sent.await.map(|r| (r, true))
+            }
+        }
+    })
+    .await
+    .map_err(|_| Error::ConnectionReadTimeout)?;
+    let (response, conn_done) = response?;
+    let io: IoFuture = if conn_done {
+        Box::new(async { Ok(()) })
+    } else {
+        Box::new(async move { conn.await.map_err(Error::from) })
+    };
+    let response = response.map(|incoming| {
+        Paced::new(incoming.map_err(Error::from), between_bytes_timeout).boxed_unsync()
+    });
+    Ok((response, io))
+}
+
+/// Why a destination was not connected to.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("resolving {host}: {reason}")]
+    Dns { host: String, reason: String },
+    #[error("{host} has no address")]
+    NoAddress { host: String },
+    #[error("{host} resolves to {ip}, an internal address (allow the IP itself to mean it)")]
+    Internal { host: String, ip: IpAddr },
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Dns { reason, .. } => Error::DnsError {
+                rcode: Some(reason),
+                info_code: None,
+            },
+            Refusal::NoAddress { .. } => Error::DestinationNotFound,
+            Refusal::Internal { .. } => Error::DestinationIpProhibited,
+        }
+    }
+}
+
+/// The addresses to connect to. An allowed IP literal is taken as meant. A name is
+/// resolved once and refused if any address it has is loopback, private, link-local
+/// (cloud metadata, 169.254.169.254), shared, multicast, unspecified or reserved.
+async fn destinations(host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Refusal::Dns {
+            host: host.to_string(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Refusal::NoAddress {
+            host: host.to_string(),
+        });
+    }
+    if let Some(addr) = addrs.iter().find(|a| is_internal(a.ip())) {
+        return Err(Refusal::Internal {
+            host: host.to_string(),
+            ip: addr.ip(),
+        });
+    }
+    Ok(addrs)
+}
+
+/// The first of the vetted addresses that accepts, in resolver order.
+async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, Error> {
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true).map_err(Error::Connect)?;
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+        Some(e) => Error::Connect(e),
+        None => Error::DestinationNotFound,
+    })
+}
+
+/// TLS to `host` over a connection already made to a vetted address: the name is what
+/// the certificate must match (and the SNI sent), the public web roots what it must
+/// chain to.
+async fn tls_connect(
+    host: &str,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    });
+    let name = server_name(host)?;
+    tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(Error::Tls)
+}
+
+/// The name a certificate must match: a DNS name, or an IP for an IP literal (with or
+/// without brackets).
+fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Error> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(literal.to_string())
+        .map_err(|_| Error::HttpRequestUriInvalid)
+}
+
+/// Loopback, private, link-local, shared (CGNAT), multicast, unspecified or reserved.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || a >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// A response body that fails with `ConnectionReadTimeout` when the gap between two
+/// frames (or before the first) exceeds the guest's `between_bytes_timeout`.
+struct Paced<B> {
+    inner: B,
+    gap: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> Paced<B> {
+    fn new(inner: B, gap: Duration) -> Self {
+        Self {
+            inner,
+            gap,
+            deadline: Box::pin(tokio::time::sleep(gap)),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = Error> + Unpin> Body for Paced<B> {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            let next = tokio::time::Instant::now() + this.gap;
+            this.deadline.as_mut().reset(next);
+            return Poll::Ready(frame);
+        }
+        ready!(this.deadline.as_mut().poll(cx));
+        Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_is_vetted_on_every_address_it_has() {
+        // `localhost` resolves to loopback: refused, naming the address.
+        let refusal = destinations("localhost", 80).await.unwrap_err();
+        assert!(
+            matches!(refusal, Refusal::Internal { ref host, ip } if host == "localhost" && ip.is_loopback()),
+            "{refusal:?}"
+        );
+        assert!(matches!(
+            Error::from(refusal),
+            Error::DestinationIpProhibited
+        ));
+        // An IP literal (v4, or v6 in brackets) is connected to as written.
+        assert_eq!(
+            destinations("127.0.0.1", 8080).await.unwrap(),
+            vec!["127.0.0.1:8080".parse().unwrap()]
+        );
+        assert_eq!(
+            destinations("[::1]", 443).await.unwrap(),
+            vec!["[::1]:443".parse().unwrap()]
+        );
+        // A name that does not resolve is a DNS error, not a connection to something else.
+        let refusal = destinations("no-such-host.invalid", 80).await.unwrap_err();
+        assert!(matches!(refusal, Refusal::Dns { .. }), "{refusal:?}");
+    }
+
+    #[test]
+    fn a_bare_host_allows_the_web_ports_only() {
+        let policy = OutboundPolicy::new(
+            &"f".into(),
+            ["api.example.com", "[::1]", "x.com:8080"]
+                .map(String::from)
+                .into(),
+        );
+        let allows = |uri: &str| policy.allows(&uri.parse().unwrap());
+        assert!(allows("https://api.example.com/"));
+        assert!(allows("http://API.example.com:80/"));
+        assert!(!allows("http://api.example.com:6379/"));
+        assert!(allows("http://[::1]/"));
+        assert!(!allows("http://[::1]:22/"));
+        assert!(allows("http://x.com:8080/"));
+        assert!(!allows("https://x.com/"));
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn tls_names_the_host_not_the_address() {
+        use rustls::pki_types::ServerName;
+        assert_eq!(
+            server_name("example.com").unwrap(),
+            ServerName::try_from("example.com").unwrap()
+        );
+        assert_eq!(
+            server_name("[::1]").unwrap(),
+            ServerName::from(std::net::Ipv6Addr::LOCALHOST)
+        );
+        assert!(server_name("bad name").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out_between_frames() {
+        /// One frame, then silence.
+        struct OneThenStall(bool);
+        impl Body for OneThenStall {
+            type Data = Bytes;
+            type Error = Error;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+                if std::mem::replace(&mut self.0, true) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first")))))
+                }
+            }
+        }
+        let mut paced = Paced::new(OneThenStall(false), Duration::from_secs(5));
+        let frame = paced.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "first");
+        // Nothing more arrives: after the gap, a read timeout, not a hang.
+        let stalled = paced.frame().await.unwrap();
+        assert!(matches!(stalled, Err(Error::ConnectionReadTimeout)));
+    }
+}
