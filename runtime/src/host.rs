@@ -1,5 +1,6 @@
 //! The per-request store data: a sandboxed WASI context, wasi:http state, the memory
-//! limiter that also records peak use, and the outbound HTTP policy (`outbound`).
+//! limiter that also records peak use, caps on what the guest may hold in host memory,
+//! and the outbound HTTP policy (`outbound`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,17 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::outbound::OutboundPolicy;
 
+/// Live resources (streams, pollables, header sets, requests, bodies ...) one instance
+/// may hold at once. They live in host memory, outside the guest's `memory_mib`: a handler
+/// that calls a few dozen APIs needs a few hundred, and a guest hoarding them gets a trap
+/// (500) at this count instead of the host's default of a million.
+pub const MAX_RESOURCES: usize = 2048;
+
+/// The most one set of header fields the guest builds may take in host memory (wasmtime
+/// counts names and values plus the map's own overhead; its default is 128 KiB). 32 KiB
+/// holds four times nginx's default `proxy_buffer_size`; with [`MAX_RESOURCES`] it bounds
+/// what header sets alone can pin at 64 MiB per instance.
+pub const MAX_FIELDS_BYTES: usize = 32 * 1024;
 
 /// What one invocation used, read from its store before the store is dropped.
 #[derive(Debug, Default, Clone, Copy)]
@@ -81,7 +93,11 @@ impl Host {
         log_budget: usize,
     ) -> Self {
         Self {
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             wasi: None,
             random: None,
             sandbox: Sandbox {
@@ -90,7 +106,11 @@ impl Host {
                 env,
                 log_budget,
             },
-            http: WasiHttpCtx::new(),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(MAX_FIELDS_BYTES);
+                http
+            },
             hooks: OutboundPolicy::new(function, allowed_hosts),
             limiter: MemoryLimiter {
                 limit: memory_limit,

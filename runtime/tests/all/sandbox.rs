@@ -192,3 +192,35 @@ async fn an_allowed_name_that_leads_inside_is_refused() {
         .unwrap();
     assert!(line.contains("localhost resolves to"), "{line}");
 }
+
+/// What a guest holds in host memory, outside its `memory_mib`, is capped too: live
+/// resources per instance and the size of one header set. Past either cap the instance
+/// traps and fails alone, saying which cap it hit; the host carries on.
+#[tokio::test]
+async fn a_guest_cannot_pin_host_memory_with_resources_or_headers() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let base = server.url("traffic");
+
+    for (path, cause) in [
+        ("hoard-resources", "resource table has no free keys"),
+        ("big-header", "total size of fields exceeds limit"),
+    ] {
+        let (status, v) = crate::get_json(&client, &format!("{base}/plain-wasi/{path}")).await;
+        assert_eq!(status, 500, "{path}: {v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains("trapped"), "{path}: {v}");
+        server
+            .wait_for_log(cause, std::time::Duration::from_secs(10))
+            .unwrap();
+    }
+
+    // The next instance starts with an empty table.
+    let ok = client
+        .get(format!("{base}/plain-wasi/fine"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}

@@ -13,6 +13,17 @@ mod component {
     impl wasip2::exports::http::incoming_handler::Guest for Plain {
         fn handle(request: IncomingRequest, out: ResponseOutparam) {
             let path = request.path_with_query().unwrap_or_default();
+            // For the host-memory caps: hold header sets until the host refuses one more,
+            // or build a header set of 64 KiB (over our 32 KiB, under wasmtime's 128 KiB). Either traps the instance.
+            if path.ends_with("/hoard-resources") {
+                let hoard: Vec<Fields> = (0..1_000_000).map(|_| Fields::new()).collect();
+                return respond(out, &format!("held {} header sets\n", hoard.len()));
+            }
+            if path.ends_with("/big-header") {
+                let fields = Fields::new();
+                let result = fields.append("x-big", &vec![b'a'; 64 << 10]);
+                return respond(out, &format!("64 KiB header: {result:?}\n"));
+            }
             let headers =
                 Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())]).unwrap();
             let response = OutgoingResponse::new(headers);
@@ -44,6 +55,16 @@ mod component {
             drop(stream);
             OutgoingBody::finish(body, None).unwrap();
         }
+    }
+
+    fn respond(out: ResponseOutparam, text: &str) {
+        let response = OutgoingResponse::new(Fields::new());
+        let body = response.body().unwrap();
+        ResponseOutparam::set(out, Ok(response));
+        let stream = body.write().unwrap();
+        stream.blocking_write_and_flush(text.as_bytes()).unwrap();
+        drop(stream);
+        OutgoingBody::finish(body, None).unwrap();
     }
 
     wasip2::http::proxy::export!(Plain with_types_in wasip2);
