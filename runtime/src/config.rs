@@ -45,6 +45,16 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_DEPLOY_TOKEN_FILE")]
     pub deploy_token_file: Option<PathBuf>,
 
+    /// If --deploy-token-file does not exist, write a new random token there (mode 0600)
+    /// and use it: a deployment gets a token of its own with nothing to configure
+    /// (compose does this). An existing file is used as it is.
+    #[arg(
+        long,
+        env = "RUNTIME_CREATE_DEPLOY_TOKEN",
+        requires = "deploy_token_file"
+    )]
+    pub create_deploy_token: bool,
+
     /// Largest component accepted by `PUT /functions/{name}`, in bytes.
     #[arg(long, env = "RUNTIME_MAX_DEPLOY_BYTES", default_value_t = 64 << 20)]
     pub max_deploy_bytes: u64,
@@ -154,6 +164,37 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
     Ok(Secret(value.to_string()))
 }
 
+/// Writes a fresh token (256 random bits, hex) to `path` unless the file exists. The
+/// file is created exclusively, readable by its owner only, so two starts racing for it
+/// agree on one token.
+fn create_token_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+    let mut token = bytes.iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
+    token.push('\n');
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            file.write_all(token.as_bytes())?;
+            file.sync_all()?;
+            tracing::info!(path = %path.display(), "wrote a new deploy token (read it from the file)");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A configuration whose values contradict each other.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -226,6 +267,9 @@ impl Config {
             path: path.clone(),
             reason,
         };
+        if self.create_deploy_token {
+            create_token_file(path).map_err(|e| fail(e.to_string()))?;
+        }
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
         let token = text.lines().next().unwrap_or_default().trim();
         parse_secret(token)
@@ -289,5 +333,37 @@ mod tests {
         std::fs::write(file.path(), "\n").unwrap();
         let err = config.token().unwrap_err().to_string();
         assert!(err.contains("must not be empty"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_token_file_is_created_once_when_asked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let args = ["runtime", "--deploy-token-file", path.to_str().unwrap()];
+        // Without --create-deploy-token a missing file is an error naming it.
+        let err = super::Config::parse_from(args)
+            .token()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(path.to_str().unwrap()), "{err}");
+        assert!(!path.exists());
+
+        let config = super::Config::parse_from(args.iter().chain(&["--create-deploy-token"]));
+        let first = config.token().unwrap().unwrap().expose().to_string();
+        assert_eq!(first.len(), 64, "{first}");
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second start keeps it; another file gets another token.
+        assert_eq!(config.token().unwrap().unwrap().expose(), first);
+        let other = dir.path().join("other");
+        let config = super::Config::parse_from([
+            "runtime",
+            "--deploy-token-file",
+            other.to_str().unwrap(),
+            "--create-deploy-token",
+        ]);
+        assert_ne!(config.token().unwrap().unwrap().expose(), first);
     }
 }

@@ -376,3 +376,63 @@ fn the_toolchain_is_the_same_in_the_pin_the_workspace_and_the_dockerfile() {
         "the Dockerfile builds with rust:{tag}, the pin says {channel}"
     );
 }
+
+/// Every `RUNTIME_*` / `WEBSERVER_*` variable compose and the Dockerfile set is one the
+/// binary reads (a misspelt one would be ignored in silence), and compose gives the
+/// runtime a generated deploy token rather than a default everyone knows.
+#[test]
+fn environment_variables_name_real_flags_and_the_token_is_generated() {
+    let compose = compose();
+    let dockerfile = std::fs::read_to_string(infra().join("docker/Dockerfile")).unwrap();
+    for binary in ["runtime", "webserver"] {
+        let help = std::process::Command::new(localrun::workspace_binary(binary))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8(help.stdout).unwrap();
+        let prefix = format!("{}_", binary.to_uppercase());
+        let mut names: Vec<String> = compose["services"][binary]["environment"]
+            .as_hash()
+            .map(|env| {
+                env.keys()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.extend(
+            dockerfile
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with(&prefix) && word.len() > prefix.len())
+                .map(str::to_string),
+        );
+        assert!(!names.is_empty(), "no {prefix}* variables found");
+        for name in names {
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "{binary} has no flag read from {name}"
+            );
+        }
+    }
+    let env = &compose["services"]["runtime"]["environment"];
+    assert!(
+        env["RUNTIME_DEPLOY_TOKEN"].is_badvalue(),
+        "compose sets a fixed token"
+    );
+    assert_eq!(env["RUNTIME_CREATE_DEPLOY_TOKEN"].as_str(), Some("true"));
+    let file = env["RUNTIME_DEPLOY_TOKEN_FILE"].as_str().unwrap();
+    let dir = std::path::Path::new(file)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        strings(&compose["services"]["runtime"]["volumes"])
+            .iter()
+            .any(|v| v.ends_with(&format!(":{dir}"))),
+        "the token's directory {dir} is not a volume: it would be lost with the container"
+    );
+    assert!(
+        dockerfile.contains(dir),
+        "the image does not create {dir} for its user"
+    );
+}
