@@ -235,6 +235,9 @@ impl FunctionStore {
     /// its name: the blob first, then the manifest that names it.
     pub fn put(&self, record: &Record, wasm: &[u8]) -> io::Result<()> {
         debug_assert_eq!(record.size, wasm.len() as u64);
+        // The manifest's file is named after the record, so what is written always reads
+        // back as this function (`open` quarantines a manifest whose name differs).
+        checked_name(&record.name)?;
         let blob = self.dir.join("blobs").join(blob_file_name(&record.digest));
         if !blob.exists() {
             write_file(&blob, wasm, "blob")?;
@@ -246,13 +249,7 @@ impl FunctionStore {
     /// Removes `name`; its blob goes too unless another function uses it. False if
     /// there was no such function.
     pub fn remove(&self, name: &str) -> io::Result<bool> {
-        // Checked here too, whoever calls: a name becomes a path below the store.
-        if crate::loader::validate_name(name).is_err() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("invalid function name {name:?}"),
-            ));
-        }
+        checked_name(name)?;
         let path = self.manifest_path(name);
         let record = match read_record(&path) {
             Ok(record) => record,
@@ -349,6 +346,16 @@ impl FunctionStore {
 }
 
 /// Seconds since the Unix epoch.
+/// Checked here too, whoever calls: a name becomes a path below the store.
+fn checked_name(name: &str) -> io::Result<()> {
+    crate::loader::validate_name(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid function name {name:?}"),
+        )
+    })
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -518,7 +525,11 @@ mod tests {
         for name in [absolute.to_str().unwrap(), "../x", "", "A"] {
             let err = store.remove(name).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{name:?}");
+            let record = Record::new(name, b"\0asm", Settings::default());
+            let err = store.put(&record, b"\0asm").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{name:?}");
         }
+        assert!(store.list().unwrap().is_empty());
         assert!(outside_json.exists());
         fs::remove_file(outside_json).unwrap();
     }
