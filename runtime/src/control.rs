@@ -77,6 +77,8 @@ pub struct ControlPlane {
     tier_up: TierUp,
     ticker: Arc<engine::EpochTicker>,
     invoker: Arc<Invoker>,
+    /// The traffic listener's HTTP metrics, whose series of a deleted function go with it.
+    http: Option<service_ops::HttpMetrics>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -136,10 +138,18 @@ impl ControlPlane {
             config: Arc::new(config.clone()),
             tier_up: Default::default(),
             ticker: Arc::new(ticker),
+            http: None,
         };
         control.restore()?;
         heap::release_free_memory();
         Ok(control)
+    }
+
+    /// Gives the control plane the traffic listener's HTTP metrics, so that deleting a
+    /// function also drops its HTTP series.
+    pub fn with_http_metrics(mut self, http: service_ops::HttpMetrics) -> Self {
+        self.http = Some(http);
+        self
     }
 
     /// Loads `--functions-dir`, then the store, whose deploys win over files of the
@@ -243,6 +253,9 @@ impl ControlPlane {
         self.faas.functions.set(self.registry.len() as i64);
         if removed {
             self.faas.forget_function(name);
+            if let Some(http) = &self.http {
+                http.forget_function(name);
+            }
         }
         Ok(stored || removed)
     }

@@ -10,10 +10,10 @@ use crate::control::ControlPlane;
 
 /// Runs the runtime until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    service_ops::start::run(&config.listen.listeners(), |prom| {
+    service_ops::start::run(&config.listen.listeners(), |prom, http| {
         // The configuration is checked and every function compiled before a socket is
         // bound (ControlPlane::start, which also hands compile garbage back to the OS).
-        let control = ControlPlane::start(&config, prom)?;
+        let control = ControlPlane::start(&config, prom)?.with_http_metrics(http.clone());
         let invoker = control.invoker();
         let token = config.token()?;
         if token.is_none() {

@@ -77,6 +77,33 @@ impl HttpMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Drops every series of `function` (a deleted function's figures would otherwise
+    /// be exported for as long as the process lives). Rare, so it walks the series.
+    pub fn forget_function(&self, function: &str) {
+        use prometheus::core::Collector;
+        for family in self.requests.collect() {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                };
+                if label("function").as_deref() != Some(function) {
+                    continue;
+                }
+                let (Some(method), Some(status)) = (label("method"), label("status")) else {
+                    continue;
+                };
+                let values = [function, method.as_str(), status.as_str()];
+                let _ = self.requests.remove_label_values(&values);
+                let _ = self.duration.remove_label_values(&values);
+            }
+        }
+        let _ = self.in_flight.remove_label_values(&[function]);
+    }
+
     /// Marks a request in flight until the guard drops (also when the request future is
     /// cancelled because the client went away).
     pub fn in_flight(&self, function: &str) -> InFlight {
@@ -193,5 +220,31 @@ mod tests {
             .get_value(),
             0.0
         );
+    }
+
+    #[test]
+    fn forgetting_a_function_drops_its_series_only() {
+        let registry = Registry::new();
+        let m = HttpMetrics::new(&registry).unwrap();
+        for (function, status) in [("gone", 200), ("gone", 500), ("kept", 200)] {
+            drop(m.in_flight(function));
+            m.observe(
+                function,
+                &http::Method::GET,
+                status,
+                Duration::from_millis(1),
+            );
+        }
+        m.forget_function("gone");
+        let functions: Vec<String> = registry
+            .gather()
+            .iter()
+            .flat_map(|f| f.get_metric().iter())
+            .flat_map(|m| m.get_label().iter())
+            .filter(|l| l.name() == "function")
+            .map(|l| l.value().to_string())
+            .collect();
+        assert!(!functions.is_empty());
+        assert!(functions.iter().all(|f| f == "kept"), "{functions:?}");
     }
 }

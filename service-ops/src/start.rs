@@ -199,7 +199,7 @@ pub fn run<F, O, B>(listeners: &Listeners, build: B) -> anyhow::Result<()>
 where
     F: Functions,
     O: Ops,
-    B: FnOnce(&prometheus::Registry) -> anyhow::Result<App<F, O>>,
+    B: FnOnce(&prometheus::Registry, &HttpMetrics) -> anyhow::Result<App<F, O>>,
 {
     listeners.validate()?;
     let mut listeners = listeners.clone();
@@ -222,13 +222,13 @@ async fn serve_all<F, O, B>(listeners: &Listeners, build: B) -> anyhow::Result<(
 where
     F: Functions,
     O: Ops,
-    B: FnOnce(&prometheus::Registry) -> anyhow::Result<App<F, O>>,
+    B: FnOnce(&prometheus::Registry, &HttpMetrics) -> anyhow::Result<App<F, O>>,
 {
     let registry = prometheus::Registry::new();
     registry.register(Box::new(ProcessCollector::new()))?;
     let http = HttpMetrics::new(&registry)?;
     let connection_metrics = ConnectionMetrics::new(&registry)?;
-    let App { functions, ops } = build(&registry)?;
+    let App { functions, ops } = build(&registry, &http)?;
     let ops = Arc::new(ops);
 
     let shutdown = Shutdown::on_signals()?;

@@ -11,7 +11,7 @@ pub use config::Config;
 
 /// Runs the webserver until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    service_ops::start::run(&config.listen.listeners(), |_registry| {
+    service_ops::start::run(&config.listen.listeners(), |_registry, _http| {
         Ok(service_ops::start::App {
             functions: std::sync::Arc::new(app::App::new(
                 config.max_body_bytes,

@@ -959,6 +959,10 @@ async fn a_deleted_functions_series_go_with_it() {
         text.contains(r#"faas_errors_total{function="gone",reason="trap"}"#),
         "{text}"
     );
+    assert!(
+        text.contains(r#"http_server_requests_total{function="gone",method="GET",status="500"}"#),
+        "{text}"
+    );
     let r = client
         .delete(api(&server, "gone"))
         .bearer_auth(TOKEN)
@@ -969,7 +973,7 @@ async fn a_deleted_functions_series_go_with_it() {
     let text = crate::metrics(&client, &server).await;
     let left: Vec<_> = text
         .lines()
-        .filter(|l| l.starts_with("faas_") && l.contains(r#"function="gone""#))
+        .filter(|l| l.contains(r#"function="gone""#))
         .collect();
     assert!(left.is_empty(), "{left:#?}");
 }
