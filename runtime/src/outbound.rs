@@ -146,6 +146,7 @@ async fn send(
     // already put the authority in the Host header.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
+    let request = request.map(|body| DrainOnDrop(Some(body)));
 
     // The connection must be driven while the response head is awaited; whichever ends
     // first decides, and a connection that is still open is handed back for the body.
@@ -156,9 +157,12 @@ async fn send(
         tokio::select! {
             response = &mut sent => response.map(|r| (r, false)),
             ended = &mut conn => {
-                ended?;
-                // The server closed cleanly; whatever it answered is in the sender now.
-                sent.await.map(|r| (r, true))
+                // The connection ended first (the server answered and closed, perhaps
+                // before it read the whole body): an answer it gave is still delivered.
+                match (sent.await, ended) {
+                    (Ok(response), _) => Ok((response, true)),
+                    (Err(_), Err(e)) | (Err(e), Ok(())) => Err(e),
+                }
             }
         }
     })
@@ -174,6 +178,53 @@ async fn send(
         Paced::new(incoming.map_err(Error::from), between_bytes_timeout).boxed_unsync()
     });
     Ok((response, io))
+}
+
+/// The request body, kept draining after the connection lets go of it. A server may
+/// answer before it has read the body (a 401, a 413, or a GET whose empty chunked body
+/// it never waits for) and close; the guest, still writing that body concurrently, would
+/// then see its stream closed and lose a response it already has. As other HTTP clients
+/// do, the rest of the body is read and discarded instead, until the guest finishes it
+/// or its instance ends.
+struct DrainOnDrop(Option<WasiBody>);
+
+impl Body for DrainOnDrop {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match self.0.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        let Some(mut body) = self.0.take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+        }
+    }
 }
 
 /// Why a destination was not connected to.
@@ -234,10 +285,7 @@ async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, Error> {
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                stream.set_nodelay(true).map_err(Error::Connect)?;
-                return Ok(stream);
-            }
+            Ok(stream) => return Ok(stream),
             Err(e) => last = Some(e),
         }
     }

@@ -224,3 +224,57 @@ async fn a_guest_cannot_pin_host_memory_with_resources_or_headers() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+/// A server may answer before it has read the request body (a 401 or 413, say) and
+/// close. The guest, still sending its body, must get that answer, not a reset.
+#[tokio::test]
+async fn an_early_answer_reaches_a_guest_still_sending_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            // Read the head only, answer at once, close: the body is never read.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            // Then close as nginx does (lingering): stop writing, discard what still
+            // comes for a moment, so that no reset destroys the answer in flight.
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 65536];
+            let linger = tokio::time::sleep(std::time::Duration::from_secs(2));
+            tokio::pin!(linger);
+            loop {
+                tokio::select! {
+                    n = stream.read(&mut sink) => if n.unwrap_or(0) == 0 { break },
+                    () = &mut linger => break,
+                }
+            }
+        }
+    });
+    let allowed = format!(
+        "allowed_outbound_hosts = [\"127.0.0.1:{}\"]\n",
+        target.port()
+    );
+    let dir = crate::functions_dir(&[("allowed", artifacts::MISBEHAVE_COMPONENT, &allowed)]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let url = format!("http://{target}/");
+    let (status, v) = crate::get_json(
+        &client,
+        &format!(
+            "{}/allowed/fetch?url={url}&post_kib=4096",
+            server.url("traffic")
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], 401, "the guest lost the answer: {v}");
+}

@@ -62,10 +62,12 @@ pub async fn handle(request: Request) -> Result {
             let url = query.raw("url").unwrap_or_default().to_string();
             // `times` fetches in a row (for the per-invocation cap); the last one answers.
             let times = query.get_in("times", 1u32, 1..=10_000)?;
+            // `post_kib` > 0 POSTs that much instead of a GET.
+            let post_kib = query.get_in("post_kib", 0usize, 0..=65536)?;
             let mut result = Err(String::new());
             let mut ok = 0;
             for _ in 0..times {
-                result = fetch(&url).await;
+                result = fetch(&url, post_kib).await;
                 ok += u32::from(result.is_ok());
             }
             Ok(sdk::json(
@@ -160,10 +162,13 @@ fn recurse(n: u64) -> u64 {
 }
 
 #[cfg(target_arch = "wasm32")]
-async fn fetch(url: &str) -> std::result::Result<u16, String> {
-    let request = wstd::http::Request::get(url)
-        .body(wstd::http::Body::empty())
-        .map_err(|e| e.to_string())?;
+async fn fetch(url: &str, post_kib: usize) -> std::result::Result<u16, String> {
+    let request = if post_kib == 0 {
+        wstd::http::Request::get(url).body(wstd::http::Body::empty())
+    } else {
+        wstd::http::Request::post(url).body(wstd::http::Body::from(vec![b'x'; post_kib << 10]))
+    }
+    .map_err(|e| e.to_string())?;
     let response = wstd::http::Client::new()
         .send(request)
         .await
@@ -172,7 +177,7 @@ async fn fetch(url: &str) -> std::result::Result<u16, String> {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-async fn fetch(_url: &str) -> std::result::Result<u16, String> {
+async fn fetch(_url: &str, _post_kib: usize) -> std::result::Result<u16, String> {
     Err("outbound HTTP is only exercised in the wasm build".into())
 }
 
