@@ -5,6 +5,8 @@
 //! - [`Nginx`]: a real nginx in front of the webserver, configured from the same template
 //!   compose uses (`infra/nginx/templates/`), rendered into a temporary prefix.
 //!
+//! - [`SeedPhp`], [`SeedNode`]: the seed report's PHP-FPM + nginx and Node/Express stacks
+//!   (`seed-stacks/`), as extra sides of the comparison.
 //! - [`examples`]: what every example function must answer, checked against any base URL,
 //!   so the webserver, nginx and the runtime are held to the same expectations.
 //! - [`exposition`]: a `/metrics` page parsed as Prometheus reads it.
@@ -15,10 +17,12 @@
 pub mod examples;
 pub mod exposition;
 mod nginx;
+mod seed;
 mod service;
 
 pub use exposition::{Scrape, sample};
-pub use nginx::{Nginx, NginxPorts, find_nginx, render_nginx_template};
+pub use nginx::{Nginx, NginxPorts, Site, find_nginx, render_nginx_template};
+pub use seed::{PhpFpm, SeedNode, SeedPhp, find_node, find_php_fpm};
 pub use service::Service;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -159,4 +163,18 @@ where
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(limit, from.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Stops a master process (nginx, PHP-FPM) that stops its own workers on SIGTERM; kills
+/// it if it has not exited within 5 seconds.
+fn terminate_master(child: &mut std::process::Child) {
+    use wait_timeout::ChildExt;
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    if let Ok(Some(_)) = child.wait_timeout(Duration::from_secs(5)) {
+        return;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

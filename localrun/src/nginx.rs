@@ -3,10 +3,60 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use wait_timeout::ChildExt;
 
-/// The server config compose uses, compiled in so binaries work from any directory.
-const TEMPLATE: &str = include_str!("../../infra/nginx/templates/default.conf.template");
+/// The server configs compose uses, compiled in so binaries work from any directory.
+const PROXY_TEMPLATE: &str = include_str!("../../infra/nginx/templates/default.conf.template");
+const PHP_TEMPLATE: &str = include_str!("../../infra/nginx/seed-php/default.conf.template");
+
+/// What nginx serves: one of compose's templates and the values of its variables (the
+/// listen ports are added by [`Nginx`]).
+#[derive(Debug, Clone)]
+pub struct Site {
+    template: &'static str,
+    vars: Vec<(&'static str, String)>,
+}
+
+impl Site {
+    /// A reverse proxy to the webserver at `upstream` (the traditional side).
+    pub fn proxy(upstream: SocketAddr) -> Self {
+        Self {
+            template: PROXY_TEMPLATE,
+            vars: vec![("WEBSERVER_UPSTREAM", upstream.to_string())],
+        }
+    }
+
+    /// FastCGI to PHP-FPM at `fpm`, every request to the front controller `script`
+    /// (the seed's PHP stack).
+    pub fn php(fpm: SocketAddr, script: &Path) -> Self {
+        Self {
+            template: PHP_TEMPLATE,
+            vars: vec![
+                ("PHP_FPM_UPSTREAM", fpm.to_string()),
+                ("SEED_PHP_SCRIPT", script.display().to_string()),
+            ],
+        }
+    }
+
+    /// The template with every variable filled; one left unset is an error, not a
+    /// silent empty string.
+    pub fn render(&self, ports: NginxPorts) -> anyhow::Result<String> {
+        let mut text = self.template.to_string();
+        let listen = [
+            ("NGINX_PORT", format!("127.0.0.1:{}", ports.traffic)),
+            ("NGINX_STATUS_PORT", format!("127.0.0.1:{}", ports.status)),
+        ];
+        for (var, value) in self.vars.iter().chain(&listen) {
+            text = text.replace(&format!("${{{var}}}"), value);
+        }
+        if let Some(pos) = text.find("${") {
+            bail!(
+                "nginx template has an unrendered variable near {:?}",
+                &text[pos..(pos + 40).min(text.len())]
+            );
+        }
+        Ok(text)
+    }
+}
 
 /// Where to find nginx: `NGINX` if set, else `nginx` on PATH or in /usr/sbin (Debian
 /// puts it there, and /usr/sbin is not on every user's PATH).
@@ -29,27 +79,12 @@ pub struct NginxPorts {
     pub status: u16,
 }
 
-/// Fills the template's variables; any variable left unset is an error, not a silent
-/// empty string.
+/// The proxy template filled for `upstream` (see [`Site::render`]).
 pub fn render_nginx_template(upstream: SocketAddr, ports: NginxPorts) -> anyhow::Result<String> {
-    let mut text = TEMPLATE.to_string();
-    for (var, value) in [
-        ("WEBSERVER_UPSTREAM", upstream.to_string()),
-        ("NGINX_PORT", format!("127.0.0.1:{}", ports.traffic)),
-        ("NGINX_STATUS_PORT", format!("127.0.0.1:{}", ports.status)),
-    ] {
-        text = text.replace(&format!("${{{var}}}"), &value);
-    }
-    if let Some(pos) = text.find("${") {
-        bail!(
-            "nginx template has an unrendered variable near {:?}",
-            &text[pos..(pos + 40).min(text.len())]
-        );
-    }
-    Ok(text)
+    Site::proxy(upstream).render(ports)
 }
 
-/// A real nginx master and its workers, in a temporary prefix, in front of `upstream`.
+/// A real nginx master and its workers, in a temporary prefix, serving a [`Site`].
 #[derive(Debug)]
 pub struct Nginx {
     child: Child,
@@ -61,6 +96,12 @@ impl Nginx {
     /// Starts nginx proxying to `upstream` with `workers` worker processes, on free
     /// loopback ports. Retries a few times if another process takes a port first.
     pub fn start(upstream: SocketAddr, workers: usize) -> anyhow::Result<Self> {
+        Self::start_site(&Site::proxy(upstream), workers)
+    }
+
+    /// Starts nginx serving `site` with `workers` worker processes, on free loopback
+    /// ports.
+    pub fn start_site(site: &Site, workers: usize) -> anyhow::Result<Self> {
         let binary = find_nginx()?;
         let mut last_error = None;
         for _ in 0..5 {
@@ -68,7 +109,7 @@ impl Nginx {
                 traffic: crate::free_port()?,
                 status: crate::free_port()?,
             };
-            match Self::try_start(&binary, upstream, ports, workers) {
+            match Self::try_start(&binary, site, ports, workers) {
                 Ok(nginx) => return Ok(nginx),
                 Err(e) => last_error = Some(e),
             }
@@ -78,17 +119,14 @@ impl Nginx {
 
     fn try_start(
         binary: &Path,
-        upstream: SocketAddr,
+        site: &Site,
         ports: NginxPorts,
         workers: usize,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("nginx-").tempdir()?;
         let prefix = dir.path();
         std::fs::create_dir_all(prefix.join("logs"))?;
-        std::fs::write(
-            prefix.join("default.conf"),
-            render_nginx_template(upstream, ports)?,
-        )?;
+        std::fs::write(prefix.join("default.conf"), site.render(ports)?)?;
         // The main context, as the official image's nginx.conf but local: no `user`
         // switch beyond nginx's own default, temp files and pid inside the prefix.
         let main = format!(
@@ -193,13 +231,6 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM is nginx's fast shutdown: the master stops its workers and exits.
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        if let Ok(Some(_)) = self.child.wait_timeout(Duration::from_secs(5)) {
-            return;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::terminate_master(&mut self.child);
     }
 }

@@ -3,3 +3,4 @@
 
 mod compose;
 mod infra;
+mod seed;
