@@ -124,14 +124,41 @@ pub struct CompareArgs {
     /// nginx worker processes (default: one per core, like `worker_processes auto`).
     #[arg(long)]
     pub nginx_workers: Option<usize>,
-    /// Also measure the webserver without nginx in front, to show what the proxy costs.
+    /// The sides to start and measure, comma-separated: `serverless` and `traditional`
+    /// always, plus any of `direct` (the webserver without nginx: what the proxy
+    /// costs), `seed-php` (PHP-FPM behind nginx) and `seed-node` (Node/Express), the
+    /// seed report's own stacks answering like our functions.
+    #[arg(long, value_delimiter = ',', default_value = "serverless,traditional")]
+    pub sides: Vec<SideKind>,
+    /// Same as adding `direct` to --sides.
     #[arg(long)]
     pub direct: bool,
+    /// PHP-FPM's workers for `seed-php` (a static pool: PHP serves one request per
+    /// process, so this is its concurrency).
+    #[arg(long, default_value_t = 64)]
+    pub php_fpm_children: usize,
     /// A `wasmtime` CLI to add as the `peer` side: `wasmtime serve -S cli` on the very
     /// same hello.wasm (the reference wasi:http host; hello scenarios only).
     /// `scripts/install-wasmtime-cli` installs one.
     #[arg(long, value_name = "WASMTIME")]
     pub peer: Option<PathBuf>,
+}
+
+/// A side `bench compare` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SideKind {
+    Serverless,
+    Traditional,
+    Direct,
+    SeedPhp,
+    SeedNode,
+}
+
+impl CompareArgs {
+    /// Whether `kind` is to be measured.
+    pub fn wants(&self, kind: SideKind) -> bool {
+        self.sides.contains(&kind) || (kind == SideKind::Direct && self.direct)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -3,12 +3,12 @@
 //! check that both sides answer every example correctly, run the scenarios, stop
 //! everything, write the report.
 
-use crate::cli::CompareArgs;
+use crate::cli::{CompareArgs, SideKind};
 use crate::report::{SideInfo, figures};
 use crate::runner::{Runner, Side};
 use crate::sample::ProcessSet;
 use anyhow::{Context, bail, ensure};
-use localrun::{Nginx, Service};
+use localrun::{Nginx, SeedNode, SeedPhp, Service};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +62,8 @@ struct Local {
     webserver: Service,
     nginx: Nginx,
     peer: Option<Peer>,
+    seed_php: Option<SeedPhp>,
+    seed_node: Option<SeedNode>,
     /// Each function's effective limits, as the runtime's deploy responses state them.
     limits: BTreeMap<String, serde_json::Value>,
     _store: tempfile::TempDir,
@@ -72,9 +74,15 @@ impl Local {
         // SIGTERM first, so both servers drain and exit the way they would in production;
         // whatever is still running when the handles drop is killed.
         let peer = self.peer.as_mut().map(|p| &mut p.service);
-        for service in [Some(&mut self.runtime), Some(&mut self.webserver), peer]
-            .into_iter()
-            .flatten()
+        let node = self.seed_node.as_mut().map(|n| &mut n.service);
+        for service in [
+            Some(&mut self.runtime),
+            Some(&mut self.webserver),
+            peer,
+            node,
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Err(e) = service.terminate(Duration::from_secs(10)) {
                 eprintln!("warning: {e:#}");
@@ -85,8 +93,19 @@ impl Local {
 
 pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let scenarios = args.common.scenarios()?;
-    // Before anything starts: a missing nginx is the most likely mistake.
+    ensure!(
+        args.wants(SideKind::Serverless) && args.wants(SideKind::Traditional),
+        "--sides must include serverless and traditional (the comparison is between them; \
+         the others are added to it)"
+    );
+    // Before anything starts: a missing program is the most likely mistake.
     let nginx_binary = localrun::find_nginx()?;
+    if args.wants(SideKind::SeedPhp) {
+        localrun::find_php_fpm()?;
+    }
+    if args.wants(SideKind::SeedNode) {
+        localrun::find_node()?;
+    }
     let (runtime_bin, webserver_bin) = binaries(args)?;
     let runner = Runner::new(args.common.runner_options())?;
 
@@ -122,10 +141,10 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             serves: None,
         },
     ];
-    if args.direct {
+    if args.wants(SideKind::Direct) {
         sides.push(Side {
             info: SideInfo {
-                name: "direct".into(),
+                name: figures::DIRECT.into(),
                 description: "the webserver alone, without nginx: what the proxy costs".into(),
                 url: local.webserver.url("traffic"),
             },
@@ -134,6 +153,46 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                 trees: vec![],
             }),
             metrics_url: Some(format!("{}/metrics", local.webserver.url("ops"))),
+            serves: None,
+        });
+    }
+    if let Some(php) = &local.seed_php {
+        sides.push(Side {
+            info: SideInfo {
+                name: figures::SEED_PHP.into(),
+                description: format!(
+                    "the seed's PHP stack: {}, a static pool of {} workers, behind nginx ({} workers) over FastCGI",
+                    php.fpm.version(),
+                    args.php_fpm_children,
+                    args.nginx_workers()
+                ),
+                url: php.url(),
+            },
+            processes: Some(ProcessSet {
+                pids: vec![],
+                trees: vec![php.nginx.pid(), php.fpm.pid()],
+            }),
+            // PHP-FPM has no per-request metrics of ours (its status page counts
+            // accepted connections); the client's counts stand alone.
+            metrics_url: None,
+            serves: None,
+        });
+    }
+    if let Some(node) = &local.seed_node {
+        sides.push(Side {
+            info: SideInfo {
+                name: figures::SEED_NODE.into(),
+                description: format!(
+                    "the seed's Node stack: {}, one process, prom-client metrics under our names",
+                    node.version()
+                ),
+                url: node.service.url("traffic"),
+            },
+            processes: Some(ProcessSet {
+                pids: vec![node.service.pid()],
+                trees: vec![],
+            }),
+            metrics_url: Some(format!("{}/metrics", node.service.url("ops"))),
             serves: None,
         });
     }
@@ -158,11 +217,22 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 
     let mut settings = args.common.settings();
     settings.insert("nginx workers".into(), args.nginx_workers().to_string());
+    if local.seed_php.is_some() {
+        settings.insert("php-fpm workers".into(), args.php_fpm_children.to_string());
+    }
     settings.extend(runtime_limits(&local.limits));
     let mut meta = crate::versions_and_settings(Some(&nginx_binary), settings);
     if let Some(peer) = &local.peer {
         meta.versions
             .insert("wasmtime serve (peer)".into(), peer.version.clone());
+    }
+    if let Some(php) = &local.seed_php {
+        meta.versions
+            .insert("php-fpm (seed-php)".into(), php.fpm.version().to_string());
+    }
+    if let Some(node) = &local.seed_node {
+        meta.versions
+            .insert("node (seed-node)".into(), node.version().to_string());
     }
     let outcome = crate::run_scenarios(&runner, &scenarios, &sides, meta, &args.common.out);
     local.stop();
@@ -196,6 +266,16 @@ fn start(
     let nginx =
         Nginx::start(webserver.addr("traffic"), args.nginx_workers()).context("starting nginx")?;
     let peer = args.peer.as_deref().map(Peer::start).transpose()?;
+    let seed_php = args
+        .wants(SideKind::SeedPhp)
+        .then(|| SeedPhp::start(args.php_fpm_children, args.nginx_workers()))
+        .transpose()
+        .context("starting the seed's PHP stack")?;
+    let seed_node = args
+        .wants(SideKind::SeedNode)
+        .then(SeedNode::start)
+        .transpose()
+        .context("starting the seed's Node stack")?;
 
     let limits = runner.block_on(async {
         let client = runner.client();
@@ -236,7 +316,14 @@ fn start(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        for (side, base) in [("runtime", runtime.url("traffic")), ("nginx", nginx.url())] {
+        let mut checked = vec![("runtime", runtime.url("traffic")), ("nginx", nginx.url())];
+        checked.extend(seed_php.as_ref().map(|p| ("seed-php", p.url())));
+        checked.extend(
+            seed_node
+                .as_ref()
+                .map(|n| ("seed-node", n.service.url("traffic"))),
+        );
+        for (side, base) in checked {
             localrun::examples::check_all(client, &base)
                 .await
                 .with_context(|| format!("{side} does not answer the examples correctly"))?;
@@ -266,6 +353,8 @@ fn start(
         webserver,
         nginx,
         peer,
+        seed_php,
+        seed_node,
         limits,
         _store: store,
     })

@@ -175,7 +175,7 @@ impl Runner {
             connections: scenario.connections,
             timeout: scenario.timeout,
         };
-        let counted_before = self.counted(side);
+        let scrape_before = self.scrape(side);
         let steal_before = (Instant::now(), crate::machine::steal_seconds());
         let origin = Instant::now();
         let interval = self.options.sample_interval;
@@ -244,11 +244,15 @@ impl Runner {
             }
             samples
         };
-        let counted = match (counted_before, self.counted(side)) {
-            (Some(before), Some(after)) => Some(after - before),
-            _ => None,
+        let scrape_after = self.scrape(side);
+        let (counted, server_means) = match (&scrape_before, &scrape_after) {
+            (Some(before), Some(after)) => (
+                Some(after.sum(REQUESTS) - before.sum(REQUESTS)),
+                server_means(before, after),
+            ),
+            _ => (None, BTreeMap::new()),
         };
-        let run = Run::new(
+        let mut run = Run::new(
             crate::report::RunId {
                 side: &side.info.name,
                 round,
@@ -261,6 +265,7 @@ impl Runner {
             counted,
             steal_share,
         );
+        run.server_mean_seconds = server_means;
         eprintln!(
             "{:<18} {:<12} round {} {:>8} req/s: achieved {:>9.1}/s  p50 {:>9}  p99 {:>9}  errors {}",
             scenario.name,
@@ -292,11 +297,6 @@ impl Runner {
         bar
     }
 
-    /// Requests the side's `/metrics` has counted so far, summed over every series.
-    fn counted(&self, side: &Side) -> Option<f64> {
-        Some(self.scrape(side)?.sum("http_server_requests_total"))
-    }
-
     /// What the side's own binary says it is (`runtime_build_info`): the runtime's and
     /// wasmtime's versions, by the side's name; nothing for a side that does not say.
     pub fn build_info(&self, side: &Side) -> BTreeMap<String, String> {
@@ -316,6 +316,7 @@ impl Runner {
             .collect()
     }
 
+    /// The side's `/metrics` now, if it has one that answers.
     fn scrape(&self, side: &Side) -> Option<localrun::Scrape> {
         let url = side.metrics_url.as_ref()?;
         let text = self.runtime.block_on(async {
@@ -323,5 +324,56 @@ impl Runner {
             response.text().await.ok()
         })?;
         localrun::Scrape::parse(&text).ok()
+    }
+}
+
+/// Requests a side's `/metrics` counted, summed over every series.
+const REQUESTS: &str = "http_server_requests_total";
+
+/// The duration histograms whose mean over a run the report uses: the server's own view
+/// of a request, and the runtime's instantiation and guest run.
+pub const SERVER_DURATIONS: &[&str] = &[
+    "http_server_request_duration_seconds",
+    "faas_init_duration_seconds",
+    "faas_invoke_duration_seconds",
+];
+
+/// The mean of each [`SERVER_DURATIONS`] family over what happened between two scrapes
+/// (every series summed), in seconds; families with nothing observed are left out.
+pub fn server_means(before: &localrun::Scrape, after: &localrun::Scrape) -> BTreeMap<String, f64> {
+    SERVER_DURATIONS
+        .iter()
+        .filter_map(|family| {
+            let delta = |part: &str| {
+                let name = format!("{family}_{part}");
+                after.sum(&name) - before.sum(&name)
+            };
+            let count = delta("count");
+            (count > 0.0).then(|| (family.to_string(), delta("sum") / count))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_means_are_the_mean_of_what_was_observed_between_scrapes() {
+        let page = |count: u64, sum: f64| {
+            format!(
+                "# TYPE faas_init_duration_seconds histogram\n\
+                 faas_init_duration_seconds_bucket{{function=\"hello\",le=\"0.001\"}} {count}\n\
+                 faas_init_duration_seconds_bucket{{function=\"hello\",le=\"+Inf\"}} {count}\n\
+                 faas_init_duration_seconds_sum{{function=\"hello\"}} {sum}\n\
+                 faas_init_duration_seconds_count{{function=\"hello\"}} {count}\n"
+            )
+        };
+        let before = localrun::Scrape::parse(&page(10, 0.001)).unwrap();
+        let after = localrun::Scrape::parse(&page(110, 0.005)).unwrap();
+        let means = super::server_means(&before, &after);
+        let init = means["faas_init_duration_seconds"];
+        assert!((init - 0.000_04).abs() < 1e-12, "{init}");
+        // Nothing observed: no figure, rather than 0/0.
+        assert!(!means.contains_key("faas_invoke_duration_seconds"));
+        assert!(super::server_means(&before, &before).is_empty());
     }
 }

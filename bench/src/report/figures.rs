@@ -8,6 +8,11 @@ pub const SERVERLESS: &str = "serverless";
 pub const TRADITIONAL: &str = "traditional";
 /// The reference wasi:http host (`wasmtime serve`) on the same component, when measured.
 pub const PEER: &str = "peer";
+/// The webserver without nginx in front, when measured.
+pub const DIRECT: &str = "direct";
+/// The seed report's own stacks, when measured.
+pub const SEED_PHP: &str = "seed-php";
+pub const SEED_NODE: &str = "seed-node";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Better {

@@ -8,7 +8,9 @@ use super::view::{self, METHOD, TITLE, Table, VIRTUAL_MEMORY_NOTE};
 use super::{Report, Run, ScenarioResult, decode};
 use std::fmt::Write;
 
-const COLORS: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#8c564b",
+];
 
 fn color(report: &Report, side: &str) -> &'static str {
     let i = report
@@ -47,6 +49,20 @@ pub fn html(report: &Report) -> String {
     );
     table(&mut out, &view.summary);
     let _ = write!(out, "<p>{}</p>", escape(view.summary_note));
+    if let Some(breakdown) = &view.breakdown {
+        let _ = write!(
+            out,
+            "<h2>Where the time goes: {}</h2>",
+            escape(&breakdown.scenario)
+        );
+        table(&mut out, &breakdown.table());
+        let _ = write!(
+            out,
+            "<div class=\"charts\">{}</div><p>{}</p>",
+            breakdown.svg(),
+            escape(super::breakdown::NOTE)
+        );
+    }
 
     for scenario in &view.scenarios {
         let result = scenario.result;

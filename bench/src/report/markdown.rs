@@ -19,6 +19,11 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "## Summary\n");
     table(&mut out, &view.summary);
     let _ = writeln!(out, "\n{}\n", view.summary_note);
+    if let Some(breakdown) = &view.breakdown {
+        let _ = writeln!(out, "## Where the time goes: {}\n", breakdown.scenario);
+        table(&mut out, &breakdown.table());
+        let _ = writeln!(out, "\n{}\n", super::breakdown::NOTE);
+    }
     for scenario in &view.scenarios {
         let result = scenario.result;
         let _ = writeln!(out, "## {}\n", result.name);

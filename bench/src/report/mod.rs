@@ -1,6 +1,7 @@
 //! The results of a comparison, as data (written as `results.json`), and the two views of
 //! it: a Markdown report and a self-contained HTML page with charts.
 
+pub mod breakdown;
 pub mod figures;
 mod html;
 mod markdown;
@@ -104,6 +105,10 @@ pub struct Run {
     /// Share of the machine's CPU time the hypervisor took during the run (0 to 1).
     #[serde(default)]
     pub steal_share: Option<f64>,
+    /// The side's own mean durations over the run (warm-up included), in seconds, by
+    /// histogram family (`runner::SERVER_DURATIONS`): what the server measured itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_mean_seconds: BTreeMap<String, f64>,
     pub measure_start_seconds: f64,
 }
 
@@ -164,6 +169,7 @@ impl Run {
             timeline: side_samples.unwrap_or_default(),
             server_counted,
             steal_share,
+            server_mean_seconds: BTreeMap::new(),
             measure_start_seconds: from,
         }
     }

@@ -30,6 +30,8 @@ pub struct View<'a> {
     pub sides: Table,
     pub summary: Table,
     pub summary_note: &'static str,
+    /// Where each side's time per request goes on hello, when a run measured it.
+    pub breakdown: Option<super::breakdown::Breakdown>,
     pub scenarios: Vec<ScenarioView<'a>>,
     /// (group, key, value): machine, versions, settings.
     pub environment: Vec<(&'static str, String, String)>,
@@ -83,6 +85,7 @@ pub fn view(report: &Report) -> View<'_> {
         },
         summary: summary(report),
         summary_note: "S = serverless, T = traditional; (×) = S / T.",
+        breakdown: super::breakdown::breakdown(report),
         scenarios: report
             .scenarios
             .iter()

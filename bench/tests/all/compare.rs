@@ -180,6 +180,100 @@ fn compare_writes_markdown_html_and_json_with_both_sides() {
     );
 }
 
+const TINY_HELLO: &str = r#"
+[defaults]
+connections = 4
+warmup = "100ms"
+timeout = "5s"
+rounds = 1
+
+[[scenario]]
+name = "tiny-hello"
+path = "/hello/"
+rate = 200
+requests = 60
+"#;
+
+#[test]
+fn compare_runs_every_side_and_says_where_the_time_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = compare(dir.path(), TINY_HELLO)
+        .args([
+            "--sides",
+            "serverless,traditional,direct,seed-php,seed-node",
+            "--php-fpm-children",
+            "4",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "bench compare failed: {status}");
+    let out = dir.path().join("report");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let runs = json["scenarios"][0]["runs"].as_array().unwrap();
+    let order: Vec<&str> = runs.iter().map(|r| r["side"].as_str().unwrap()).collect();
+    assert_eq!(
+        order,
+        [
+            "serverless",
+            "traditional",
+            "direct",
+            "seed-php",
+            "seed-node"
+        ]
+    );
+    for run in runs {
+        assert_eq!(run["ok"], 60, "{run}");
+        assert!(
+            run["usage"]["resident_peak_bytes"].as_u64().unwrap() > 1 << 20,
+            "RSS sampled: {run}"
+        );
+    }
+    // seed-php's resources are nginx's tree (master, 1 worker) and PHP-FPM's (master,
+    // 4 workers) together.
+    let php = &runs[3];
+    assert!(php["usage"]["processes"].as_u64().unwrap() >= 7, "{php}");
+    // The Node app counts requests under our metric names; PHP-FPM has none.
+    assert!(
+        runs[4]["server_counted"].as_f64().unwrap() >= 60.0,
+        "{}",
+        runs[4]
+    );
+    assert!(php["server_counted"].is_null());
+    // The runtime's own instantiation and guest-run means, for the breakdown.
+    let serverless = &runs[0]["server_mean_seconds"];
+    for family in ["faas_init_duration_seconds", "faas_invoke_duration_seconds"] {
+        assert!(serverless[family].as_f64().unwrap() > 0.0, "{serverless}");
+    }
+    for (key, what) in [
+        ("php-fpm (seed-php)", "PHP "),
+        ("node (seed-node)", "node v"),
+    ] {
+        assert!(
+            json["meta"]["versions"][key]
+                .as_str()
+                .is_some_and(|v| v.starts_with(what)),
+            "{}",
+            json["meta"]["versions"]
+        );
+    }
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in [
+        "## Where the time goes: tiny-hello",
+        "| side | HTTP serving | nginx hop | instantiation | guest run | HTTP serving and the rest | whole request | mean latency |",
+        "| seed-php |",
+        "| seed-node |",
+        "| direct |",
+    ] {
+        assert!(
+            markdown.contains(needle),
+            "report.md lacks {needle:?}:\n{markdown}"
+        );
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Where the time goes: tiny-hello (mean per request)"));
+}
+
 /// One short scenario that finishes, then one that would run for minutes.
 const FINISHED_THEN_LONG: &str = r#"
 [defaults]
