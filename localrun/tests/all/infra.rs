@@ -220,6 +220,9 @@ async fn every_dashboard_panel_returns_data() {
     )
     .unwrap();
     let nginx = localrun::Nginx::start(webserver.addr("traffic"), 1).unwrap();
+    // The seed's stacks, as compose's `seed` profile runs them.
+    let seed_php = localrun::SeedPhp::start(2, 1).unwrap();
+    let seed_node = localrun::SeedNode::start().unwrap();
     let exporter_port = localrun::free_port().unwrap();
     let _exporter = spawn(
         &program("prometheus-nginx-exporter"),
@@ -242,7 +245,12 @@ async fn every_dashboard_panel_returns_data() {
         .replace("localhost:9090", &format!("127.0.0.1:{prometheus_port}"))
         .replace("runtime:8081", &runtime.addr("ops").to_string())
         .replace("webserver:8001", &webserver.addr("ops").to_string())
-        .replace("nginx-exporter:9113", &format!("127.0.0.1:{exporter_port}"));
+        .replace("nginx-exporter:9113", &format!("127.0.0.1:{exporter_port}"))
+        .replace("seed-node:3001", &seed_node.service.addr("ops").to_string())
+        .replace(
+            "seed-php-nginx:8080",
+            &format!("127.0.0.1:{}", seed_php.nginx.ports().status),
+        );
     let work = tempfile::tempdir().unwrap();
     std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
     let _prometheus = spawn(
@@ -270,6 +278,8 @@ async fn every_dashboard_panel_returns_data() {
             runtime.url("traffic"),
             webserver.url("traffic"),
             nginx.url(),
+            seed_php.url(),
+            seed_node.service.url("traffic"),
         ] {
             localrun::examples::check_all(&client, &base).await.unwrap();
         }
@@ -290,7 +300,7 @@ async fn every_dashboard_panel_returns_data() {
     let mut missing = Vec::new();
     for (dashboard, panel, expr) in panel_queries() {
         let query = expr
-            .replace("$side", "runtime|webserver")
+            .replace("$side", "runtime|webserver|seed-node")
             .replace("$function", ".*")
             .replace("$__rate_interval", "15s")
             .replace("$__range", "5m");
@@ -319,6 +329,25 @@ async fn every_dashboard_panel_returns_data() {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     }
+    // Every side's scrape job is up, the seed's included (PHP-FPM's OpenMetrics page
+    // parses as Prometheus reads it). cadvisor has no local stand-in.
+    let up: serde_json::Value = client
+        .get(format!("{prometheus}/api/v1/query"))
+        .query(&[(
+            "query",
+            r#"up{job=~"runtime|webserver|nginx|seed-node|seed-php"} == 1"#,
+        )])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        up["data"]["result"].as_array().map(Vec::len),
+        Some(5),
+        "a side's target is down: {up}"
+    );
     assert!(
         missing.is_empty(),
         "panels without data:\n{}",
