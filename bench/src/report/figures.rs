@@ -95,6 +95,15 @@ pub const FIGURES: &[Figure] = &[
         get: |r| r.usage.map(|u| u.resident_peak_bytes as f64),
     },
     Figure {
+        name: "peak PSS",
+        better: Better::Lower,
+        unit: Unit::Bytes,
+        get: |r| {
+            r.usage
+                .and_then(|u| u.proportional_peak_bytes.map(|b| b as f64))
+        },
+    },
+    Figure {
         name: "mean RSS",
         better: Better::Lower,
         unit: Unit::Bytes,
