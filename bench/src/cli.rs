@@ -59,6 +59,44 @@ pub struct CommonArgs {
     /// No progress bars (they are hidden anyway when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub cost: CostArgs,
+}
+
+/// What the report's cost section prices with.
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// Prices for the cost section: a TOML file like bench/prices.toml (the default).
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// The steady request rate (per second) whose monthly cost the report states
+    /// (default 10, about 26 million requests a month).
+    #[arg(long)]
+    pub monthly_rate: Option<f64>,
+}
+
+impl CostArgs {
+    /// The shipped prices and rate with these flags applied.
+    pub fn model(&self) -> anyhow::Result<crate::cost::CostModel> {
+        let mut model = crate::cost::CostModel::default();
+        self.apply(&mut model)?;
+        Ok(model)
+    }
+
+    /// Applies the flags given to `model` (a report's own, for `bench report`).
+    pub fn apply(&self, model: &mut crate::cost::CostModel) -> anyhow::Result<()> {
+        if let Some(path) = &self.prices {
+            model.prices = crate::cost::Prices::load(path)?;
+        }
+        if let Some(rate) = self.monthly_rate {
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "--monthly-rate must be a rate above 0, got {rate}"
+            );
+            model.monthly_rate = rate;
+        }
+        Ok(())
+    }
 }
 
 impl CommonArgs {
@@ -191,6 +229,8 @@ pub struct ReportArgs {
     /// Directory for report.md and report.html (default: beside results.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub cost: CostArgs,
 }
 
 fn name_value(text: &str) -> Result<(String, String), String> {

@@ -234,7 +234,8 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         meta.versions
             .insert("node (seed-node)".into(), node.version().to_string());
     }
-    let outcome = crate::run_scenarios(&runner, &scenarios, &sides, meta, &args.common.out);
+    let cost = args.common.cost.model()?;
+    let outcome = crate::run_scenarios(&runner, &scenarios, &sides, meta, cost, &args.common.out);
     local.stop();
     outcome
 }

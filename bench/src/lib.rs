@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod cost;
 pub mod load;
 pub mod machine;
 pub mod report;
@@ -30,7 +31,8 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Compare(args) => compare::compare(&args),
         cli::Command::Run(args) => run_against(&args),
         cli::Command::Report(args) => {
-            let report = Report::read(&args.results)?;
+            let mut report = Report::read(&args.results)?;
+            args.cost.apply(&mut report.cost)?;
             let dir = args.out.unwrap_or_else(|| {
                 args.results
                     .parent()
@@ -64,6 +66,7 @@ pub fn run_scenarios(
     scenarios: &[Scenario],
     sides: &[Side],
     mut meta: Meta,
+    cost: cost::CostModel,
     out: &Path,
 ) -> anyhow::Result<()> {
     meta.started = now();
@@ -117,6 +120,7 @@ pub fn run_scenarios(
         meta,
         sides: sides.iter().map(|s| s.info.clone()).collect(),
         scenarios: results,
+        cost,
     };
     report.write(out)?;
     eprintln!(
@@ -161,8 +165,15 @@ fn run_against(args: &cli::RunArgs) -> anyhow::Result<()> {
     let runner = Runner::new(args.common.runner_options())?;
     loop {
         let meta = versions_and_settings(None, args.common.settings());
-        run_scenarios(&runner, &scenarios, &sides, meta, &args.common.out)
-            .context("running the scenarios")?;
+        run_scenarios(
+            &runner,
+            &scenarios,
+            &sides,
+            meta,
+            args.common.cost.model()?,
+            &args.common.out,
+        )
+        .context("running the scenarios")?;
         if !args.forever {
             return Ok(());
         }

@@ -63,6 +63,22 @@ pub fn html(report: &Report) -> String {
             escape(super::breakdown::NOTE)
         );
     }
+    let priced = super::costs::priced(report);
+    if let Some(first) = priced.first() {
+        let _ = write!(out, "<h2>What it costs</h2>");
+        table(&mut out, &super::costs::table(&report.cost, &priced));
+        let scenario = report
+            .scenarios
+            .iter()
+            .find(|s| s.name == first.scenario)
+            .expect("priced from the report's scenarios");
+        let _ = write!(
+            out,
+            "<div class=\"charts\">{}</div><p>{}</p>",
+            super::costs::chart(&report.cost, first, scenario).render(),
+            escape(&super::costs::note(&report.cost))
+        );
+    }
 
     for scenario in &view.scenarios {
         let result = scenario.result;

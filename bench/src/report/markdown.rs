@@ -24,6 +24,12 @@ pub fn markdown(report: &Report) -> String {
         table(&mut out, &breakdown.table());
         let _ = writeln!(out, "\n{}\n", super::breakdown::NOTE);
     }
+    let priced = super::costs::priced(report);
+    if !priced.is_empty() {
+        let _ = writeln!(out, "## What it costs\n");
+        table(&mut out, &super::costs::table(&report.cost, &priced));
+        let _ = writeln!(out, "\n{}\n", super::costs::note(&report.cost));
+    }
     for scenario in &view.scenarios {
         let result = scenario.result;
         let _ = writeln!(out, "## {}\n", result.name);

@@ -2,6 +2,7 @@
 //! it: a Markdown report and a self-contained HTML page with charts.
 
 pub mod breakdown;
+pub mod costs;
 pub mod figures;
 mod html;
 mod markdown;
@@ -25,6 +26,10 @@ pub struct Report {
     pub meta: Meta,
     pub sides: Vec<SideInfo>,
     pub scenarios: Vec<ScenarioResult>,
+    /// The prices and rate the cost section uses (the shipped ones for results written
+    /// before it existed).
+    #[serde(default)]
+    pub cost: crate::cost::CostModel,
 }
 
 /// Where and with what the figures were taken.

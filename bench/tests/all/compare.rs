@@ -272,6 +272,22 @@ fn compare_runs_every_side_and_says_where_the_time_goes() {
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("Where the time goes: tiny-hello (mean per request)"));
+    // What it costs, priced with the shipped prices at 10 req/s; `bench report` prices
+    // the same results again at another rate.
+    assert!(markdown.contains("## What it costs"), "{markdown}");
+    assert!(markdown.contains("per month at 10 req/s"), "{markdown}");
+    assert!(html.contains("tiny-hello: monthly cost at a steady rate"));
+    let again = dir.path().join("again");
+    let status = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .arg("report")
+        .arg(out.join("results.json"))
+        .args(["--monthly-rate", "1000", "--out"])
+        .arg(&again)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let repriced = std::fs::read_to_string(again.join("report.md")).unwrap();
+    assert!(repriced.contains("per month at 1000 req/s"), "{repriced}");
 }
 
 /// One short scenario that finishes, then one that would run for minutes.

@@ -1,0 +1,263 @@
+//! What each side would cost in money, from what it was measured to use: the serverless
+//! side billed per request as a function platform bills (a fee per request plus
+//! GB-seconds of configured memory for the billed duration), the traditional side as an
+//! always-on server sized for the rate from its measured CPU per request and memory.
+//! Prices come from `bench/prices.toml` (or a file given on the command line).
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Hours in a month, as cloud bills count them.
+pub const HOURS_PER_MONTH: f64 = 730.0;
+/// Seconds in such a month.
+pub const SECONDS_PER_MONTH: f64 = HOURS_PER_MONTH * 3600.0;
+
+const BUILTIN: &str = include_str!("../prices.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prices {
+    /// When and where the prices were read.
+    pub checked: String,
+    pub function: FunctionPrices,
+    pub server: ServerPrices,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionPrices {
+    pub source: String,
+    pub per_million_requests: f64,
+    pub per_gb_second: f64,
+    pub memory_mb: f64,
+    pub granularity_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerPrices {
+    pub source: String,
+    pub per_vcpu_hour: f64,
+    pub per_gb_hour: f64,
+    pub min_vcpu: f64,
+    pub vcpu_step: f64,
+    pub min_gb: f64,
+    pub gb_step: f64,
+    pub target_utilisation: f64,
+    pub memory_headroom: f64,
+}
+
+/// The prices and the steady rate a report's cost section uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostModel {
+    pub prices: Prices,
+    /// The steady request rate (per second) whose monthly cost the report states.
+    pub monthly_rate: f64,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        Self {
+            prices: Prices::builtin(),
+            monthly_rate: DEFAULT_MONTHLY_RATE,
+        }
+    }
+}
+
+/// The rate the report prices a month at unless told otherwise: 10 req/s, 26 million
+/// requests a month.
+pub const DEFAULT_MONTHLY_RATE: f64 = 10.0;
+
+impl Prices {
+    /// The prices shipped in `bench/prices.toml`.
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN).expect("bench/prices.toml is valid")
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let prices: Self = toml::from_str(text)?;
+        prices.check()?;
+        Ok(prices)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let f = &self.function;
+        let s = &self.server;
+        for (name, value) in [
+            ("function.per_million_requests", f.per_million_requests),
+            ("function.per_gb_second", f.per_gb_second),
+            ("server.per_vcpu_hour", s.per_vcpu_hour),
+            ("server.per_gb_hour", s.per_gb_hour),
+        ] {
+            anyhow::ensure!(
+                value.is_finite() && value >= 0.0,
+                "{name} must be a price (0 or more), got {value}"
+            );
+        }
+        for (name, value) in [
+            ("function.memory_mb", f.memory_mb),
+            ("function.granularity_ms", f.granularity_ms),
+            ("server.min_vcpu", s.min_vcpu),
+            ("server.vcpu_step", s.vcpu_step),
+            ("server.min_gb", s.min_gb),
+            ("server.gb_step", s.gb_step),
+            ("server.memory_headroom", s.memory_headroom),
+        ] {
+            anyhow::ensure!(
+                value.is_finite() && value > 0.0,
+                "{name} must be more than 0, got {value}"
+            );
+        }
+        anyhow::ensure!(
+            s.target_utilisation > 0.0 && s.target_utilisation <= 1.0,
+            "server.target_utilisation must be in (0, 1], got {}",
+            s.target_utilisation
+        );
+        Ok(())
+    }
+
+    /// What one request costs on the function platform when it runs `seconds`.
+    pub fn function_per_request(&self, seconds: f64) -> f64 {
+        let f = &self.function;
+        let granule = f.granularity_ms / 1000.0;
+        let billed = (seconds.max(0.0) / granule).ceil().max(1.0) * granule;
+        f.per_million_requests / 1e6 + f.memory_mb / 1024.0 * billed * f.per_gb_second
+    }
+
+    /// The server that serves `rate` requests per second when each takes
+    /// `cpu_seconds` of CPU and the process set holds `memory_bytes`: its size and its
+    /// monthly price.
+    pub fn server_for(&self, rate: f64, cpu_seconds: f64, memory_bytes: f64) -> Server {
+        let s = &self.server;
+        let up = |value: f64, step: f64, min: f64| ((value / step).ceil() * step).max(min);
+        let vcpu = up(
+            rate * cpu_seconds / s.target_utilisation,
+            s.vcpu_step,
+            s.min_vcpu,
+        );
+        let gb = up(
+            memory_bytes / f64::from(1 << 30) * s.memory_headroom,
+            s.gb_step,
+            s.min_gb,
+        );
+        Server {
+            vcpu,
+            gb,
+            monthly: (vcpu * s.per_vcpu_hour + gb * s.per_gb_hour) * HOURS_PER_MONTH,
+        }
+    }
+
+    /// The lowest steady rate (requests per second) from which the always-on server
+    /// costs no more per month than the function platform, searched up to 10^7 req/s;
+    /// `None` if the function stays cheaper (or is free).
+    pub fn break_even(&self, per_request: f64, cpu_seconds: f64, memory_bytes: f64) -> Option<f64> {
+        let function = |rate: f64| rate * SECONDS_PER_MONTH * per_request;
+        let server = |rate: f64| self.server_for(rate, cpu_seconds, memory_bytes).monthly;
+        let cheaper = |rate: f64| server(rate) <= function(rate);
+        // Walk up in 1% steps to the first rate where the server is cheaper, then narrow
+        // the last step down; the server's price is a staircase, so the first crossing
+        // is found within a step.
+        let mut low = 1e-6;
+        if cheaper(low) {
+            return Some(low);
+        }
+        let mut high = low;
+        while !cheaper(high) {
+            low = high;
+            high *= 1.01;
+            if high > 1e7 {
+                return None;
+            }
+        }
+        for _ in 0..60 {
+            let mid = (low + high) / 2.0;
+            if cheaper(mid) {
+                high = mid;
+            } else {
+                low = mid;
+            }
+        }
+        Some(high)
+    }
+}
+
+/// An always-on server's size and monthly price.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Server {
+    pub vcpu: f64,
+    pub gb: f64,
+    pub monthly: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn the_shipped_prices_parse_and_bad_ones_are_refused() {
+        let p = Prices::builtin();
+        assert_eq!(p.function.per_million_requests, 0.20);
+        let mut text = BUILTIN.replace("target_utilisation = 0.6", "target_utilisation = 1.5");
+        let err = Prices::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("target_utilisation"), "{err}");
+        text = BUILTIN.replace("per_gb_hour = 0.004445", "per_gb_hour = -1");
+        let err = Prices::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("per_gb_hour"), "{err}");
+    }
+
+    #[test]
+    fn a_function_request_is_the_fee_plus_its_billed_gb_seconds() {
+        let p = Prices::builtin();
+        // 0.4 ms is billed as 1 ms: 0.2 µ$ + 0.125 GB × 0.001 s × 0.0000166667 $/GB-s.
+        let expected = 0.20 / 1e6 + 0.125 * 0.001 * 0.0000166667;
+        assert!(close(p.function_per_request(0.0004), expected));
+        assert!(close(p.function_per_request(0.001), expected));
+        // 2.5 ms is billed as 3 ms.
+        let expected = 0.20 / 1e6 + 0.125 * 0.003 * 0.0000166667;
+        assert!(close(p.function_per_request(0.0025), expected));
+    }
+
+    #[test]
+    fn the_server_is_sized_in_steps_for_the_rate() {
+        let p = Prices::builtin();
+        // 100 req/s × 1 ms of CPU = 0.1 core, / 0.6 = 0.167 → 0.25 vCPU; 30 MiB × 2 → 0.5 GB.
+        let s = p.server_for(100.0, 0.001, 30.0 * 1048576.0);
+        assert_eq!((s.vcpu, s.gb), (0.25, 0.5));
+        assert!(close(s.monthly, (0.25 * 0.04048 + 0.5 * 0.004445) * 730.0));
+        // 1000 req/s × 1 ms = 1 core, / 0.6 = 1.67 → 1.75 vCPU; 600 MiB × 2 → 1.5 GB.
+        let s = p.server_for(1000.0, 0.001, 600.0 * 1048576.0);
+        assert_eq!((s.vcpu, s.gb), (1.75, 1.5));
+    }
+
+    #[test]
+    fn the_break_even_rate_is_where_the_server_stops_costing_more() {
+        let p = Prices::builtin();
+        let per_request = p.function_per_request(0.0004);
+        // By hand: the server is 0.25 vCPU and 0.5 GB up to 600 req/s at 0.25 ms of CPU,
+        // $9.010025 a month; the function costs rate × 2,628,000 × per_request a month.
+        let server = (0.25 * 0.04048 + 0.5 * 0.004445) * 730.0;
+        assert!(close(server, 9.010025));
+        let by_hand = server / (SECONDS_PER_MONTH * per_request);
+        let found = p
+            .break_even(per_request, 0.00025, 30.0 * 1048576.0)
+            .unwrap();
+        assert!(
+            (found - by_hand).abs() < 1e-6 * by_hand,
+            "{found} vs {by_hand}"
+        );
+        assert!((by_hand - 16.966).abs() < 0.001, "{by_hand}");
+        // A function that costs nothing never loses to a server.
+        let mut free = p.clone();
+        free.function.per_million_requests = 0.0;
+        free.function.per_gb_second = 0.0;
+        assert_eq!(free.break_even(0.0, 0.00025, 1.0), None);
+    }
+}

@@ -1,0 +1,231 @@
+//! The report's cost section: for each fixed-rate scenario, what the serverless side
+//! would be billed on a function platform and what an always-on server for the
+//! traditional side would cost, from the figures the run measured, and the rate from
+//! which the server is the cheaper one (`crate::cost` has the arithmetic).
+
+use super::figures::{SERVERLESS, TRADITIONAL};
+use super::svg::{Chart, Scale, Series};
+use super::view::Table;
+use super::{Report, ScenarioResult, Spread};
+use crate::cost::{CostModel, SECONDS_PER_MONTH};
+
+/// One scenario, priced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Priced {
+    pub scenario: String,
+    /// The serverless side's billed duration source, seconds per request.
+    pub function_seconds: f64,
+    pub function_per_request: f64,
+    /// The traditional side's CPU seconds and memory (bytes) per request / in all.
+    pub cpu_seconds: f64,
+    pub memory_bytes: f64,
+    /// The rate the scenario ran at.
+    pub measured_rate: f64,
+    /// Where the server becomes the cheaper one, requests per second.
+    pub break_even: Option<f64>,
+}
+
+/// Every fixed-rate scenario both sides ran, with the figures it needs.
+pub fn priced(report: &Report) -> Vec<Priced> {
+    let prices = &report.cost.prices;
+    report
+        .scenarios
+        .iter()
+        .filter(|s| s.sweep.is_none())
+        .filter_map(|scenario| {
+            let median = |side: &str, get: &dyn Fn(&super::Run) -> Option<f64>| {
+                Spread::of(scenario.runs_of(side).filter_map(get)).map(|s| s.median)
+            };
+            // What a function platform bills: the time the server itself spent on the
+            // request, or the client's latency if the side has no /metrics of ours.
+            let function_seconds = median(SERVERLESS, &|r| {
+                r.server_mean_seconds
+                    .get("http_server_request_duration_seconds")
+                    .copied()
+            })
+            .or_else(|| median(SERVERLESS, &|r| Some(r.latency_us.mean / 1e6)))?;
+            let cpu_seconds = median(TRADITIONAL, &|r| r.cpu_per_1000().map(|c| c / 1000.0))?;
+            let memory_bytes = median(TRADITIONAL, &|r| {
+                r.usage
+                    .map(|u| u.proportional_peak_bytes.unwrap_or(u.resident_peak_bytes) as f64)
+            })?;
+            let measured_rate = scenario.runs_of(TRADITIONAL).next()?.rate;
+            let function_per_request = prices.function_per_request(function_seconds);
+            Some(Priced {
+                scenario: scenario.name.clone(),
+                function_seconds,
+                function_per_request,
+                cpu_seconds,
+                memory_bytes,
+                measured_rate,
+                break_even: prices.break_even(function_per_request, cpu_seconds, memory_bytes),
+            })
+        })
+        .collect()
+}
+
+/// Dollars, with cents for amounts of a dollar or more and three significant digits
+/// below.
+pub fn dollars(amount: f64) -> String {
+    if amount >= 100.0 {
+        format!("${amount:.0}")
+    } else if amount >= 1.0 {
+        format!("${amount:.2}")
+    } else {
+        format!("${amount:.3}")
+    }
+}
+
+/// A rate and what it makes in a month: "17 req/s (44.6 M requests a month)".
+pub fn rate_and_month(rate: f64) -> String {
+    let month = rate * SECONDS_PER_MONTH;
+    let month = if month >= 1e9 {
+        format!("{:.1} G", month / 1e9)
+    } else if month >= 1e6 {
+        format!("{:.1} M", month / 1e6)
+    } else {
+        format!("{:.0} k", month / 1e3)
+    };
+    let rate = if rate >= 10.0 {
+        format!("{rate:.0}")
+    } else {
+        format!("{rate:.2}")
+    };
+    format!("{rate} req/s ({month} requests a month)")
+}
+
+pub fn table(model: &CostModel, rows: &[Priced]) -> Table {
+    let rate = model.monthly_rate;
+    let header = vec![
+        "scenario".to_string(),
+        "function: per million requests".into(),
+        "server at the measured rate: size, per million requests".into(),
+        format!("per month at {}: function / server", rate_and_month(rate)),
+        "server cheaper from".into(),
+    ];
+    let rows = rows
+        .iter()
+        .map(|p| {
+            let at_measured =
+                model
+                    .prices
+                    .server_for(p.measured_rate, p.cpu_seconds, p.memory_bytes);
+            let per_million_server =
+                at_measured.monthly / (p.measured_rate * SECONDS_PER_MONTH) * 1e6;
+            let server = model.prices.server_for(rate, p.cpu_seconds, p.memory_bytes);
+            vec![
+                p.scenario.clone(),
+                dollars(p.function_per_request * 1e6),
+                format!(
+                    "{} vCPU, {} GB at {} req/s: {}",
+                    at_measured.vcpu,
+                    at_measured.gb,
+                    p.measured_rate,
+                    dollars(per_million_server)
+                ),
+                format!(
+                    "{} / {}",
+                    dollars(p.function_per_request * rate * SECONDS_PER_MONTH),
+                    dollars(server.monthly)
+                ),
+                p.break_even.map_or_else(
+                    || "never (the function stays cheaper)".into(),
+                    rate_and_month,
+                ),
+            ]
+        })
+        .collect();
+    Table { header, rows }
+}
+
+/// How the figures were made, said under the table.
+pub fn note(model: &CostModel) -> String {
+    let p = &model.prices;
+    format!(
+        "Function: {} per million requests plus {} per GB-second, {} MB configured, \
+         duration billed in {} ms steps, the duration being the runtime's own mean time per \
+         request in the run ({}). Server: {} per vCPU-hour and {} per GB-hour, sized in \
+         steps of {} vCPU and {} GB (at least {} and {}) so that the traditional side's \
+         measured CPU per request keeps it {:.0}% busy, with its measured peak memory \
+         (PSS) ×{} ({}), {} hours a month. Prices checked {}. Other prices: `--prices FILE` \
+         (like bench/prices.toml), another rate: `--monthly-rate`, also for `bench report`.",
+        dollars(p.function.per_million_requests),
+        p.function.per_gb_second,
+        p.function.memory_mb,
+        p.function.granularity_ms,
+        p.function.source,
+        p.server.per_vcpu_hour,
+        p.server.per_gb_hour,
+        p.server.vcpu_step,
+        p.server.gb_step,
+        p.server.min_vcpu,
+        p.server.min_gb,
+        p.server.target_utilisation * 100.0,
+        p.server.memory_headroom,
+        p.server.source,
+        crate::cost::HOURS_PER_MONTH,
+        p.checked,
+    )
+}
+
+/// Monthly cost against steady rate for one scenario, both sides, log-log, with the
+/// break-even rate marked.
+pub fn chart(model: &CostModel, p: &Priced, scenario: &ScenarioResult) -> Chart {
+    let top = p.break_even.map_or(1e4, |b| (b * 100.0).max(1e3));
+    let rates: Vec<f64> = (0..=60)
+        .map(|i| 0.01 * (top / 0.01_f64).powf(f64::from(i) / 60.0))
+        .collect();
+    let function: Vec<(f64, f64)> = rates
+        .iter()
+        .map(|&r| (r, r * SECONDS_PER_MONTH * p.function_per_request))
+        .collect();
+    let server: Vec<(f64, f64)> = rates
+        .iter()
+        .map(|&r| {
+            (
+                r,
+                model
+                    .prices
+                    .server_for(r, p.cpu_seconds, p.memory_bytes)
+                    .monthly,
+            )
+        })
+        .collect();
+    let mut series = vec![
+        Series {
+            name: "function (serverless side)".into(),
+            color: "#1f77b4",
+            dashed: false,
+            points: function,
+        },
+        Series {
+            name: "always-on server (traditional side)".into(),
+            color: "#ff7f0e",
+            dashed: false,
+            points: server,
+        },
+    ];
+    if let Some(b) = p.break_even {
+        series.push(Series {
+            name: format!("break-even: {}", rate_and_month(b)),
+            color: "#2ca02c",
+            dashed: true,
+            points: vec![
+                (b, b * SECONDS_PER_MONTH * p.function_per_request / 10.0),
+                (b, b * SECONDS_PER_MONTH * p.function_per_request * 10.0),
+            ],
+        });
+    }
+    Chart {
+        title: format!("{}: monthly cost at a steady rate", scenario.name),
+        x_label: "requests per second".into(),
+        y_label: "US dollars per month".into(),
+        x_scale: Scale::Log,
+        y_scale: Scale::Log,
+        x_ticks: None,
+        x_format: |v| format!("{v}"),
+        y_format: |v| format!("${v}"),
+        y_from_zero: false,
+        series,
+    }
+}
