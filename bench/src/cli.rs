@@ -40,9 +40,14 @@ pub struct CommonArgs {
     /// Multiply every request count and sweep step duration (0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
-    /// Rounds per fixed-rate scenario, overriding the file.
+    /// Rounds per fixed-rate scenario, overriding the file (exactly this many, unless
+    /// --max-rounds allows more).
     #[arg(long)]
     pub rounds: Option<u32>,
+    /// The most rounds a fixed-rate scenario may take to settle its headline ratios,
+    /// overriding the file.
+    #[arg(long)]
+    pub max_rounds: Option<u32>,
     /// Directory the report is written to.
     #[arg(long, env = "BENCH_OUT", default_value = "bench-report")]
     pub out: PathBuf,
@@ -116,6 +121,18 @@ impl CommonArgs {
             anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
             for s in &mut all {
                 s.rounds = rounds;
+                s.max_rounds = self.max_rounds.unwrap_or(rounds);
+            }
+        }
+        if let Some(max) = self.max_rounds {
+            for s in &mut all {
+                anyhow::ensure!(
+                    max >= s.rounds,
+                    "--max-rounds {max} is below {}'s rounds ({})",
+                    s.name,
+                    s.rounds
+                );
+                s.max_rounds = max;
             }
         }
         Ok(all)

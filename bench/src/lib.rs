@@ -95,6 +95,7 @@ pub fn run_scenarios(
                 }),
                 scenario::Shape::Fixed { .. } => None,
             },
+            stability: None,
             runs: Vec::new(),
         };
         let outcome = runner.scenario(scenario, sides, &mut result);

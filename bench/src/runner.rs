@@ -108,12 +108,35 @@ impl Runner {
         let sides: Vec<&Side> = sides.iter().filter(|s| s.serves(scenario)).collect();
         match &scenario.shape {
             Shape::Fixed { rate, requests } => {
-                for round in 0..scenario.rounds {
+                // A B A B ...: at least `rounds`, then more while the headline ratios'
+                // rounds disagree, up to `max_rounds`.
+                let mut round = 0;
+                let settled = loop {
                     for side in &sides {
                         let run = self.run(scenario, side, *rate, *requests, round)?;
                         result.runs.push(run);
                     }
-                }
+                    round += 1;
+                    let settled = figures::settled(result, scenario.tolerance);
+                    if round >= scenario.max_rounds || (round >= scenario.rounds && settled) {
+                        break settled;
+                    }
+                    if round >= scenario.rounds {
+                        eprintln!(
+                            "{}: the rounds disagree by more than {:.0}%, one more (up to {})",
+                            scenario.name,
+                            scenario.tolerance * 100.0,
+                            scenario.max_rounds
+                        );
+                    }
+                };
+                result.stability = Some(crate::report::Stability {
+                    tolerance: scenario.tolerance,
+                    min_rounds: scenario.rounds,
+                    max_rounds: scenario.max_rounds,
+                    rounds: round,
+                    settled,
+                });
             }
             Shape::Sweep {
                 rates,

@@ -5,7 +5,9 @@
 //! connections = 16
 //! warmup = "1s"         # at the scenario's rate, left out of every figure
 //! timeout = "10s"       # counted from each request's release on schedule
-//! rounds = 3            # fixed-rate scenarios: A B A B A B
+//! rounds = 3            # fixed-rate scenarios: A B A B A B, at least this many,
+//! max_rounds = 6        # and more, up to this, until every headline ratio's rounds
+//! tolerance = 0.15      # agree: (max - min) / median at most this
 //!
 //! [[scenario]]
 //! name = "seed-hello"
@@ -47,6 +49,8 @@ struct Settings {
     warmup: Option<String>,
     timeout: Option<String>,
     rounds: Option<u32>,
+    max_rounds: Option<u32>,
+    tolerance: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +73,8 @@ struct Def {
     warmup: Option<String>,
     timeout: Option<String>,
     rounds: Option<u32>,
+    max_rounds: Option<u32>,
+    tolerance: Option<f64>,
 }
 
 /// One scenario, validated, with defaults applied.
@@ -83,7 +89,11 @@ pub struct Scenario {
     pub connections: usize,
     pub warmup: Duration,
     pub timeout: Duration,
+    /// Fixed-rate scenarios: at least `rounds`, at most `max_rounds`, stopping once the
+    /// headline ratios' rounds agree within `tolerance` (see `report::Stability`).
     pub rounds: u32,
+    pub max_rounds: u32,
+    pub tolerance: f64,
     pub shape: Shape,
 }
 
@@ -170,6 +180,19 @@ fn resolve(def: Def, defaults: &Settings, scale: f64) -> anyhow::Result<Scenario
     ensure!(connections >= 1, "connections must be at least 1");
     let rounds = def.rounds.or(defaults.rounds).unwrap_or(3);
     ensure!(rounds >= 1, "rounds must be at least 1");
+    let max_rounds = def.max_rounds.or(defaults.max_rounds).unwrap_or(rounds);
+    ensure!(
+        max_rounds >= rounds,
+        "max_rounds ({max_rounds}) must be at least rounds ({rounds})"
+    );
+    let tolerance = def
+        .tolerance
+        .or(defaults.tolerance)
+        .unwrap_or(crate::report::figures::DEFAULT_TOLERANCE);
+    ensure!(
+        tolerance.is_finite() && tolerance > 0.0,
+        "tolerance must be above 0, got {tolerance}"
+    );
     let warmup = duration("warmup", &pick(&def.warmup, &defaults.warmup, "1s"))?;
     let timeout = duration("timeout", &pick(&def.timeout, &defaults.timeout, "10s"))?;
     let method = def.method.as_deref().unwrap_or("GET");
@@ -243,6 +266,8 @@ fn resolve(def: Def, defaults: &Settings, scale: f64) -> anyhow::Result<Scenario
         warmup,
         timeout,
         rounds,
+        max_rounds,
+        tolerance,
         shape,
     })
 }

@@ -20,6 +20,19 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// How many rounds a fixed-rate scenario ran, and why it stopped: rounds are added
+/// (A B A B ...) from `min_rounds` until every headline ratio's rounds agree within
+/// `tolerance` ((max - min) / median) or `max_rounds` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stability {
+    pub tolerance: f64,
+    pub min_rounds: u32,
+    pub max_rounds: u32,
+    pub rounds: u32,
+    /// Whether the headline ratios agreed when it stopped.
+    pub settled: bool,
+}
+
 /// Everything one `bench compare` or `bench run` measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -65,6 +78,9 @@ pub struct ScenarioResult {
     pub timeout_seconds: f64,
     /// Present for a rate sweep.
     pub sweep: Option<SweepLimits>,
+    /// For a fixed-rate scenario: how its rounds were decided.
+    #[serde(default)]
+    pub stability: Option<Stability>,
     /// Every run, in the order they ran.
     pub runs: Vec<Run>,
 }

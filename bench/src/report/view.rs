@@ -154,7 +154,9 @@ fn summary(report: &Report) -> Table {
                     figures::format(row.figure.unit, s.median)
                 })
             };
-            let ratio = row.ratio.map(|r| format!(" ({r:.2}×)")).unwrap_or_default();
+            let ratio = figures::ratio_text(row)
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
             format!("{} / {}{ratio}", one(0), one(1))
         };
         rows.push(vec![
@@ -186,8 +188,21 @@ fn setup(scenario: &ScenarioResult) -> String {
 fn fixed<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a> {
     let plan = scenario.runs.first().map(|first| {
         let rounds = scenario.runs.iter().map(|r| r.round).max().unwrap_or(0) + 1;
+        let why = match scenario.stability {
+            Some(s) if s.max_rounds > s.min_rounds && s.settled => format!(
+                " (at least {}, until the headline ratios' rounds agreed within {:.0}%)",
+                s.min_rounds,
+                s.tolerance * 100.0
+            ),
+            Some(s) if s.max_rounds > s.min_rounds => format!(
+                " (the most allowed: the headline ratios' rounds still differed by more \
+                 than {:.0}%)",
+                s.tolerance * 100.0
+            ),
+            _ => String::new(),
+        };
         format!(
-            "{} req/s, {} measured requests per run, {rounds} round(s).",
+            "{} req/s, {} measured requests per run, {rounds} round(s){why}.",
             first.rate, first.requests
         )
     });
@@ -206,7 +221,7 @@ fn fixed<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
                 side.as_ref()
                     .map_or("–".to_string(), |s| figures::spread(row.figure.unit, s))
             }));
-            cells.push(row.ratio.map_or("–".to_string(), |r| format!("{r:.2}×")));
+            cells.push(figures::ratio_text(row).unwrap_or_else(|| "–".to_string()));
             cells
         })
         .collect();

@@ -3,6 +3,7 @@
 
 mod compare;
 mod load;
+mod rounds;
 
 use bytes::Bytes;
 use http_body_util::Full;
