@@ -26,6 +26,20 @@ pub enum Command {
     Run(RunArgs),
     /// Render report.md and report.html again from a results.json.
     Report(ReportArgs),
+    /// Compare two results.json figure by figure, and say which differences are larger
+    /// than the noise each measured within itself.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier results.json.
+    pub before: PathBuf,
+    /// The later one.
+    pub after: PathBuf,
+    /// The smallest relative change counted as real, whatever the rounds' spread.
+    #[arg(long, default_value_t = crate::report::figures::DEFAULT_TOLERANCE)]
+    pub tolerance: f64,
 }
 
 /// Settings every measuring command shares.

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod compare;
 pub mod cost;
+pub mod diff;
 pub mod load;
 pub mod machine;
 pub mod report;
@@ -30,6 +31,26 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Compare(args) => compare::compare(&args),
         cli::Command::Run(args) => run_against(&args),
+        cli::Command::Diff(args) => {
+            let before = Report::read(&args.before)?;
+            let after = Report::read(&args.after)?;
+            let changes = diff::diff(&before, &after, args.tolerance);
+            let table = diff::table(&changes);
+            let row = |cells: &[String]| format!("| {} |", cells.join(" | "));
+            println!("{}", row(&table.header));
+            println!("|{}", "---|".repeat(table.header.len()));
+            for cells in &table.rows {
+                println!("{}", row(cells));
+            }
+            let real = changes.iter().filter(|c| c.real).count();
+            println!(
+                "\n{real} of {} figures changed beyond the noise (each result's own spread \
+                 over its rounds, and at least {:.0}%).",
+                changes.len(),
+                args.tolerance * 100.0
+            );
+            Ok(())
+        }
         cli::Command::Report(args) => {
             let mut report = Report::read(&args.results)?;
             args.cost.apply(&mut report.cost)?;
