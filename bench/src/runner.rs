@@ -275,6 +275,10 @@ impl Runner {
             ),
             _ => (None, BTreeMap::new()),
         };
+        let server_latency = match (&scrape_before, &scrape_after) {
+            (Some(before), Some(after)) => server_latency(before, after),
+            _ => None,
+        };
         let mut run = Run::new(
             crate::report::RunId {
                 side: &side.info.name,
@@ -289,6 +293,7 @@ impl Runner {
             steal_share,
         );
         run.server_mean_seconds = server_means;
+        run.server_latency_us = server_latency;
         eprintln!(
             "{:<18} {:<12} round {} {:>8} req/s: achieved {:>9.1}/s  p50 {:>9}  p99 {:>9}  errors {}",
             scenario.name,
@@ -361,6 +366,54 @@ pub const SERVER_DURATIONS: &[&str] = &[
     "faas_invoke_duration_seconds",
 ];
 
+/// The server's own p50 and p99 request duration over what it answered between two
+/// scrapes (warm-up included), from its `http_server_request_duration_seconds` buckets,
+/// interpolated within a bucket as Prometheus' `histogram_quantile` does; microseconds.
+pub fn server_latency(
+    before: &localrun::Scrape,
+    after: &localrun::Scrape,
+) -> Option<crate::report::ServerLatency> {
+    let family = "http_server_request_duration_seconds";
+    let (a, b) = (before.buckets(family), after.buckets(family));
+    let delta: Vec<(f64, f64)> = b
+        .iter()
+        .map(|&(bound, count)| {
+            let earlier = a.iter().find(|(x, _)| *x == bound).map_or(0.0, |(_, c)| *c);
+            (bound, count - earlier)
+        })
+        .collect();
+    Some(crate::report::ServerLatency {
+        p50_us: quantile(&delta, 0.5)? * 1e6,
+        p99_us: quantile(&delta, 0.99)? * 1e6,
+    })
+}
+
+/// `q` of cumulative `buckets` (upper bound, count), linear within the bucket it falls
+/// in; the highest finite bound if it falls in `+Inf`; `None` with nothing counted.
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return Some(lower.0);
+            }
+            let share = if count > lower.1 {
+                (rank - lower.1) / (count - lower.1)
+            } else {
+                0.0
+            };
+            return Some(lower.0 + (bound - lower.0) * share);
+        }
+        lower = (bound, count);
+    }
+    Some(lower.0)
+}
+
 /// The mean of each [`SERVER_DURATIONS`] family over what happened between two scrapes
 /// (every series summed), in seconds; families with nothing observed are left out.
 pub fn server_means(before: &localrun::Scrape, after: &localrun::Scrape) -> BTreeMap<String, f64> {
@@ -398,5 +451,23 @@ mod tests {
         // Nothing observed: no figure, rather than 0/0.
         assert!(!means.contains_key("faas_invoke_duration_seconds"));
         assert!(super::server_means(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket_as_prometheus_does() {
+        // 100 requests: 50 up to 1 ms, 40 more up to 2 ms, 10 more up to 5 ms.
+        let buckets = [
+            (0.001, 50.0),
+            (0.002, 90.0),
+            (0.005, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert!((super::quantile(&buckets, 0.5).unwrap() - 0.001).abs() < 1e-12);
+        // Rank 99 is 9 of the 10 in (2, 5] ms: 2 + 3 × 0.9 = 4.7 ms.
+        assert!((super::quantile(&buckets, 0.99).unwrap() - 0.0047).abs() < 1e-12);
+        // In +Inf: the highest finite bound.
+        let tail = [(0.001, 10.0), (f64::INFINITY, 100.0)];
+        assert_eq!(super::quantile(&tail, 0.99), Some(0.001));
+        assert_eq!(super::quantile(&[(f64::INFINITY, 0.0)], 0.5), None);
     }
 }

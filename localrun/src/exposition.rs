@@ -32,6 +32,29 @@ impl Scrape {
         self.samples(name).map(|(_, value)| value).sum()
     }
 
+    /// Histogram `family`'s cumulative bucket counts summed over every series, by upper
+    /// bound (`+Inf` last), in bound order.
+    pub fn buckets(&self, family: &str) -> Vec<(f64, f64)> {
+        let mut by_bound: Vec<(f64, f64)> = Vec::new();
+        for (labels, count) in self.samples(&format!("{family}_bucket")) {
+            let Some(le) = labels.get("le") else { continue };
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                match le.parse() {
+                    Ok(b) => b,
+                    Err(_) => continue,
+                }
+            };
+            match by_bound.iter_mut().find(|(b, _)| *b == bound) {
+                Some((_, total)) => *total += count,
+                None => by_bound.push((bound, count)),
+            }
+        }
+        by_bound.sort_by(|a, b| a.0.total_cmp(&b.0));
+        by_bound
+    }
+
     /// The labels of the first sample of metric `name` (an info metric's payload).
     pub fn labels(&self, name: &str) -> Option<HashMap<String, String>> {
         self.samples(name).next().map(|(labels, _)| labels)

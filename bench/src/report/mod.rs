@@ -20,6 +20,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// What a server measured of its own requests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServerLatency {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
 /// How many rounds a fixed-rate scenario ran, and why it stopped: rounds are added
 /// (A B A B ...) from `min_rounds` until every headline ratio's rounds agree within
 /// `tolerance` ((max - min) / median) or `max_rounds` is reached.
@@ -130,6 +137,10 @@ pub struct Run {
     /// histogram family (`runner::SERVER_DURATIONS`): what the server measured itself.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_mean_seconds: BTreeMap<String, f64>,
+    /// The side's own p50 and p99 over the run (warm-up included), when it has our
+    /// `/metrics`.
+    #[serde(default)]
+    pub server_latency_us: Option<ServerLatency>,
     pub measure_start_seconds: f64,
 }
 
@@ -191,6 +202,7 @@ impl Run {
             server_counted,
             steal_share,
             server_mean_seconds: BTreeMap::new(),
+            server_latency_us: None,
             measure_start_seconds: from,
         }
     }

@@ -370,8 +370,63 @@ fn against_the_peer(scenario: &ScenarioResult) -> Option<Bullet> {
 /// its schedule, queueing for connections, the hypervisor taking CPU.
 fn warnings(scenario: &ScenarioResult) -> Vec<Bullet> {
     let mut bullets = Vec::new();
+    bullets.extend(cross_checks(scenario));
     bullets.extend(generator_note(scenario));
     bullets.extend(steal_note(scenario));
+    bullets
+}
+
+/// The servers' own view beside the client's, per side that has our `/metrics`: their
+/// p50 and p99 (medians over rounds) and the requests they counted against those sent.
+/// A client p50 far above the server's is flagged: then the time went somewhere between
+/// them (a proxy, the network, or the generator itself), not into the server.
+fn cross_checks(scenario: &ScenarioResult) -> Vec<Bullet> {
+    let mut sides: Vec<&str> = Vec::new();
+    for run in &scenario.runs {
+        if !sides.contains(&run.side.as_str()) {
+            sides.push(&run.side);
+        }
+    }
+    let mut bullets = Vec::new();
+    for side in sides {
+        let runs: Vec<&Run> = scenario.runs_of(side).collect();
+        let median = |get: &dyn Fn(&Run) -> Option<f64>| {
+            Spread::of(runs.iter().filter_map(|r| get(r))).map(|s| s.median)
+        };
+        let (Some(server_p50), Some(server_p99)) = (
+            median(&|r| r.server_latency_us.map(|l| l.p50_us)),
+            median(&|r| r.server_latency_us.map(|l| l.p99_us)),
+        ) else {
+            continue;
+        };
+        let client_p50 = median(&|r| Some(r.latency_us.p50)).unwrap_or(0.0);
+        let client_p99 = median(&|r| Some(r.latency_us.p99)).unwrap_or(0.0);
+        let counted: f64 = runs.iter().filter_map(|r| r.server_counted).sum();
+        let sent: u64 = runs.iter().map(|r| r.requests).sum();
+        let gap = client_p50 - server_p50;
+        let flagged = gap > 1000.0_f64.max(2.0 * server_p50);
+        bullets.push(Bullet {
+            lead: Some(if flagged {
+                "Client and server disagree"
+            } else {
+                "Server's own view"
+            }),
+            text: format!(
+                "{side} measured p50 {} and p99 {} itself (the client: {} and {}); it counted \
+                 {counted:.0} requests over the rounds, warm-ups included, for {sent} measured.{}",
+                figures::micros(server_p50),
+                figures::micros(server_p99),
+                figures::micros(client_p50),
+                figures::micros(client_p99),
+                if flagged {
+                    " The client waited far longer than the server worked: the time went \
+                     between them (a proxy, the network, or the generator's own queue)."
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
     bullets
 }
 

@@ -240,6 +240,13 @@ fn compare_runs_every_side_and_says_where_the_time_goes() {
         runs[4]
     );
     assert!(php["server_counted"].is_null());
+    // The servers' own p50 and p99, where they have our /metrics, beside the client's.
+    for run in [&runs[0], &runs[1], &runs[4]] {
+        let own = &run["server_latency_us"];
+        assert!(own["p50_us"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(own["p99_us"].as_f64().unwrap() >= own["p50_us"].as_f64().unwrap());
+    }
+    assert!(runs[3]["server_latency_us"].is_null());
     // The runtime's own instantiation and guest-run means, for the breakdown.
     let serverless = &runs[0]["server_mean_seconds"];
     for family in ["faas_init_duration_seconds", "faas_invoke_duration_seconds"] {
@@ -264,6 +271,7 @@ fn compare_runs_every_side_and_says_where_the_time_goes() {
         "| seed-php |",
         "| seed-node |",
         "| direct |",
+        "**Server's own view**: serverless measured p50",
     ] {
         assert!(
             markdown.contains(needle),
