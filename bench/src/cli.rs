@@ -78,6 +78,10 @@ pub struct CommonArgs {
     /// No progress bars (they are hidden anyway when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Run the whole set of scenarios this many times (the servers stay up), and add a
+    /// section on how much each headline ratio moved between the repeats.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
     #[command(flatten)]
     pub cost: CostArgs,
 }

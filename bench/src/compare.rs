@@ -235,7 +235,15 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             .insert("node (seed-node)".into(), node.version().to_string());
     }
     let cost = args.common.cost.model()?;
-    let outcome = crate::run_scenarios(&runner, &scenarios, &sides, meta, cost, &args.common.out);
+    let outcome = crate::run_scenarios(
+        &runner,
+        &scenarios,
+        &sides,
+        meta,
+        cost,
+        args.common.repeat,
+        &args.common.out,
+    );
     local.stop();
     outcome
 }

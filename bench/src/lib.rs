@@ -80,22 +80,49 @@ pub fn versions_and_settings(nginx: Option<&Path>, settings: BTreeMap<String, St
     }
 }
 
-/// Runs every scenario on every side and writes the report to `out`, also when a
-/// scenario fails or ctrl-c stops it (marked incomplete, with what was measured).
+/// Runs every scenario on every side, `repeat` times over, and writes the report to
+/// `out`, also when a scenario fails or ctrl-c stops it (marked incomplete, with what was
+/// measured). The report's scenarios are the last repeat's; the earlier ones are kept
+/// for the section on how the ratios moved between repeats.
 pub fn run_scenarios(
     runner: &Runner,
     scenarios: &[Scenario],
     sides: &[Side],
     mut meta: Meta,
     cost: cost::CostModel,
+    repeat: u32,
     out: &Path,
 ) -> anyhow::Result<()> {
     meta.started = now();
     for side in sides {
         meta.versions.extend(runner.build_info(side));
     }
+    let mut earlier_repeats = Vec::new();
     let mut results = Vec::new();
     let mut failure = None;
+    for time in 0..repeat.max(1) {
+        if time > 0 {
+            eprintln!("repeat {} of {repeat}", time + 1);
+            earlier_repeats.push(std::mem::take(&mut results));
+        }
+        failure = run_once(runner, scenarios, sides, &mut results);
+        if failure.is_some() {
+            break;
+        }
+    }
+    if repeat > 1 {
+        meta.settings.insert("repeats".into(), repeat.to_string());
+    }
+    finish(meta, sides, results, earlier_repeats, failure, cost, out)
+}
+
+/// Every scenario once, into `results`; the error that stopped it, if one did.
+fn run_once(
+    runner: &Runner,
+    scenarios: &[Scenario],
+    sides: &[Side],
+    results: &mut Vec<ScenarioResult>,
+) -> Option<anyhow::Error> {
     for scenario in scenarios {
         let mut result = ScenarioResult {
             name: scenario.name.clone(),
@@ -124,10 +151,21 @@ pub fn run_scenarios(
             results.push(result);
         }
         if let Err(e) = outcome {
-            failure = Some(e.context(format!("scenario {}", scenario.name)));
-            break;
+            return Some(e.context(format!("scenario {}", scenario.name)));
         }
     }
+    None
+}
+
+fn finish(
+    mut meta: Meta,
+    sides: &[Side],
+    results: Vec<ScenarioResult>,
+    earlier_repeats: Vec<Vec<ScenarioResult>>,
+    failure: Option<anyhow::Error>,
+    cost: cost::CostModel,
+    out: &Path,
+) -> anyhow::Result<()> {
     meta.finished = now();
     meta.settings.insert(
         "generator priority".into(),
@@ -142,6 +180,7 @@ pub fn run_scenarios(
         meta,
         sides: sides.iter().map(|s| s.info.clone()).collect(),
         scenarios: results,
+        earlier_repeats,
         cost,
     };
     report.write(out)?;
@@ -193,6 +232,7 @@ fn run_against(args: &cli::RunArgs) -> anyhow::Result<()> {
             &sides,
             meta,
             args.common.cost.model()?,
+            args.common.repeat,
             &args.common.out,
         )
         .context("running the scenarios")?;

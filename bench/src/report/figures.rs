@@ -145,6 +145,56 @@ pub const HEADLINE: &[&str] = &[
 /// unless the scenario says.
 pub const DEFAULT_TOLERANCE: f64 = 0.15;
 
+/// One repeat's ratio for `figure`: median serverless over median traditional.
+pub fn median_ratio(scenario: &ScenarioResult, figure: &Figure) -> Option<f64> {
+    let median = |side: &str| Spread::of(scenario.runs_of(side).filter_map(|r| (figure.get)(r)));
+    let (s, t) = (median(SERVERLESS)?, median(TRADITIONAL)?);
+    (t.median > 0.0).then(|| s.median / t.median)
+}
+
+/// For `--repeat`: each fixed-rate scenario's headline ratios, repeat by repeat, their
+/// range, and whether they held within `tolerance` of each other.
+pub fn repeats_table(repeats: &[&[ScenarioResult]], tolerance: f64) -> Option<super::view::Table> {
+    if repeats.len() < 2 {
+        return None;
+    }
+    let mut header = vec!["scenario".to_string(), "ratio".into()];
+    header.extend((1..=repeats.len()).map(|i| format!("repeat {i}")));
+    header.extend(["range".to_string(), "spread".into()]);
+    let mut rows = Vec::new();
+    for scenario in repeats.last()?.iter().filter(|s| s.sweep.is_none()) {
+        for name in HEADLINE {
+            let figure = FIGURES.iter().find(|f| f.name == *name).expect("a figure");
+            let ratios: Vec<Option<f64>> = repeats
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .find(|s| s.name == scenario.name)
+                        .and_then(|s| median_ratio(s, figure))
+                })
+                .collect();
+            let known: Vec<f64> = ratios.iter().flatten().copied().collect();
+            let Some(range) = Spread::of(known.iter().copied()) else {
+                continue;
+            };
+            let spread = relative_spread(&known);
+            let mut row = vec![scenario.name.clone(), format!("{name} S / T")];
+            row.extend(
+                ratios
+                    .iter()
+                    .map(|r| r.map_or("–".to_string(), |r| format!("{r:.2}×"))),
+            );
+            row.push(format!("{:.2}–{:.2}×", range.min, range.max));
+            row.push(spread.map_or("–".to_string(), |s| {
+                let word = if s > tolerance { "moved" } else { "held" };
+                format!("{:.0}% ({word})", s * 100.0)
+            }));
+            rows.push(row);
+        }
+    }
+    Some(super::view::Table { header, rows })
+}
+
 /// `figure`'s serverless / traditional ratio in each round both sides have it.
 pub fn round_ratios(scenario: &ScenarioResult, figure: &Figure) -> Vec<f64> {
     let mut ratios = Vec::new();

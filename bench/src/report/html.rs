@@ -63,6 +63,12 @@ pub fn html(report: &Report) -> String {
             escape(super::breakdown::NOTE)
         );
     }
+    let repeats = report.repeats();
+    if let Some(t) = super::figures::repeats_table(&repeats, super::figures::DEFAULT_TOLERANCE) {
+        let _ = write!(out, "<h2>Across {} repeats</h2>", repeats.len());
+        table(&mut out, &t);
+        let _ = write!(out, "<p>{}</p>", escape(super::view::REPEATS_NOTE));
+    }
     let priced = super::costs::priced(report);
     if let Some(first) = priced.first() {
         let _ = write!(out, "<h2>What it costs</h2>");

@@ -24,6 +24,12 @@ pub fn markdown(report: &Report) -> String {
         table(&mut out, &breakdown.table());
         let _ = writeln!(out, "\n{}\n", super::breakdown::NOTE);
     }
+    let repeats = report.repeats();
+    if let Some(t) = super::figures::repeats_table(&repeats, super::figures::DEFAULT_TOLERANCE) {
+        let _ = writeln!(out, "## Across {} repeats\n", repeats.len());
+        table(&mut out, &t);
+        let _ = writeln!(out, "\n{}\n", super::view::REPEATS_NOTE);
+    }
     let priced = super::costs::priced(report);
     if !priced.is_empty() {
         let _ = writeln!(out, "## What it costs\n");

@@ -46,6 +46,9 @@ pub struct Report {
     pub meta: Meta,
     pub sides: Vec<SideInfo>,
     pub scenarios: Vec<ScenarioResult>,
+    /// With `--repeat N`: the scenarios of repeats 1 to N-1 (`scenarios` is the last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_repeats: Vec<Vec<ScenarioResult>>,
     /// The prices and rate the cost section uses (the shipped ones for results written
     /// before it existed).
     #[serde(default)]
@@ -335,6 +338,15 @@ pub fn passes(run: &Run, limits: SweepLimits) -> bool {
 }
 
 impl Report {
+    /// Every repeat's scenarios, the last one (`scenarios`) last.
+    pub fn repeats(&self) -> Vec<&[ScenarioResult]> {
+        self.earlier_repeats
+            .iter()
+            .map(Vec::as_slice)
+            .chain(std::iter::once(self.scenarios.as_slice()))
+            .collect()
+    }
+
     /// Writes `report.md`, `report.html` and `results.json` into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -21,6 +21,12 @@ serverless / traditional: below 1 the serverless figure is the smaller one.";
 
 pub const TITLE: &str = "Serverless vs server: bench report";
 
+/// Under the repeats table.
+pub const REPEATS_NOTE: &str = "Each repeat ran every scenario again, the servers staying up; a \
+repeat's ratio is its median serverless over its median traditional. Spread is (max - min) / \
+median across the repeats: \"held\" within 15%, \"moved\" beyond. The scenario sections above \
+are the last repeat's.";
+
 #[derive(Debug)]
 pub struct View<'a> {
     /// "Run from ... to ... (UTC)."
