@@ -38,7 +38,7 @@ pub fn diff(before: &Report, after: &Report, tolerance: f64) -> Vec<Change> {
         for side in &before.sides {
             for figure in compared() {
                 let spread = |scenario: &crate::report::ScenarioResult| {
-                    Spread::of(scenario.runs_of(&side.name).filter_map(|r| (figure.get)(r)))
+                    scenario.spread_of(&side.name, figure.get)
                 };
                 let (Some(x), Some(y)) = (spread(a), spread(b)) else {
                     continue;

@@ -6,10 +6,10 @@
 //! `faas_invoke_duration_seconds` over the run) and the rest (HTTP serving, admission,
 //! the response). Other sides are shown whole.
 
+use super::Report;
 use super::figures::{DIRECT, SERVERLESS, TRADITIONAL, micros};
 use super::svg::escape;
 use super::view::Table;
-use super::{Report, Spread};
 use std::fmt::Write;
 
 /// Segment names, in the order they stack.
@@ -57,13 +57,11 @@ pub fn breakdown(report: &Report) -> Option<Breakdown> {
             && s.runs_of(SERVERLESS).next().is_some()
             && s.runs_of(TRADITIONAL).next().is_some()
     })?;
-    let mean = |side: &str| Spread::of(scenario.runs_of(side).map(|r| r.latency_us.mean));
+    let mean = |side: &str| scenario.spread_of(side, |r| Some(r.latency_us.mean));
     let server = |family: &str| {
-        Spread::of(
-            scenario
-                .runs_of(SERVERLESS)
-                .filter_map(|r| r.server_mean_seconds.get(family).map(|s| s * 1e6)),
-        )
+        scenario.spread_of(SERVERLESS, |r| {
+            r.server_mean_seconds.get(family).map(|s| s * 1e6)
+        })
     };
     let direct = mean(DIRECT).map(|s| s.median);
     let mut bars = Vec::new();

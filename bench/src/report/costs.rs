@@ -6,7 +6,7 @@
 use super::figures::{SERVERLESS, TRADITIONAL};
 use super::svg::{Chart, Scale, Series};
 use super::view::Table;
-use super::{Report, ScenarioResult, Spread};
+use super::{Report, ScenarioResult};
 use crate::cost::{CostModel, SECONDS_PER_MONTH};
 
 /// One scenario, priced.
@@ -34,7 +34,7 @@ pub fn priced(report: &Report) -> Vec<Priced> {
         .filter(|s| s.sweep.is_none())
         .filter_map(|scenario| {
             let median = |side: &str, get: &dyn Fn(&super::Run) -> Option<f64>| {
-                Spread::of(scenario.runs_of(side).filter_map(get)).map(|s| s.median)
+                scenario.spread_of(side, get).map(|s| s.median)
             };
             // What a function platform bills: the time the server itself spent on the
             // request, or the client's latency if the side has no /metrics of ours.

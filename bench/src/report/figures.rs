@@ -147,7 +147,7 @@ pub const DEFAULT_TOLERANCE: f64 = 0.15;
 
 /// One repeat's ratio for `figure`: median serverless over median traditional.
 pub fn median_ratio(scenario: &ScenarioResult, figure: &Figure) -> Option<f64> {
-    let median = |side: &str| Spread::of(scenario.runs_of(side).filter_map(|r| (figure.get)(r)));
+    let median = |side: &str| scenario.spread_of(side, figure.get);
     let (s, t) = (median(SERVERLESS)?, median(TRADITIONAL)?);
     (t.median > 0.0).then(|| s.median / t.median)
 }
@@ -232,8 +232,7 @@ pub fn rows(scenario: &ScenarioResult, sides: &[String]) -> Vec<Row> {
     FIGURES
         .iter()
         .map(|figure| {
-            let spread =
-                |side: &str| Spread::of(scenario.runs_of(side).filter_map(|r| (figure.get)(r)));
+            let spread = |side: &str| scenario.spread_of(side, figure.get);
             let (s, t) = (spread(SERVERLESS), spread(TRADITIONAL));
             let ratio = match (s, t) {
                 (Some(s), Some(t)) if t.median > 0.0 => Some(s.median / t.median),

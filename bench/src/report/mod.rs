@@ -318,6 +318,12 @@ impl ScenarioResult {
         self.runs.iter().filter(move |r| r.side == side)
     }
 
+    /// The median and range of `get` over the side's runs (those without the figure left
+    /// out).
+    pub fn spread_of(&self, side: &str, get: impl Fn(&Run) -> Option<f64>) -> Option<Spread> {
+        Spread::of(self.runs_of(side).filter_map(get))
+    }
+
     /// For a sweep: the highest rate the side passed (at the first or second attempt), if
     /// any.
     pub fn best_rate(&self, side: &str) -> Option<f64> {

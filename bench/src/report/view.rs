@@ -3,7 +3,7 @@
 //! with charts beside it), so they cannot tell different stories.
 
 use super::figures::{self, FIGURES, PEER, SERVERLESS, TRADITIONAL, Unit};
-use super::{Report, Run, ScenarioResult, Spread, passes};
+use super::{Report, Run, ScenarioResult, passes};
 
 /// Said next to every virtual-memory figure, so nobody repeats the seed's conclusion.
 pub const VIRTUAL_MEMORY_NOTE: &str = "Virtual memory is address space reserved, not memory used. \
@@ -339,9 +339,8 @@ fn sweep<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
 /// same component, when the peer was measured: the ratio serverless / peer per figure.
 fn against_the_peer(scenario: &ScenarioResult) -> Option<Bullet> {
     scenario.runs_of(PEER).next()?;
-    let median = |side: &str, get: fn(&Run) -> Option<f64>| {
-        Spread::of(scenario.runs_of(side).filter_map(get)).map(|s| s.median)
-    };
+    let median =
+        |side: &str, get: fn(&Run) -> Option<f64>| scenario.spread_of(side, get).map(|s| s.median);
     let parts: Vec<String> = [
         "achieved rate",
         "latency p50",
@@ -396,9 +395,8 @@ fn cross_checks(scenario: &ScenarioResult) -> Vec<Bullet> {
     let mut bullets = Vec::new();
     for side in sides {
         let runs: Vec<&Run> = scenario.runs_of(side).collect();
-        let median = |get: &dyn Fn(&Run) -> Option<f64>| {
-            Spread::of(runs.iter().filter_map(|r| get(r))).map(|s| s.median)
-        };
+        let median =
+            |get: &dyn Fn(&Run) -> Option<f64>| scenario.spread_of(side, get).map(|s| s.median);
         let (Some(server_p50), Some(server_p99)) = (
             median(&|r| r.server_latency_us.map(|l| l.p50_us)),
             median(&|r| r.server_latency_us.map(|l| l.p99_us)),
