@@ -168,16 +168,11 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
 /// file is created exclusively, readable by its owner only, so two starts racing for it
 /// agree on one token.
 fn create_token_file(path: &std::path::Path) -> std::io::Result<()> {
-    use std::fmt::Write as _;
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
-    let mut token = bytes.iter().fold(String::new(), |mut hex, b| {
-        let _ = write!(hex, "{b:02x}");
-        hex
-    });
-    token.push('\n');
+    let token = format!("{}\n", crate::store::hex(&bytes));
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
