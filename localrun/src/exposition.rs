@@ -36,19 +36,15 @@ impl Scrape {
     /// bound (`+Inf` last), in bound order.
     pub fn buckets(&self, family: &str) -> Vec<(f64, f64)> {
         let mut by_bound: Vec<(f64, f64)> = Vec::new();
-        for (labels, count) in self.samples(&format!("{family}_bucket")) {
-            let Some(le) = labels.get("le") else { continue };
-            let bound = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                match le.parse() {
-                    Ok(b) => b,
-                    Err(_) => continue,
-                }
+        for s in self.0.samples.iter().filter(|s| s.metric == family) {
+            let prometheus_parse::Value::Histogram(buckets) = &s.value else {
+                continue;
             };
-            match by_bound.iter_mut().find(|(b, _)| *b == bound) {
-                Some((_, total)) => *total += count,
-                None => by_bound.push((bound, count)),
+            for bucket in buckets {
+                match by_bound.iter_mut().find(|(b, _)| *b == bucket.less_than) {
+                    Some((_, total)) => *total += bucket.count,
+                    None => by_bound.push((bucket.less_than, bucket.count)),
+                }
             }
         }
         by_bound.sort_by(|a, b| a.0.total_cmp(&b.0));
