@@ -70,11 +70,18 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
 
 /// Where to find a command: on PATH, else in the sbin directories Debian uses.
 pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin"].map(std::path::PathBuf::from))
+    program_dirs()
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+/// Where programs are looked for: PATH, then the sbin directories Debian uses.
+fn program_dirs() -> impl Iterator<Item = std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin"].map(std::path::PathBuf::from))
 }
 
 fn promtool_path() -> anyhow::Result<std::path::PathBuf> {

@@ -28,9 +28,7 @@ pub fn find_php_fpm() -> anyhow::Result<PathBuf> {
     if let Some(path) = crate::find_program("php-fpm") {
         return Ok(path);
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/local/sbin".into()]);
-    for dir in dirs {
+    for dir in crate::program_dirs() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
