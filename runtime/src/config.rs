@@ -34,6 +34,19 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_STORE_DIR")]
     pub store_dir: Option<PathBuf>,
 
+    /// Share --store-dir with other runtimes (replicas on one volume): a deploy or
+    /// delete made through any of them is applied by all, within --store-poll-interval.
+    /// Every runtime on the store must run with it; without it the store is this
+    /// runtime's alone and a second one is refused.
+    #[arg(long, env = "RUNTIME_SHARED_STORE", requires = "store_dir")]
+    pub shared_store: bool,
+
+    /// How often a runtime with --shared-store reads the store for changes the others
+    /// made.
+    #[arg(long, env = "RUNTIME_STORE_POLL_INTERVAL", default_value = "500ms",
+          value_parser = service_ops::positive_duration)]
+    pub store_poll_interval: Duration,
+
     /// Bearer token the deploy API's mutating calls (PUT, DELETE) and `env` values
     /// require. Required when the ops listener is not on a loopback address. Prefer
     /// --deploy-token-file: a command line is visible to every local user.

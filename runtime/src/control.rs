@@ -2,7 +2,15 @@
 //! the deploy lock and the FaaS metrics, and makes every swap: a deploy, a restore at
 //! start, a delete, and the background tier-up from Winch's code to Cranelift's. The
 //! data plane ([`crate::invoke`]) only reads the registry.
+//!
+//! With a shared store (`--shared-store`), it also applies what other runtimes on the
+//! same store deployed or deleted ([`ControlPlane::sync_from_store`], every
+//! `--store-poll-interval`): a manifest that differs from the version this runtime last
+//! applied is loaded and swapped in exactly as a deploy would be, and a name whose
+//! manifest is gone is removed. Manifests are replaced by rename, so concurrent deploys
+//! of one name through different runtimes end with the one written last, everywhere.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::admission::{MemoryBudget, PoolShares};
@@ -79,6 +87,12 @@ pub struct ControlPlane {
     invoker: Arc<Invoker>,
     /// The traffic listener's HTTP metrics, whose series of a deleted function go with it.
     http: Option<service_ops::HttpMetrics>,
+    /// The stored version of each name this runtime has applied (restored, deployed, or
+    /// synced, or tried to and failed): what [`Self::sync_from_store`] compares the store
+    /// with. Changed only under `deploy_lock`.
+    applied: Arc<Mutex<HashMap<Arc<str>, Record>>>,
+    /// Problems with the shared store already logged, so each is logged once.
+    reported: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -100,12 +114,14 @@ impl ControlPlane {
         crate::metrics::register_build_info(prom)?;
         let store = match &config.store_dir {
             Some(dir) => {
-                Some(
-                    FunctionStore::open(dir).map_err(|source| RestoreError::OpenStore {
-                        dir: dir.clone(),
-                        source,
-                    })?,
-                )
+                let open = match config.shared_store {
+                    true => FunctionStore::open_shared,
+                    false => FunctionStore::open,
+                };
+                Some(open(dir).map_err(|source| RestoreError::OpenStore {
+                    dir: dir.clone(),
+                    source,
+                })?)
             }
             None => None,
         };
@@ -139,10 +155,32 @@ impl ControlPlane {
             tier_up: Default::default(),
             ticker: Arc::new(ticker),
             http: None,
+            applied: Default::default(),
+            reported: Default::default(),
         };
         control.restore()?;
         heap::release_free_memory();
+        if config.shared_store {
+            control.watch_store(config.store_poll_interval)?;
+        }
         Ok(control)
+    }
+
+    /// Starts the thread that applies other runtimes' changes to the shared store every
+    /// `interval`, for the life of the process.
+    fn watch_store(&self, interval: std::time::Duration) -> std::io::Result<()> {
+        let control = self.clone();
+        std::thread::Builder::new()
+            .name("store-sync".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(interval);
+                    if let Err(e) = control.sync_from_store() {
+                        control.report_once(format!("reading the shared store: {e}"));
+                    }
+                }
+            })
+            .map(drop)
     }
 
     /// Gives the control plane the traffic listener's HTTP metrics, so that deleting a
@@ -163,8 +201,7 @@ impl ControlPlane {
             }
         }
         if let Some(store) = &self.store {
-            for record in store.list()? {
-                let wasm = store.wasm(&record)?;
+            for (record, wasm) in store.read_all()? {
                 found.push((
                     format!("stored function {}", record.name),
                     record,
@@ -175,15 +212,27 @@ impl ControlPlane {
         }
         for (origin, record, wasm, stored) in found {
             let name = record.name.clone();
+            if stored {
+                self.applied().insert(record.name.clone(), record.clone());
+            }
             let function = match self.optimizing.load(record, &wasm) {
                 Ok(function) => function,
                 // A stored function that no longer loads (a runtime upgrade took an
                 // import away, say) is set aside so that the others start; a file in
                 // --functions-dir is the operator's, and stops the start with its name.
+                // In a shared store it stays: other runtimes may still run it.
                 Err(source) if stored => {
-                    if let Some(store) = &self.store {
-                        store.quarantine_function(&name, source.to_string())?;
-                        self.faas.quarantined.inc();
+                    match &self.store {
+                        Some(store) if store.is_shared() => {
+                            self.faas.sync_errors.inc();
+                            tracing::error!(function = %name, "not serving the stored version: {source}");
+                        }
+                        Some(store) => {
+                            store.quarantine_function(&name, source.to_string())?;
+                            self.applied().remove(&name);
+                            self.faas.quarantined.inc();
+                        }
+                        None => {}
                     }
                     continue;
                 }
@@ -223,23 +272,133 @@ impl ControlPlane {
         settings: crate::limits::Settings,
     ) -> Result<(Deployed, Arc<Function>), DeployError> {
         let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let record = Record::new(name, wasm, settings);
-        // New code is served first from Winch's quick compile unless Cranelift's is
-        // already cached; Cranelift's then swaps in from the background.
+        let (function, baseline) = self.load_new(Record::new(name, wasm, settings), wasm)?;
+        if let Some(store) = &self.store {
+            store.put(&function.record, wasm)?;
+            self.applied()
+                .insert(function.record.name.clone(), function.record.clone());
+        }
+        let (deployed, installed) = self.install(function);
+        if baseline {
+            self.tier_up(installed.clone(), wasm.to_vec());
+        }
+        Ok((deployed, installed))
+    }
+
+    /// Loads a new version: from Winch's quick compile unless Cranelift's code is
+    /// already cached (Cranelift's then swaps in from the background: true).
+    fn load_new(&self, record: Record, wasm: &[u8]) -> Result<(Function, bool), LoadError> {
         let baseline = match self.optimizing.is_cached(&record.digest) {
             true => None,
             false => self.baseline_loader(),
         };
         let function = baseline.unwrap_or(&self.optimizing).load(record, wasm)?;
         heap::release_free_memory();
-        if let Some(store) = &self.store {
-            store.put(&function.record, wasm)?;
+        Ok((function, baseline.is_some()))
+    }
+
+    /// Applies what other runtimes sharing the store changed since this one last looked:
+    /// every manifest that differs from the version this runtime applied is loaded and
+    /// swapped in (requests in flight finish on the version they started with), every
+    /// name whose manifest is gone is removed. Returns how many changes were applied.
+    /// A version that cannot be read or loaded is counted and logged once, and the
+    /// version this runtime had keeps serving.
+    pub fn sync_from_store(&self) -> std::io::Result<usize> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let mut listed = HashSet::new();
+        let mut changed = Vec::new();
+        for (path, record) in store.manifests()? {
+            match record {
+                Ok(record) => {
+                    if self.applied().get(&record.name) != Some(&record) {
+                        changed.push(record.name.clone());
+                    }
+                    listed.insert(record.name);
+                }
+                Err(reason) => {
+                    // An unreadable manifest changes nothing: what was applied stays.
+                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                        listed.insert(Arc::from(stem));
+                    }
+                    self.report_once(format!("{}: {reason}", path.display()));
+                }
+            }
         }
-        let (deployed, installed) = self.install(function);
-        if baseline.is_some() {
-            self.tier_up(installed.clone(), wasm.to_vec());
+        let gone: Vec<Arc<str>> = self
+            .applied()
+            .keys()
+            .filter(|name| !listed.contains(*name))
+            .cloned()
+            .collect();
+        let mut applied = 0;
+        for name in changed.iter().chain(&gone) {
+            applied += usize::from(self.apply_stored(store, name));
         }
-        Ok((deployed, installed))
+        Ok(applied)
+    }
+
+    /// Makes `name` what the store holds now; true if that changed anything.
+    fn apply_stored(&self, store: &FunctionStore, name: &str) -> bool {
+        let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (record, wasm) = match store.read(name) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                if self.applied().remove(name).is_none() {
+                    return false;
+                }
+                self.unregister(name);
+                self.faas.synced.with_label_values(&["removed"]).inc();
+                tracing::info!(function = %name, "removed through another runtime");
+                return true;
+            }
+            // Gone between the listing and the read, or damaged: looked at again next time.
+            Err(e) => {
+                self.report_once(format!("reading stored function {name}: {e}"));
+                return false;
+            }
+        };
+        // A deploy through this runtime may have written it meanwhile.
+        if self.applied().get(name) == Some(&record) {
+            return false;
+        }
+        self.applied().insert(record.name.clone(), record.clone());
+        let digest = record.digest.clone();
+        match self.load_new(record, &wasm) {
+            Ok((function, baseline)) => {
+                let (_, installed) = self.install(function);
+                if baseline {
+                    self.tier_up(installed, wasm);
+                }
+                self.faas.synced.with_label_values(&["deployed"]).inc();
+                tracing::info!(function = %name, %digest, "deployed through another runtime");
+                true
+            }
+            Err(e) => {
+                self.faas.sync_errors.inc();
+                tracing::error!(
+                    function = %name,
+                    %digest,
+                    "deployed through another runtime, but this one cannot load it and keeps \
+                     serving what it had: {e}"
+                );
+                false
+            }
+        }
+    }
+
+    fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Record>> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Logs a problem with the shared store at most once, and counts it.
+    fn report_once(&self, problem: String) {
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if reported.insert(problem.clone()) {
+            self.faas.sync_errors.inc();
+            tracing::warn!("{problem}");
+        }
     }
 
     /// Removes `name` (and its stored copy). False if there was no such function.
@@ -249,6 +408,14 @@ impl ControlPlane {
             Some(store) => store.remove(name)?,
             None => false,
         };
+        self.applied().remove(name);
+        let removed = self.unregister(name);
+        Ok(stored || removed)
+    }
+
+    /// Takes `name` out of the registry and its series out of the metrics; false if it
+    /// was not there.
+    fn unregister(&self, name: &str) -> bool {
         let removed = self.registry.remove(name).is_some();
         self.faas.functions.set(self.registry.len() as i64);
         if removed {
@@ -257,7 +424,7 @@ impl ControlPlane {
                 http.forget_function(name);
             }
         }
-        Ok(stored || removed)
+        removed
     }
 
     /// Counts a deploy API call by its result.

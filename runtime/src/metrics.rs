@@ -23,6 +23,8 @@ pub struct FaasMetrics {
     pub deployments: IntCounterVec,
     pub compiles: IntCounterVec,
     pub quarantined: IntCounter,
+    pub synced: IntCounterVec,
+    pub sync_errors: IntCounter,
 }
 
 /// The series of one function that every invocation touches, looked up once per
@@ -313,6 +315,15 @@ impl FaasMetrics {
                 "runtime_store_quarantined_total",
                 "Store files set aside (quarantine/) because they were broken: manifests, blobs, functions that no longer load, compiled code that fails its SHA-256 or will not load.",
             )?,
+            synced: counter(
+                "runtime_store_synced_total",
+                "Changes another runtime sharing the store made and this one applied, by change (deployed, removed).",
+                &["change"],
+            )?,
+            sync_errors: IntCounter::new(
+                "runtime_store_sync_errors_total",
+                "Versions in a shared store this runtime could not read or load (it keeps serving what it had).",
+            )?,
         };
         registry.register(Box::new(m.invocations.clone()))?;
         registry.register(Box::new(m.invoke_duration.clone()))?;
@@ -328,6 +339,8 @@ impl FaasMetrics {
         registry.register(Box::new(m.deployments.clone()))?;
         registry.register(Box::new(m.compiles.clone()))?;
         registry.register(Box::new(m.quarantined.clone()))?;
+        registry.register(Box::new(m.synced.clone()))?;
+        registry.register(Box::new(m.sync_errors.clone()))?;
         Ok(m)
     }
 }

@@ -9,6 +9,8 @@
 //! cache/<key>.cwasm          compiled code, keyed by digest and engine (see `loader`)
 //! cache/<key>.sha256         the SHA-256 of that code, checked before it is loaded
 //! quarantine/                what was found broken at start, set aside
+//! .lock                      held while a runtime uses the store (shared or exclusive)
+//! .write-lock                held by whoever writes or removes anything above
 //! ```
 //!
 //! The store is private to the runtime's user: directories 0700, files 0600 (manifests
@@ -19,6 +21,15 @@
 //! name, fsynced, renamed over the final name, and the directory fsynced. A manifest
 //! therefore only ever names a complete blob; a crash between the two leaves an unused
 //! blob, which the next start removes.
+//!
+//! Several runtimes may share one store (`--shared-store`: replicas on one volume). Each
+//! holds `.lock` shared (a runtime without the flag holds it exclusively, so the two
+//! never mix), and every change (deploy, delete, cached code, what a start clears or
+//! sets aside) happens under the exclusive `.write-lock`, so that no replica ever
+//! removes a blob another is about to name, or a temporary file another is writing.
+//! Readers take no lock: every file appears whole, by rename. Both are `flock(2)`
+//! locks, which the kernel drops with a process that dies, and which shared file
+//! systems made for this (NFSv4, CephFS, EFS) carry between machines.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -59,10 +70,24 @@ pub struct Record {
 #[derive(Debug, Clone)]
 pub struct FunctionStore {
     dir: PathBuf,
+    /// Whether other runtimes may use the store at the same time.
+    shared: bool,
     /// What [`FunctionStore::open`] set aside.
     quarantined: Vec<Quarantined>,
-    /// `.lock`, locked for as long as any clone of the store lives.
+    /// `.lock`, locked (shared or exclusive) for as long as any clone of the store lives.
     _lock: Arc<File>,
+    /// `.write-lock`; the mutex makes the threads of this process take turns too (a
+    /// `flock` is held by an open file, which they all share).
+    writer: Arc<std::sync::Mutex<File>>,
+}
+
+/// The store's `.write-lock`, held: no other process or thread changes the store.
+struct WriteGuard<'a>(std::sync::MutexGuard<'a, File>);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
 }
 
 /// A file found broken at start and moved to `quarantine/`, so that the rest can start.
@@ -85,7 +110,10 @@ pub enum StoreError {
     WritableByOthers { path: String, mode: u32 },
     #[error("{path} belongs to another user (uid {owner}, this process runs as {me})")]
     NotOurs { path: String, owner: u32, me: u32 },
-    #[error("another process (a second runtime?) is using the store {0}; two would corrupt it")]
+    #[error(
+        "another process (a second runtime?) is using the store {0}; two would corrupt it \
+         (runtimes that share a store all run with --shared-store)"
+    )]
     InUse(String),
 }
 
@@ -105,18 +133,53 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 impl FunctionStore {
-    /// Opens (creating if needed, private) the store at `dir`; refuses one another user
-    /// owns or can write. Clears what an interrupted write left behind (temporary files,
-    /// blobs no manifest names) and moves aside, to `quarantine/`, every manifest that
-    /// does not parse, names another function than its file, or whose blob is missing
-    /// or does not match its digest: the rest start (see [`FunctionStore::quarantined`]).
+    /// Opens (creating if needed, private) the store at `dir` for this process alone;
+    /// refuses one another user owns or can write, or another runtime is using. Clears
+    /// what an interrupted write left behind (temporary files, blobs no manifest names)
+    /// and moves aside, to `quarantine/`, every manifest that does not parse, names
+    /// another function than its file, or whose blob is missing or does not match its
+    /// digest: the rest start (see [`FunctionStore::quarantined`]).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_as(dir, false)
+    }
+
+    /// Opens the store at `dir` like [`FunctionStore::open`], to be shared with other
+    /// runtimes that open it this way (refused while one uses it alone).
+    pub fn open_shared(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_as(dir, true)
+    }
+
+    fn open_as(dir: &Path, shared: bool) -> Result<Self, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
         make_private(dir)?;
+        let lock = open_lock_file(&dir.join(".lock"))?;
+        let locked = match shared {
+            true => lock.try_lock_shared(),
+            false => lock.try_lock(),
+        };
+        match locked {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse(dir.display().to_string()));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let mut store = Self {
+            dir: dir.to_path_buf(),
+            shared,
+            quarantined: Vec::new(),
+            _lock: Arc::new(lock),
+            writer: Arc::new(std::sync::Mutex::new(open_lock_file(
+                &dir.join(".write-lock"),
+            )?)),
+        };
+        // Under the write lock, a temporary file is one a writer left when it died, and
+        // a blob no manifest names is not about to be named.
+        let _writing = store.write_lock()?;
         for sub in ["blobs", "functions", "cache", "quarantine"] {
             let sub = dir.join(sub);
             fs::DirBuilder::new()
@@ -137,35 +200,10 @@ impl FunctionStore {
                 }
             }
         }
-        let lock = {
-            use std::os::unix::fs::OpenOptionsExt;
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .open(dir.join(".lock"))?;
-            match file.try_lock() {
-                Ok(()) => file,
-                Err(fs::TryLockError::WouldBlock) => {
-                    return Err(StoreError::InUse(dir.display().to_string()));
-                }
-                Err(fs::TryLockError::Error(e)) => return Err(e.into()),
-            }
-        };
-        let mut store = Self {
-            dir: dir.to_path_buf(),
-            quarantined: Vec::new(),
-            _lock: Arc::new(lock),
-        };
-        for entry in fs::read_dir(dir.join("functions"))? {
-            let path = entry?.path();
-            if !path.extension().is_some_and(|e| e == "json") {
-                continue;
-            }
-            if let Err(reason) = store.check_manifest(&path) {
-                let aside = store.quarantine(&path, "functions", reason)?;
-                store.quarantined.push(aside);
+        let mut quarantined = Vec::new();
+        for (path, record) in store.manifests()? {
+            if let Err(reason) = record.and_then(|r| store.check_manifest(&path, &r)) {
+                quarantined.push(store.quarantine(&path, "functions", reason)?);
             }
         }
         let used: std::collections::HashSet<String> = store
@@ -184,7 +222,21 @@ impl FunctionStore {
                 fs::remove_file(&path)?;
             }
         }
+        drop(_writing);
+        store.quarantined = quarantined;
         Ok(store)
+    }
+
+    /// Whether other runtimes may be using the store too.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Takes `.write-lock`, waiting for whoever holds it.
+    fn write_lock(&self) -> io::Result<WriteGuard<'_>> {
+        let file = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        file.lock()?;
+        Ok(WriteGuard(file))
     }
 
     /// What the last [`FunctionStore::open`] moved to `quarantine/`, and why.
@@ -192,10 +244,9 @@ impl FunctionStore {
         &self.quarantined
     }
 
-    /// A manifest that parses, names the function its file is named after, and whose
-    /// blob is there and matches its digest.
-    fn check_manifest(&self, path: &Path) -> Result<(), String> {
-        let record = read_record(path).map_err(|e| e.to_string())?;
+    /// A manifest that names the function its file is named after, and whose blob is
+    /// there and matches its digest.
+    fn check_manifest(&self, path: &Path, record: &Record) -> Result<(), String> {
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -204,7 +255,7 @@ impl FunctionStore {
             return Err(format!("it names function {:?}", record.name));
         }
         crate::loader::validate_name(&record.name).map_err(|e| e.to_string())?;
-        self.wasm(&record).map(drop).map_err(|e| e.to_string())
+        self.wasm(record).map(drop).map_err(|e| e.to_string())
     }
 
     /// Moves `path` (in `sub`) to `quarantine/`, under a name that keeps where it came
@@ -223,6 +274,7 @@ impl FunctionStore {
 
     /// Moves the manifest of `name` aside: its function could not be loaded at start.
     pub fn quarantine_function(&self, name: &str, reason: String) -> io::Result<Quarantined> {
+        let _writing = self.write_lock()?;
         let path = self.manifest_path(name);
         self.quarantine(&path, "functions", reason)
     }
@@ -238,6 +290,7 @@ impl FunctionStore {
         // The manifest's file is named after the record, so what is written always reads
         // back as this function (`open` quarantines a manifest whose name differs).
         checked_name(&record.name)?;
+        let _writing = self.write_lock()?;
         let blob = self.dir.join("blobs").join(blob_file_name(&record.digest));
         if !blob.exists() {
             write_file(&blob, wasm, "blob")?;
@@ -250,6 +303,7 @@ impl FunctionStore {
     /// there was no such function.
     pub fn remove(&self, name: &str) -> io::Result<bool> {
         checked_name(name)?;
+        let _writing = self.write_lock()?;
         let path = self.manifest_path(name);
         let record = match read_record(&path) {
             Ok(record) => record,
@@ -266,15 +320,66 @@ impl FunctionStore {
 
     /// Every deployed version, by name.
     pub fn list(&self) -> io::Result<Vec<Record>> {
-        let mut records = Vec::new();
+        let mut records = self
+            .manifests()?
+            .into_iter()
+            .map(|(path, record)| {
+                record.map_err(|reason| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {reason}", path.display()),
+                    )
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(records)
+    }
+
+    /// Every manifest file, each with its record or why it does not parse.
+    pub fn manifests(&self) -> io::Result<Vec<(PathBuf, Result<Record, String>)>> {
+        let mut manifests = Vec::new();
         for entry in fs::read_dir(self.dir.join("functions"))? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                records.push(read_record(&path)?);
+                let record = match read_record(&path) {
+                    Ok(record) => Ok(record),
+                    // Deleted since the directory was read.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => Err(e.to_string()),
+                };
+                manifests.push((path, record));
             }
         }
-        records.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(records)
+        Ok(manifests)
+    }
+
+    /// The deployed version of `name` and its component bytes, read together under the
+    /// write lock (so the blob cannot be removed between the two); `None` if `name` is
+    /// not deployed.
+    pub fn read(&self, name: &str) -> io::Result<Option<(Record, Vec<u8>)>> {
+        checked_name(name)?;
+        let _writing = self.write_lock()?;
+        let record = match read_record(&self.manifest_path(name)) {
+            Ok(record) => record,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let wasm = self.wasm(&record)?;
+        Ok(Some((record, wasm)))
+    }
+
+    /// Every deployed version with its component bytes, read together under the write
+    /// lock.
+    pub fn read_all(&self) -> io::Result<Vec<(Record, Vec<u8>)>> {
+        let _writing = self.write_lock()?;
+        self.list()?
+            .into_iter()
+            .map(|record| {
+                let wasm = self.wasm(&record)?;
+                Ok((record, wasm))
+            })
+            .collect()
     }
 
     /// The component bytes of `record`, checked against its digest.
@@ -304,6 +409,7 @@ impl FunctionStore {
 
     /// Caches compiled `code` under `key`: the code, then its SHA-256.
     pub fn put_compiled(&self, key: &str, code: &[u8]) -> io::Result<()> {
+        let _writing = self.write_lock()?;
         write_file(&self.cache_path(key), code, "cache")?;
         write_file(&self.checksum_path(key), digest(code).as_bytes(), "cache")
     }
@@ -323,6 +429,18 @@ impl FunctionStore {
         if recorded.trim() == digest(&code) {
             return Ok(Some(code));
         }
+        // Another runtime sharing the store may be between writing the code and its
+        // SHA-256: under the write lock, what is there is what it is.
+        let _writing = self.write_lock()?;
+        let code = match fs::read(&path) {
+            Ok(code) => code,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let recorded = fs::read_to_string(&sum_path).unwrap_or_default();
+        if recorded.trim() == digest(&code) {
+            return Ok(Some(code));
+        }
         let reason = if recorded.is_empty() {
             "no SHA-256 was recorded with it".to_string()
         } else {
@@ -335,6 +453,7 @@ impl FunctionStore {
 
     /// Sets a cached file that wasmtime would not load aside.
     pub fn quarantine_compiled(&self, key: &str, reason: String) -> io::Result<Quarantined> {
+        let _writing = self.write_lock()?;
         let path = self.cache_path(key);
         let _ = fs::remove_file(self.checksum_path(key));
         self.quarantine(&path, "cache", reason)
@@ -345,7 +464,17 @@ impl FunctionStore {
     }
 }
 
-/// Seconds since the Unix epoch.
+/// Opens (creating, private) one of the store's lock files.
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Checked here too, whoever calls: a name becomes a path below the store.
 fn checked_name(name: &str) -> io::Result<()> {
     crate::loader::validate_name(name).map_err(|_| {
@@ -356,6 +485,7 @@ fn checked_name(name: &str) -> io::Result<()> {
     })
 }
 
+/// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -546,6 +676,49 @@ mod tests {
         assert!(matches!(err, StoreError::InUse(_)), "{err}");
         drop(clone);
         FunctionStore::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn runtimes_share_a_store_only_when_all_ask_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FunctionStore::open_shared(dir.path()).unwrap();
+        let b = FunctionStore::open_shared(dir.path()).unwrap();
+        assert!(a.is_shared() && b.is_shared());
+        let err = FunctionStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::InUse(_)), "{err}");
+        assert!(err.to_string().contains("--shared-store"), "{err}");
+
+        // What one writes, the other reads; a temporary file or an unnamed blob that a
+        // writer may be about to use survives the other's open (it waits for the lock).
+        let record = Record::new("a", b"wasm-a", Settings::default());
+        a.put(&record, b"wasm-a").unwrap();
+        assert_eq!(
+            b.read("a").unwrap(),
+            Some((record.clone(), b"wasm-a".to_vec()))
+        );
+        let writing = a.write_lock().unwrap();
+        let opened = std::thread::spawn({
+            let dir = dir.path().to_path_buf();
+            move || FunctionStore::open_shared(&dir).map(drop)
+        });
+        fs::write(dir.path().join("blobs/.tmp-9-x.wasm"), b"half").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            !opened.is_finished(),
+            "open did not wait for the write lock"
+        );
+        assert!(dir.path().join("blobs/.tmp-9-x.wasm").exists());
+        fs::remove_file(dir.path().join("blobs/.tmp-9-x.wasm")).unwrap();
+        drop(writing);
+        opened.join().unwrap().unwrap();
+        assert!(b.remove("a").unwrap());
+        assert_eq!(a.read("a").unwrap(), None);
+        drop((a, b));
+
+        let alone = FunctionStore::open(dir.path()).unwrap();
+        let err = FunctionStore::open_shared(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::InUse(_)), "{err}");
+        drop(alone);
     }
 
     #[test]

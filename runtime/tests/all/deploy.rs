@@ -468,24 +468,7 @@ async fn redeploying_under_load_fails_no_request() {
         201
     );
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, stop) = (client.clone(), stop.clone());
-            let url = format!("{}/f/", server.url("traffic"));
-            tokio::spawn(async move {
-                let (mut ok, mut failed) = (0u32, Vec::new());
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match client.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => ok += 1,
-                        Ok(r) => failed.push(r.status().to_string()),
-                        Err(e) => failed.push(e.to_string()),
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let load = crate::Load::start(&client, &[format!("{}/f/", server.url("traffic"))], 4);
     for i in 0..20 {
         let wasm = if i % 2 == 0 {
             artifacts::PLAIN_WASI_COMPONENT
@@ -498,16 +481,11 @@ async fn redeploying_under_load_fails_no_request() {
             "redeploy {i}"
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total = 0;
-    for task in load {
-        let (ok, failed) = task.await.unwrap();
-        assert!(
-            failed.is_empty(),
-            "requests failed during redeploys: {failed:?}"
-        );
-        total += ok;
-    }
+    let (total, failed) = load.stop().await;
+    assert!(
+        failed.is_empty(),
+        "requests failed during redeploys: {failed:?}"
+    );
     assert!(
         total > 20,
         "too little load to mean anything: {total} requests"

@@ -7,6 +7,7 @@ mod functions;
 mod isolation;
 mod limits;
 mod metrics;
+mod replicas;
 mod sandbox;
 mod shutdown;
 mod startup;
@@ -86,4 +87,49 @@ pub async fn wait_for_active(client: &reqwest::Client, server: &Service, functio
 /// GET `url`, returning only the status.
 pub async fn status(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::StatusCode {
     client.get(url).send().await.unwrap().status()
+}
+
+/// Requests sent over and over until [`Load::stop`], by `tasks` tasks per URL: the
+/// traffic that a redeploy must not disturb.
+#[derive(Debug)]
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(u32, Vec<String>)>>,
+}
+
+impl Load {
+    pub fn start(client: &reqwest::Client, urls: &[String], tasks: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = urls
+            .iter()
+            .flat_map(|url| std::iter::repeat_n(url.clone(), tasks))
+            .map(|url| {
+                let (client, stop) = (client.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut ok, mut failed) = (0u32, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match client.get(&url).send().await {
+                            Ok(r) if r.status() == 200 => ok += 1,
+                            Ok(r) => failed.push(format!("{url}: {}", r.status())),
+                            Err(e) => failed.push(format!("{url}: {e}")),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops the load; how many requests succeeded, and what every other one got.
+    pub async fn stop(self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for task in self.tasks {
+            let (n, f) = task.await.unwrap();
+            ok += n;
+            failed.extend(f);
+        }
+        (ok, failed)
+    }
 }

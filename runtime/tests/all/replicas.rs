@@ -1,0 +1,341 @@
+//! Several runtimes sharing one store (`--shared-store`), as replicas behind a load
+//! balancer would: a deploy or delete through any of them reaches all, concurrent
+//! deploys converge on the one written last, and a replica that dies mid-deploy leaves
+//! the others and the store consistent and catches up when it comes back.
+
+use localrun::{Service, examples};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token";
+
+/// How long replicas may take to agree. The poll interval is 500 ms; the rest is
+/// compiling, which a loaded CI machine can make slow. A bound on liveness, not a speed
+/// goal (README has the measured times).
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn replica(store: &Path, extra: &[&str]) -> Service {
+    replica_with(store, extra, &[])
+}
+
+fn replica_with(store: &Path, extra: &[&str], env: &[(&str, &str)]) -> Service {
+    let empty = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"));
+    command
+        .args(crate::args(empty.path()))
+        .args(["--pool-instances", "64", "--max-memory-mib", "256"])
+        .args([
+            "--store-dir",
+            store.to_str().unwrap(),
+            "--shared-store",
+            "--deploy-token",
+            TOKEN,
+        ])
+        .args(extra)
+        .envs(env.iter().copied());
+    Service::start_with(&mut command, &["traffic", "ops"]).expect("replica starts")
+}
+
+fn api(server: &Service, name: &str) -> String {
+    format!("{}/functions/{name}", server.url("ops"))
+}
+
+async fn put(client: &reqwest::Client, server: &Service, name: &str, wasm: &[u8]) -> u16 {
+    client
+        .put(api(server, name))
+        .bearer_auth(TOKEN)
+        .body(wasm.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The digest `server` serves for `name`, `None` if it has no such function.
+async fn digest(client: &reqwest::Client, server: &Service, name: &str) -> Option<String> {
+    let (status, v) = crate::get_json(client, &api(server, name)).await;
+    match status {
+        200 => Some(v["digest"].as_str().unwrap().to_string()),
+        404 => None,
+        other => panic!("GET {}: {other}: {v}", api(server, name)),
+    }
+}
+
+/// Waits until every replica shows `expected` for `name`; how long that took.
+async fn converge(
+    client: &reqwest::Client,
+    replicas: &[&Service],
+    name: &str,
+    expected: Option<&str>,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for server in replicas {
+            seen.push(digest(client, server, name).await);
+        }
+        if seen.iter().all(|d| d.as_deref() == expected) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < CONVERGE,
+            "replicas did not converge on {expected:?} for {name} in {CONVERGE:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The status `server` answers a GET of `path` on its traffic listener with.
+async fn traffic(client: &reqwest::Client, server: &Service, path: &str) -> u16 {
+    let url = format!("{}{path}", server.url("traffic"));
+    client.get(url).send().await.unwrap().status().as_u16()
+}
+
+fn wasm(path: &str) -> (Vec<u8>, String) {
+    let bytes = std::fs::read(path).unwrap();
+    let digest = runtime::store::digest(&bytes);
+    (bytes, digest)
+}
+
+/// What the store's manifest says `name` is.
+fn manifest_digest(store: &Path, name: &str) -> String {
+    let text = std::fs::read(store.join("functions").join(format!("{name}.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    v["digest"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_deploy_or_delete_through_one_replica_reaches_all() {
+    let store = tempfile::tempdir().unwrap();
+    // Cranelift only: the deploying replica caches optimized code before it writes the
+    // manifest, so the others must load it from the cache instead of compiling.
+    let flags = ["--baseline-compile=false"];
+    let replicas: Vec<Service> = (0..3).map(|_| replica(store.path(), &flags)).collect();
+    let all: Vec<&Service> = replicas.iter().collect();
+    let client = examples::client();
+    let (hello, hello_digest) = wasm(artifacts::HELLO_COMPONENT);
+
+    assert_eq!(put(&client, &replicas[0], "greet", &hello).await, 201);
+    let took = converge(&client, &all, "greet", Some(&hello_digest)).await;
+    eprintln!("deploy converged on 3 replicas in {took:?}");
+    for server in &replicas {
+        assert_eq!(traffic(&client, server, "/greet/").await, 200);
+    }
+    for server in &replicas[1..] {
+        let text = crate::metrics(&client, server).await;
+        assert_eq!(
+            crate::sample(&text, r#"faas_compiles_total{result="cached"}"#),
+            Some(1.0),
+            "the other replicas load the deploying one's compiled code:\n{text}"
+        );
+        assert_eq!(
+            crate::sample(&text, r#"runtime_store_synced_total{change="deployed"}"#),
+            Some(1.0)
+        );
+    }
+
+    // Delete through the second: all three answer 404, API and traffic.
+    let r = client
+        .delete(api(&replicas[1], "greet"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let took = converge(&client, &all, "greet", None).await;
+    eprintln!("delete converged on 3 replicas in {took:?}");
+    for server in &replicas {
+        assert_eq!(traffic(&client, server, "/greet/").await, 404);
+        let text = crate::metrics(&client, server).await;
+        assert_eq!(crate::sample(&text, "faas_functions_deployed"), Some(0.0));
+    }
+
+    // A replica that starts later catches up from the store.
+    assert_eq!(put(&client, &replicas[2], "late", &hello).await, 201);
+    let late = replica(store.path(), &flags);
+    assert_eq!(
+        digest(&client, &late, "late").await.as_deref(),
+        Some(hello_digest.as_str())
+    );
+}
+
+#[tokio::test]
+async fn redeploys_spread_over_replicas_under_load_fail_no_request() {
+    let store = tempfile::tempdir().unwrap();
+    let replicas: Vec<Service> = (0..3).map(|_| replica(store.path(), &[])).collect();
+    let all: Vec<&Service> = replicas.iter().collect();
+    let client = examples::client();
+    let versions = [
+        wasm(artifacts::HELLO_COMPONENT),
+        wasm(artifacts::PLAIN_WASI_COMPONENT),
+    ];
+    assert_eq!(put(&client, &replicas[0], "f", &versions[0].0).await, 201);
+    converge(&client, &all, "f", Some(&versions[0].1)).await;
+
+    let urls: Vec<String> = replicas
+        .iter()
+        .map(|server| format!("{}/f/", server.url("traffic")))
+        .collect();
+    let load = crate::Load::start(&client, &urls, 2);
+    for i in 0..20 {
+        let (bytes, _) = &versions[(i + 1) % 2];
+        let through = &replicas[i % 3];
+        assert_eq!(put(&client, through, "f", bytes).await, 200, "redeploy {i}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // The last deploy (i = 19) was version 0.
+    converge(&client, &all, "f", Some(&versions[0].1)).await;
+    let (total, failed) = load.stop().await;
+    assert!(
+        failed.is_empty(),
+        "requests failed during redeploys: {failed:?}"
+    );
+    assert!(
+        total > 60,
+        "too little load to mean anything: {total} requests"
+    );
+    let synced: f64 = {
+        let mut sum = 0.0;
+        for server in &replicas {
+            let text = crate::metrics(&client, server).await;
+            sum += crate::sample(&text, r#"runtime_store_synced_total{change="deployed"}"#)
+                .unwrap_or(0.0);
+            assert_eq!(
+                crate::sample(&text, "runtime_store_sync_errors_total"),
+                Some(0.0)
+            );
+        }
+        sum
+    };
+    assert!(synced > 0.0, "no replica applied another's deploy");
+}
+
+#[tokio::test]
+async fn concurrent_deploys_of_one_name_converge_on_the_last_written() {
+    let store = tempfile::tempdir().unwrap();
+    let replicas: Vec<Service> = (0..3).map(|_| replica(store.path(), &[])).collect();
+    let all: Vec<&Service> = replicas.iter().collect();
+    let client = examples::client();
+    let (hello, hello_digest) = wasm(artifacts::HELLO_COMPONENT);
+    let (hash, hash_digest) = wasm(artifacts::HASH_COMPONENT);
+    for round in 0..3 {
+        let (a, b) = tokio::join!(
+            put(&client, &replicas[0], "race", &hello),
+            put(&client, &replicas[1], "race", &hash),
+        );
+        assert!(
+            [200, 201].contains(&a) && [200, 201].contains(&b),
+            "{a} {b}"
+        );
+        // Whichever manifest was renamed into place last is what every replica serves.
+        let winner = manifest_digest(store.path(), "race");
+        assert!(winner == hello_digest || winner == hash_digest);
+        converge(&client, &all, "race", Some(&winner)).await;
+        eprintln!("round {round}: converged on {winner}");
+    }
+}
+
+#[tokio::test]
+async fn a_replica_killed_during_a_deploy_leaves_the_rest_consistent_and_catches_up() {
+    let store = tempfile::tempdir().unwrap();
+    let client = examples::client();
+    let (hello, hello_digest) = wasm(artifacts::HELLO_COMPONENT);
+    let (hash, hash_digest) = wasm(artifacts::HASH_COMPONENT);
+    let first = replica(store.path(), &[]);
+    let mut second = replica(store.path(), &[]);
+    // The third dies (abort: no unwinding, no cleanup, as SIGKILL) while it holds the
+    // store's write lock, its new manifest written to a temporary file, not renamed.
+    let mut third = replica_with(
+        store.path(),
+        &[],
+        &[("RUNTIME_STORE_CRASH_AT", "manifest-temp")],
+    );
+    assert_eq!(put(&client, &first, "f", &hello).await, 201);
+    converge(
+        &client,
+        &[&first, &second, &third],
+        "f",
+        Some(&hello_digest),
+    )
+    .await;
+
+    let r = client
+        .put(api(&third, "f"))
+        .bearer_auth(TOKEN)
+        .body(hash.clone())
+        .send()
+        .await;
+    assert!(r.is_err(), "the dying replica answered: {r:?}");
+    assert!(!third.wait_exit(Duration::from_secs(10)).unwrap().success());
+    drop(third);
+
+    // The lock died with it: the others deploy, and none serves the dead one's version.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        digest(&client, &second, "f").await.as_deref(),
+        Some(hello_digest.as_str())
+    );
+    assert_eq!(put(&client, &second, "g", &hash).await, 201);
+    converge(&client, &[&first, &second], "g", Some(&hash_digest)).await;
+
+    // A real SIGKILL, wherever the deploy through the second happens to be.
+    let deploy = {
+        let (client, url) = (client.clone(), api(&second, "f"));
+        tokio::spawn(async move {
+            client
+                .put(url)
+                .bearer_auth(TOKEN)
+                .body(hash)
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    second.signal(rustix::process::Signal::KILL).unwrap();
+    let _ = second.wait_exit(Duration::from_secs(10)).unwrap();
+    drop(second);
+    let _ = deploy.await.unwrap();
+
+    // What the store holds is one of the two versions, whole, and the survivor serves it.
+    let stored = manifest_digest(store.path(), "f");
+    assert!(stored == hello_digest || stored == hash_digest, "{stored}");
+    converge(&client, &[&first], "f", Some(&stored)).await;
+    assert_eq!(traffic(&client, &first, "/f/?rounds=1").await, 200);
+
+    // Both come back and catch up; the restart clears what the dead left behind.
+    let third = replica(store.path(), &[]);
+    let second = replica(store.path(), &[]);
+    converge(&client, &[&first, &second, &third], "f", Some(&stored)).await;
+    converge(&client, &[&first, &second, &third], "g", Some(&hash_digest)).await;
+    for sub in ["blobs", "functions", "cache"] {
+        let names: Vec<String> = std::fs::read_dir(store.path().join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with(".tmp-")),
+            "leftover temporary file in {sub}: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn a_runtime_without_shared_store_refuses_a_store_in_shared_use() {
+    let store = tempfile::tempdir().unwrap();
+    let shared = replica(store.path(), &[]);
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args(crate::args(empty.path()))
+        .args(["--store-dir", store.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is using the store") && stderr.contains("--shared-store"),
+        "{stderr}"
+    );
+    drop(shared);
+}
