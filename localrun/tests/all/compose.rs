@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
 
-fn infra() -> PathBuf {
+pub fn infra() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra")
 }
 
-fn compose() -> Yaml {
+pub fn compose() -> Yaml {
     let text = std::fs::read_to_string(infra().join("docker-compose.yml")).unwrap();
     YamlLoader::load_from_str(&text)
         .unwrap()
@@ -20,7 +20,7 @@ fn compose() -> Yaml {
         .unwrap()
 }
 
-fn services(compose: &Yaml) -> Vec<(String, &Yaml)> {
+pub fn services(compose: &Yaml) -> Vec<(String, &Yaml)> {
     compose["services"]
         .as_hash()
         .expect("services")
@@ -29,7 +29,7 @@ fn services(compose: &Yaml) -> Vec<(String, &Yaml)> {
         .collect()
 }
 
-fn strings(y: &Yaml) -> Vec<String> {
+pub fn strings(y: &Yaml) -> Vec<String> {
     y.as_vec()
         .map(|v| {
             v.iter()
@@ -44,7 +44,7 @@ fn strings(y: &Yaml) -> Vec<String> {
 }
 
 /// A Python tool scripts/test installs; missing is a failure, not a skip.
-fn tool(name: &str) -> PathBuf {
+pub fn tool(name: &str) -> PathBuf {
     localrun::find_program(name).unwrap_or_else(|| {
         panic!("{name} not found: scripts/test installs it (pip, in a venv it puts on PATH)")
     })
@@ -84,7 +84,7 @@ fn the_dockerfile_passes_hadolint() {
 }
 
 /// The Dockerfile's stages: name → (EXPOSEd ports, COPY sources from the context).
-fn stages(dockerfile: &str) -> BTreeMap<String, (BTreeSet<u16>, Vec<String>)> {
+pub fn stages(dockerfile: &str) -> BTreeMap<String, (BTreeSet<u16>, Vec<String>)> {
     let mut stages = BTreeMap::new();
     let mut current = String::new();
     for line in dockerfile.lines().map(str::trim) {
@@ -119,7 +119,7 @@ fn stages(dockerfile: &str) -> BTreeMap<String, (BTreeSet<u16>, Vec<String>)> {
 
 /// Each service's container ports: `ports` (container side), `expose`, and the EXPOSE
 /// lines of the Dockerfile stage it is built from.
-fn listening(compose: &Yaml) -> BTreeMap<String, BTreeSet<u16>> {
+pub fn listening(compose: &Yaml) -> BTreeMap<String, BTreeSet<u16>> {
     let mut map = BTreeMap::new();
     for (name, service) in services(compose) {
         let mut ports = BTreeSet::new();

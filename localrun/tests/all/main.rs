@@ -3,4 +3,5 @@
 
 mod compose;
 mod infra;
+mod k8s;
 mod seed;
