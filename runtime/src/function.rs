@@ -1,5 +1,6 @@
-//! A deployed function version: its store record, its pre-instantiated component, its
-//! limits and sandbox settings, ready to be instantiated per request.
+//! A deployed function version: its store record, its pre-instantiated code (a wasi:http
+//! component or a WASI 0.1 core module served the WAGI way), its limits and sandbox
+//! settings, ready to be instantiated per request.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -7,6 +8,7 @@ use tokio::sync::Semaphore;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::host::Host;
+use crate::invoke::wagi::WagiHost;
 use crate::limits::Limits;
 use crate::loader::Compiled;
 use crate::metrics::InvocationMetrics;
@@ -15,7 +17,7 @@ use crate::store::Record;
 pub struct Function {
     /// What was deployed: name, digest, size, settings, when. The store keeps the same.
     pub record: Record,
-    pub pre: ProxyPre<Host>,
+    pub code: Code,
     /// `record.settings` applied to the runtime's defaults.
     pub limits: Limits,
     pub env: Arc<[(String, String)]>,
@@ -40,8 +42,32 @@ impl std::fmt::Debug for Function {
     }
 }
 
+/// A function's code, pre-instantiated: linked once, instantiated per request.
+pub enum Code {
+    /// A component exporting `wasi:http/incoming-handler`.
+    Http(ProxyPre<Host>),
+    /// A WASI 0.1 (preview1) core module exporting `_start`: CGI over WASI (WAGI).
+    Wagi(wasmtime::InstancePre<WagiHost>),
+}
+
+impl std::fmt::Debug for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+impl Code {
+    /// What `GET /functions/{name}` calls it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Code::Http(_) => "wasi-http",
+            Code::Wagi(_) => "wagi",
+        }
+    }
+}
+
 impl Function {
-    pub fn new(record: Record, pre: ProxyPre<Host>, limits: Limits, compiled: Compiled) -> Self {
+    pub fn new(record: Record, code: Code, limits: Limits, compiled: Compiled) -> Self {
         let settings = &record.settings;
         Self {
             env: settings.env.clone().into_iter().collect(),
@@ -50,7 +76,7 @@ impl Function {
             cold: AtomicBool::new(true),
             metrics: OnceLock::new(),
             record,
-            pre,
+            code,
             limits,
             compiled,
         }
@@ -75,6 +101,7 @@ impl Function {
             "digest": digest,
             "size": size,
             "deployed_at": deployed_at,
+            "kind": self.code.kind(),
             "compiler": self.compiled.compiler,
             "settings": if reveal_env { serde_json::json!(settings) } else { hide_env(settings) },
             "limits": {

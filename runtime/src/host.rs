@@ -60,17 +60,9 @@ impl Sandbox {
         // No preopened directories, no host environment, no sockets (the builder's
         // defaults deny every address), no stdin. Only the configured env.
         wasi.envs(&self.env);
-        // One budget for both streams and every handle the guest opens on them.
-        let budget = Arc::new(AtomicUsize::new(self.log_budget));
-        let stream = |name| LogStream {
-            function: self.function.clone(),
-            request_id: self.request_id,
-            stream: name,
-            budget: budget.clone(),
-            limit: self.log_budget,
-        };
-        wasi.stdout(stream("stdout"));
-        wasi.stderr(stream("stderr"));
+        let [stdout, stderr] = LogStream::pair(&self.function, self.request_id, self.log_budget);
+        wasi.stdout(stdout);
+        wasi.stderr(stderr);
         wasi.build()
     }
 }
@@ -112,10 +104,7 @@ impl Host {
                 http
             },
             hooks: OutboundPolicy::new(function, allowed_hosts),
-            limiter: MemoryLimiter {
-                limit: memory_limit,
-                usage: Usage::default(),
-            },
+            limiter: MemoryLimiter::new(memory_limit),
         }
     }
 
@@ -170,6 +159,19 @@ pub struct MemoryLimiter {
     usage: Usage,
 }
 
+impl MemoryLimiter {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            usage: Usage::default(),
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+}
+
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
@@ -199,13 +201,28 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 /// request id, within the invocation's budget: a line is cut at [`MAX_LINE`] bytes, and
 /// once the budget is spent one last line says so and the rest is dropped.
 #[derive(Clone)]
-struct LogStream {
+pub struct LogStream {
     function: Arc<str>,
     request_id: u64,
     stream: &'static str,
     /// Bytes this invocation may still log, shared by its streams.
     budget: Arc<AtomicUsize>,
     limit: usize,
+}
+
+impl LogStream {
+    /// The guest's stdout and stderr, sharing one budget for both streams and every
+    /// handle the guest opens on them.
+    pub fn pair(function: &Arc<str>, request_id: u64, log_budget: usize) -> [LogStream; 2] {
+        let budget = Arc::new(AtomicUsize::new(log_budget));
+        ["stdout", "stderr"].map(|stream| LogStream {
+            function: function.clone(),
+            request_id,
+            stream,
+            budget: budget.clone(),
+            limit: log_budget,
+        })
+    }
 }
 
 /// The longest line written to the host log; longer ones are cut and marked.

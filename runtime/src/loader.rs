@@ -5,12 +5,13 @@
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
-use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Module};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::function::Function;
+use crate::function::{Code, Function};
 use crate::host::Host;
+use crate::invoke::wagi::WagiHost;
 use crate::limits::{Limits, Settings, SettingsError};
 use crate::store::{self, FunctionStore, Record};
 
@@ -71,6 +72,11 @@ pub enum LoadError {
     Link(String),
     #[error("the component does not export wasi:http/incoming-handler@0.2.x: {0}")]
     NotAHandler(String),
+    #[error(
+        "the core module is not a WASI 0.1 command: it must export `_start` taking and \
+         returning nothing (served the WAGI way: CGI over WASI)"
+    )]
+    NotACommand,
     #[error("invalid settings: {0}")]
     Settings(#[from] SettingsError),
 }
@@ -80,7 +86,10 @@ impl LoadError {
     pub fn status(&self) -> u16 {
         match self {
             LoadError::Name(_) | LoadError::Settings(_) => 400,
-            LoadError::Compile(_) | LoadError::Link(_) | LoadError::NotAHandler(_) => 422,
+            LoadError::Compile(_)
+            | LoadError::Link(_)
+            | LoadError::NotAHandler(_)
+            | LoadError::NotACommand => 422,
         }
     }
 }
@@ -92,6 +101,8 @@ impl LoadError {
 pub struct Loader {
     engine: Engine,
     linker: Linker<Host>,
+    /// WASI 0.1 for core modules (WAGI functions).
+    wagi_linker: wasmtime::Linker<WagiHost>,
     compiler: Compiler,
     defaults: Limits,
     ceilings: crate::limits::Ceilings,
@@ -118,9 +129,11 @@ impl Loader {
     ) -> anyhow::Result<Self> {
         let engine = crate::engine::build(config, compiler.strategy())?;
         let linker = crate::engine::linker(&engine)?;
+        let wagi_linker = crate::invoke::wagi::linker(&engine)?;
         Ok(Self {
             engine,
             linker,
+            wagi_linker,
             compiler,
             defaults: config.default_limits(),
             ceilings: config.ceilings(),
@@ -133,24 +146,35 @@ impl Loader {
     }
 
     /// Compiles `wasm` (or loads its compiled code from the cache), links it, and checks
-    /// it is a wasi:http handler with settings the runtime allows.
+    /// it is a wasi:http handler (a component) or a WASI 0.1 command (a core module,
+    /// served the WAGI way) with settings the runtime allows.
     pub fn load(&self, record: Record, wasm: &[u8]) -> Result<Function, LoadError> {
         validate_name(&record.name)?;
         let limits = record.settings.limits(&self.defaults, &self.ceilings)?;
         let start = Instant::now();
-        let (component, from_cache, cache_set_aside) = self.compile(wasm, &record.digest)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
+        let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
+        let (code, from_cache, cache_set_aside) = if wasmparser::Parser::is_core_wasm(wasm) {
+            let (module, from_cache, set_aside) = self.compile::<Module>(wasm, &record.digest)?;
+            let start = module.get_export("_start").and_then(|e| e.func().cloned());
+            if !start.is_some_and(|f| f.params().len() == 0 && f.results().len() == 0) {
+                return Err(LoadError::NotACommand);
+            }
+            let pre = self.wagi_linker.instantiate_pre(&module).map_err(link)?;
+            (Code::Wagi(pre), from_cache, set_aside)
+        } else {
+            let (component, from_cache, set_aside) =
+                self.compile::<Component>(wasm, &record.digest)?;
+            let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+            let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
+            (Code::Http(pre), from_cache, set_aside)
+        };
         let compiled = Compiled {
             compiler: self.compiler,
             from_cache,
             cache_set_aside,
             seconds: start.elapsed().as_secs_f64(),
         };
-        Ok(Function::new(record, pre, limits, compiled))
+        Ok(Function::new(record, code, limits, compiled))
     }
 
     /// Whether the cache holds this engine's code for the component `digest`.
@@ -164,9 +188,13 @@ impl Loader {
     /// engine's compatibility hash (wasmtime version, target, every setting that changes
     /// codegen), so a restart or a redeploy of known bytes loads machine code instead of
     /// compiling, and an engine change never loads incompatible code.
-    fn compile(&self, wasm: &[u8], digest: &str) -> Result<(Component, bool, bool), LoadError> {
+    fn compile<C: Artifact>(
+        &self,
+        wasm: &[u8],
+        digest: &str,
+    ) -> Result<(C, bool, bool), LoadError> {
         let compile =
-            || Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+            || C::compile(&self.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
         let Some(cache) = &self.cache else {
             return Ok((compile()?, false, false));
         };
@@ -174,28 +202,19 @@ impl Loader {
         let key = self.cache_key(digest);
         match cache.compiled(&key) {
             Ok(None) => {}
-            Ok(Some(code)) => {
-                // SAFETY: `deserialize` runs the machine code it is given, so it must be
-                // code this runtime compiled: it comes from the store, which is private
-                // to the runtime's user (checked at open), and matches the SHA-256
-                // recorded when it was written; wasmtime checks the header and engine
-                // compatibility.
-                #[allow(unsafe_code)]
-                let loaded = unsafe { Component::deserialize(&self.engine, &code) };
-                match loaded {
-                    Ok(component) => return Ok((component, true, false)),
-                    Err(e) => {
-                        let _ = cache.quarantine_compiled(&key, format!("{e:#}"));
-                        set_aside = true;
-                    }
+            Ok(Some(code)) => match C::load_cached(&self.engine, &code) {
+                Ok(component) => return Ok((component, true, false)),
+                Err(e) => {
+                    let _ = cache.quarantine_compiled(&key, format!("{e:#}"));
+                    set_aside = true;
                 }
-            }
+            },
             // Did not match its SHA-256: already set aside and logged; compile afresh.
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => set_aside = true,
             Err(e) => tracing::warn!("reading compiled code for {digest}: {e}"),
         }
         let component = compile()?;
-        match component.serialize() {
+        match C::serialize(&component) {
             Ok(bytes) => {
                 if let Err(e) = cache.put_compiled(&key, &bytes) {
                     tracing::warn!("caching compiled code for {digest}: {e}");
@@ -221,6 +240,49 @@ impl Loader {
             digest.trim_start_matches("sha256:"),
             &store::hex(&engine)[..16]
         )
+    }
+}
+
+/// What the compiled-code cache holds: a component's or a core module's machine code.
+trait Artifact: Sized {
+    fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self>;
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
+    /// Loads code from the cache. It must be code this runtime compiled: it comes from
+    /// the store, which is private to the runtime's user (checked at open), and matches
+    /// the SHA-256 recorded when it was written; wasmtime checks the header and engine
+    /// compatibility.
+    fn load_cached(engine: &Engine, code: &[u8]) -> wasmtime::Result<Self>;
+}
+
+impl Artifact for Component {
+    fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self> {
+        Component::new(engine, wasm)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Component::serialize(self)
+    }
+    fn load_cached(engine: &Engine, code: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: see the trait: code this runtime compiled, checked against its SHA-256.
+        #[allow(unsafe_code)]
+        unsafe {
+            Component::deserialize(engine, code)
+        }
+    }
+}
+
+impl Artifact for Module {
+    fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self> {
+        Module::new(engine, wasm)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Module::serialize(self)
+    }
+    fn load_cached(engine: &Engine, code: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: see the trait: code this runtime compiled, checked against its SHA-256.
+        #[allow(unsafe_code)]
+        unsafe {
+            Module::deserialize(engine, code)
+        }
     }
 }
 

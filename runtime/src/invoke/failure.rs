@@ -51,12 +51,25 @@ pub enum Failure {
     /// Answered with an error code, or a body that broke (500).
     #[error("{0}")]
     ErrorResponse(String),
+    /// A WAGI module wrote something that is not a CGI response (502).
+    #[error("wrote a malformed CGI response: {0}")]
+    BadCgi(String),
+    /// A WAGI module exited with a non-zero code and wrote nothing (500).
+    #[error("exited with code {0} without a response")]
+    Exit(i32),
 }
 
 impl Failure {
     /// Every `faas_errors_total{reason}` value.
-    pub const ERROR_REASONS: &[&str] =
-        &["trap", "memory", "timeout", "no_response", "error_response"];
+    pub const ERROR_REASONS: &[&str] = &[
+        "trap",
+        "memory",
+        "timeout",
+        "no_response",
+        "error_response",
+        "bad_cgi",
+        "exit",
+    ];
     /// Every `faas_rejections_total{reason}` value.
     pub const REJECTION_REASONS: &[&str] = &[
         "body_too_large",
@@ -85,6 +98,8 @@ impl Failure {
             Failure::Trap(_) => "trap",
             Failure::NoResponse => "no_response",
             Failure::ErrorResponse(_) => "error_response",
+            Failure::BadCgi(_) => "bad_cgi",
+            Failure::Exit(_) => "exit",
         })
     }
 
@@ -113,7 +128,9 @@ impl Failure {
             Failure::Memory(_)
             | Failure::Trap(_)
             | Failure::NoResponse
-            | Failure::ErrorResponse(_) => 500,
+            | Failure::ErrorResponse(_)
+            | Failure::Exit(_) => 500,
+            Failure::BadCgi(_) => 502,
         }
     }
 
@@ -176,6 +193,8 @@ mod tests {
             Failure::Trap(String::new()),
             Failure::NoResponse,
             Failure::ErrorResponse(String::new()),
+            Failure::BadCgi(String::new()),
+            Failure::Exit(1),
         ];
         for failure in all {
             let reason = failure.reason().unwrap();

@@ -31,7 +31,10 @@ pub async fn run(function: Arc<Function>, guest: Guest, ticket: Ticket) -> Optio
     let limits = &function.limits;
     let run = async {
         let t0 = Instant::now();
-        let proxy = function.pre.instantiate_async(&mut store).await?;
+        let crate::function::Code::Http(pre) = &function.code else {
+            unreachable!("a WAGI module runs through run_module");
+        };
+        let proxy = pre.instantiate_async(&mut store).await?;
         metrics.init_duration.observe(t0.elapsed().as_secs_f64());
         let t1 = Instant::now();
         proxy
@@ -51,6 +54,49 @@ pub async fn run(function: Arc<Function>, guest: Guest, ticket: Ticket) -> Optio
         Err(_elapsed) => Some(Failure::Timeout(limits.timeout)),
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(classify(&e, usage, &function)),
+    }
+}
+
+/// Runs a WAGI module's `_start` to its end in a fresh instance, like [`run`]: its exit
+/// code (0 when `_start` returned), or why it failed.
+pub async fn run_module(
+    function: Arc<Function>,
+    pre: &wasmtime::InstancePre<super::wagi::WagiHost>,
+    mut store: wasmtime::Store<super::wagi::WagiHost>,
+    ticket: Ticket,
+) -> Result<i32, Failure> {
+    let _ticket = ticket;
+    let metrics = function
+        .metrics
+        .get()
+        .expect("resolved before the guest runs");
+    let active = ActiveInstance::new(metrics.active_instances.clone());
+    let limits = &function.limits;
+    let run = async {
+        let t0 = Instant::now();
+        let instance = pre.instantiate_async(&mut store).await?;
+        metrics.init_duration.observe(t0.elapsed().as_secs_f64());
+        let t1 = Instant::now();
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        let exit = match start.call_async(&mut store, ()).await {
+            Ok(()) => 0,
+            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => exit.0,
+                None => return Err(e),
+            },
+        };
+        metrics.invoke_duration.observe(t1.elapsed().as_secs_f64());
+        wasmtime::Result::<i32>::Ok(exit)
+    };
+    let outcome = tokio::time::timeout(limits.timeout, run).await;
+    let usage = store.data().usage();
+    drop(store);
+    drop(active);
+    metrics.mem_usage.observe(usage.peak_memory_bytes as f64);
+    match outcome {
+        Err(_elapsed) => Err(Failure::Timeout(limits.timeout)),
+        Ok(Ok(exit)) => Ok(exit),
+        Ok(Err(e)) => Err(classify(&e, usage, &function)),
     }
 }
 

@@ -4,7 +4,8 @@
 //!    what must not run (503: the function's concurrency, its pool share, the memory
 //!    budget);
 //! 2. [`prepare`]: the per-request host state, store and deadline;
-//! 3. [`guest`]: a fresh instance runs the guest's handler under the deadline;
+//! 3. [`guest`]: a fresh instance runs the guest's handler under the deadline (a WASI
+//!    0.1 module's `_start` instead, with the request and response as CGI: [`wagi`]);
 //! 4. [`answer`]: whichever comes first, the guest's response or its end, becomes the
 //!    HTTP answer;
 //!
@@ -17,6 +18,7 @@ mod answer;
 mod failure;
 mod guest;
 mod prepare;
+pub mod wagi;
 
 pub use failure::Failure;
 
@@ -91,7 +93,6 @@ impl Invoker {
         B::Error: Into<BoxError>,
     {
         let admitted = admit::admit(function, request, &self.shared, self.registry.len()).await?;
-        let prepared = prepare::prepare(function, admitted.request, request_id)?;
         let metrics = function
             .metrics
             .get_or_init(|| self.faas.for_function(function.name()));
@@ -103,8 +104,16 @@ impl Invoker {
             tracing::info!(function = %function.name(), request_id, "cold start");
         }
         metrics.invocations.inc();
-        let run = guest::run(function.clone(), prepared.guest, admitted.ticket);
-        answer::answer(run, prepared.answer, &self.faas, function, request_id).await
+        match &function.code {
+            crate::function::Code::Http(_) => {
+                let prepared = prepare::prepare(function, admitted.request, request_id)?;
+                let run = guest::run(function.clone(), prepared.guest, admitted.ticket);
+                answer::answer(run, prepared.answer, &self.faas, function, request_id).await
+            }
+            crate::function::Code::Wagi(pre) => {
+                wagi::serve(function, pre, admitted.request, admitted.ticket, request_id).await
+            }
+        }
     }
 }
 

@@ -47,24 +47,12 @@ pub fn prepare(
         limits.memory.bytes_usize(),
         limits.log_budget_bytes,
     );
-    let mut store = Store::new(function.pre.engine(), host);
+    let crate::function::Code::Http(pre) = &function.code else {
+        unreachable!("only wasi:http functions are prepared here");
+    };
+    let mut store = Store::new(pre.engine(), host);
     store.limiter(|host| host.limiter());
-    // A guest running in wasm yields to the scheduler at every epoch tick, so a
-    // CPU-bound guest never holds a worker thread for longer than a tick: the other
-    // requests on that worker run in between, and the tokio timeout in `guest`, which
-    // also ends a guest that waits on the host (a timer, a stream), ends it on time.
-    // Tokio's own yield, not wasmtime's: tokio runs a task that yielded that way only
-    // after polling its I/O and timers, so new connections are accepted and deadlines
-    // fire even while every worker has a spinning guest (with wasmtime's plain
-    // self-wake, sockets were polled only every 61 turns: ~0.5 s with two spinning).
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| {
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(tokio::task::yield_now()),
-        ))
-    });
-
+    yield_at_every_tick(&mut store);
     let (tx, answer) = oneshot::channel();
     let resources = || {
         let mut http = store.data_mut().http();
@@ -82,4 +70,22 @@ pub fn prepare(
         },
         answer,
     })
+}
+
+/// A guest running in wasm yields to the scheduler at every epoch tick, so a CPU-bound
+/// guest never holds a worker thread for longer than a tick: the other requests on that
+/// worker run in between, and the tokio timeout in `guest`, which also ends a guest that
+/// waits on the host (a timer, a stream), ends it on time. Tokio's own yield, not
+/// wasmtime's: tokio runs a task that yielded that way only after polling its I/O and
+/// timers, so new connections are accepted and deadlines fire even while every worker
+/// has a spinning guest (with wasmtime's plain self-wake, sockets were polled only every
+/// 61 turns: ~0.5 s with two spinning).
+pub fn yield_at_every_tick<T>(store: &mut Store<T>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| {
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
 }

@@ -1,0 +1,325 @@
+//! WASI 0.1 core modules served the WAGI way (CGI over WASI): the request goes in as
+//! CGI/1.1 environment variables (RFC 3875) and the body on stdin, `_start` runs in a
+//! fresh instance, and what the module wrote to stdout is read as a CGI response:
+//! header lines (`Content-Type`, `Status`, `Location`, any other), a blank line, the
+//! body. stderr goes to the log as a component's does. The sandbox is the same: no
+//! preopened directories, no sockets, no host environment beyond the CGI variables and
+//! the function's `[env]`.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use std::sync::Arc;
+use wasmtime::{Engine, InstancePre, Linker, Store};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+
+use super::admit::Ticket;
+use super::{Body, Failure};
+use crate::function::Function;
+use crate::host::{LogStream, MemoryLimiter, Usage};
+
+/// The most a module may write to stdout, headers and body together: host memory,
+/// outside its linear memory. A module that writes more gets a failed write.
+pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
+
+/// A WAGI instance's store data: its WASI 0.1 context and the memory limiter.
+pub struct WagiHost {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+}
+
+impl std::fmt::Debug for WagiHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WagiHost")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WagiHost {
+    pub fn usage(&self) -> Usage {
+        self.limiter.usage()
+    }
+}
+
+/// WASI 0.1, and nothing else, for core modules.
+pub fn linker(engine: &Engine) -> anyhow::Result<Linker<WagiHost>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut WagiHost| &mut host.wasi)?;
+    Ok(linker)
+}
+
+/// Runs `function`'s module for `request` and turns its output into the answer.
+pub(super) async fn serve(
+    function: &Arc<Function>,
+    pre: &InstancePre<WagiHost>,
+    request: Request<Full<Bytes>>,
+    ticket: Ticket,
+    request_id: u64,
+) -> Result<Response<Body>, Failure> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let stdout = MemoryOutputPipe::new(MAX_OUTPUT_BYTES.min(function.limits.memory.bytes_usize()));
+    let mut wasi = WasiCtx::builder();
+    // The function's own environment, then the request's CGI variables.
+    wasi.envs(&function.env);
+    wasi.envs(&cgi_env(function.name(), &parts, body.len()));
+    wasi.arg(&**function.name());
+    wasi.stdin(MemoryInputPipe::new(body));
+    wasi.stdout(stdout.clone());
+    let [_, stderr] = LogStream::pair(
+        function.name(),
+        request_id,
+        function.limits.log_budget_bytes,
+    );
+    wasi.stderr(stderr);
+    let host = WagiHost {
+        wasi: wasi.build_p1(),
+        limiter: MemoryLimiter::new(function.limits.memory.bytes_usize()),
+    };
+    let mut store = Store::new(pre.module().engine(), host);
+    store.limiter(|host| &mut host.limiter);
+    super::prepare::yield_at_every_tick(&mut store);
+    let exit = super::guest::run_module(function.clone(), pre, store, ticket).await?;
+    let output = stdout.contents();
+    if output.is_empty() && exit != 0 {
+        return Err(Failure::Exit(exit));
+    }
+    if exit != 0 {
+        tracing::warn!(function = %function.name(), request_id, exit, "module exited non-zero after writing a response");
+    }
+    let (status, headers, body) = parse_response(&output).map_err(Failure::BadCgi)?;
+    let mut response = Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// The CGI/1.1 meta-variables for a request to function `name` (served at `/{name}/...`),
+/// whose body is `content_length` bytes.
+pub fn cgi_env(
+    name: &str,
+    parts: &http::request::Parts,
+    content_length: usize,
+) -> Vec<(String, String)> {
+    let script = format!("/{name}");
+    let path = parts.uri.path();
+    let path_info = path.strip_prefix(&script).unwrap_or(path);
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(parts.uri.host())
+        .unwrap_or("localhost");
+    let (server_name, server_port) = match host.rsplit_once(':') {
+        // `name:port`, or `[v6]:port`; a bare v6 literal has colons but no port.
+        Some((name, port))
+            if port.parse::<u16>().is_ok() && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            (name.to_string(), port.to_string())
+        }
+        _ => (host.to_string(), "80".to_string()),
+    };
+    let mut env = vec![
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
+        (
+            "SERVER_SOFTWARE".into(),
+            format!("serverless-vs-server-runtime/{}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("SERVER_PROTOCOL".into(), format!("{:?}", parts.version)),
+        ("SERVER_NAME".into(), server_name),
+        ("SERVER_PORT".into(), server_port),
+        ("REQUEST_METHOD".into(), parts.method.to_string()),
+        ("SCRIPT_NAME".into(), script),
+        (
+            "PATH_INFO".into(),
+            if path_info.is_empty() {
+                "/".into()
+            } else {
+                path_info.to_string()
+            },
+        ),
+        (
+            "QUERY_STRING".into(),
+            parts.uri.query().unwrap_or("").to_string(),
+        ),
+        ("CONTENT_LENGTH".into(), content_length.to_string()),
+    ];
+    if let Some(kind) = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        env.push(("CONTENT_TYPE".into(), kind.to_string()));
+    }
+    for (name, value) in &parts.headers {
+        if name == http::header::CONTENT_TYPE || name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        // A value that is not text cannot be an environment variable; it is left out.
+        let Ok(value) = value.to_str() else { continue };
+        let var = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
+        match env.iter_mut().find(|(k, _)| *k == var) {
+            // A header sent twice: one variable, its values joined as HTTP does.
+            Some((_, existing)) => {
+                existing.push_str(", ");
+                existing.push_str(value);
+            }
+            None => env.push((var, value.to_string())),
+        }
+    }
+    env
+}
+
+/// A CGI response: header lines, a blank line, the body. `Status: NNN reason` sets the
+/// status; `Location` alone means 302; a document needs `Content-Type`. The error says
+/// what is wrong, for the 502 the client gets.
+pub fn parse_response(output: &[u8]) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    if output.is_empty() {
+        return Err("the module wrote nothing to stdout".into());
+    }
+    let (head, body) = split_head(output).ok_or(
+        "no blank line ends the headers (a CGI response is headers, a blank line, then the body)",
+    )?;
+    let head = std::str::from_utf8(head).map_err(|_| "the headers are not UTF-8".to_string())?;
+    let mut status = None;
+    let mut headers = HeaderMap::new();
+    for line in head.lines() {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("header line {:?} is not NAME: VALUE", truncate(line)))?;
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or_default();
+            status = Some(
+                code.parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or_else(|| format!("Status {:?} is not a status code", truncate(value)))?,
+            );
+            continue;
+        }
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{:?} is not a header name", truncate(name)))?;
+        // The runtime frames the body itself.
+        if matches!(
+            header.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            continue;
+        }
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("the value of {header} is not a header value"))?;
+        headers.append(header, value);
+    }
+    let status = match status {
+        Some(status) => status,
+        None if headers.contains_key(http::header::LOCATION) => StatusCode::FOUND,
+        None if headers.contains_key(http::header::CONTENT_TYPE) => StatusCode::OK,
+        None => return Err("no Content-Type, Location or Status header".into()),
+    };
+    Ok((status, headers, Bytes::copy_from_slice(body)))
+}
+
+/// The headers and the body of a CGI response, split at its first blank line
+/// (`\r\n\r\n` or `\n\n`).
+fn split_head(output: &[u8]) -> Option<(&[u8], &[u8])> {
+    let crlf = output
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    let lf = output.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let (at, len) = match (crlf, lf) {
+        (Some(a), Some(b)) => {
+            if a.0 <= b.0 {
+                a
+            } else {
+                b
+            }
+        }
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return None,
+    };
+    Some((&output[..at], &output[at + len..]))
+}
+
+fn truncate(text: &str) -> &str {
+    match text.char_indices().nth(80) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgi_responses_parse_and_bad_ones_say_why() {
+        let (status, headers, body) =
+            parse_response(b"Content-Type: text/plain\r\nX-A: 1\r\n\r\nhello\n").unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello\n"[..]));
+        assert_eq!(headers["x-a"], "1");
+        let (status, _, _) =
+            parse_response(b"Status: 418 I'm a teapot\nContent-Type: text/plain\n\n").unwrap();
+        assert_eq!(status, 418);
+        let (status, headers, _) = parse_response(b"Location: /elsewhere\n\n").unwrap();
+        assert_eq!(status, StatusCode::FOUND);
+        assert_eq!(headers["location"], "/elsewhere");
+        let (_, headers, _) =
+            parse_response(b"Content-Type: a/b\nContent-Length: 999\n\nxy").unwrap();
+        assert!(headers.get("content-length").is_none());
+        for (bad, why) in [
+            (&b""[..], "wrote nothing"),
+            (b"hello world", "no blank line"),
+            (b"Content-Type text/plain\n\n", "is not NAME: VALUE"),
+            (b"Status: abc\n\n", "is not a status code"),
+            (b"Status: 99\n\n", "is not a status code"),
+            (b"X-Only: 1\n\n", "no Content-Type"),
+            (
+                b"Bad Name: 1\nContent-Type: a/b\n\n",
+                "is not a header name",
+            ),
+        ] {
+            let err = parse_response(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_request_becomes_cgi_variables() {
+        let request = Request::post("/echo/a/b?x=1&y=2")
+            .header("host", "example.com:8080")
+            .header("content-type", "text/plain")
+            .header("x-thing", "one")
+            .header("x-thing", "two")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let env: std::collections::HashMap<_, _> = cgi_env("echo", &parts, 5).into_iter().collect();
+        assert_eq!(env["REQUEST_METHOD"], "POST");
+        assert_eq!(env["SCRIPT_NAME"], "/echo");
+        assert_eq!(env["PATH_INFO"], "/a/b");
+        assert_eq!(env["QUERY_STRING"], "x=1&y=2");
+        assert_eq!(env["SERVER_NAME"], "example.com");
+        assert_eq!(env["SERVER_PORT"], "8080");
+        assert_eq!(env["CONTENT_TYPE"], "text/plain");
+        assert_eq!(env["CONTENT_LENGTH"], "5");
+        assert_eq!(env["HTTP_X_THING"], "one, two");
+        assert_eq!(env["HTTP_HOST"], "example.com:8080");
+        assert!(!env.contains_key("HTTP_CONTENT_TYPE"));
+    }
+}
