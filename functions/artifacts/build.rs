@@ -16,6 +16,9 @@ const FUNCTIONS: &[&str] = &["hello", "sleep", "hash", "memory"];
 /// are not examples, so nothing routes or benchmarks them.
 const TEST_PROGRAMS: &[&str] = &["misbehave", "plain-wasi"];
 const TARGET: &str = "wasm32-wasip2";
+/// Test programs that are WASI 0.1 commands (core modules), served the WAGI way.
+const WAGI_PROGRAMS: &[&str] = &["wagi-probe"];
+const WAGI_TARGET: &str = "wasm32-wasip1";
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
@@ -23,23 +26,7 @@ fn main() {
     let workspace = manifest_dir.join("../..").canonicalize().unwrap();
     let target_dir = out_dir.join("wasm-target");
 
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--release")
-        .arg("--target")
-        .arg(TARGET)
-        .arg("--manifest-path")
-        .arg(workspace.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir)
-        // Flags meant for the host build (coverage, sanitizers, target-cpu) must not leak
-        // into the wasm build.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        // Small components: no DWARF, keep the name section so traps name functions.
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    let mut cmd = wasm_build(TARGET, &workspace, &target_dir);
     for name in FUNCTIONS.iter().chain(TEST_PROGRAMS) {
         cmd.arg("-p").arg(name);
     }
@@ -53,8 +40,41 @@ fn main() {
         );
     }
 
-    let release = target_dir.join(TARGET).join("release");
     let mut generated = String::new();
+    let mut wagi = wasm_build(WAGI_TARGET, &workspace, &target_dir);
+    for name in WAGI_PROGRAMS {
+        wagi.arg("-p").arg(name);
+    }
+    if !wagi
+        .status()
+        .expect("running cargo for the WASI 0.1 build")
+        .success()
+    {
+        panic!(
+            "building the WAGI test programs for {WAGI_TARGET} failed (see above): `rustup target add {WAGI_TARGET}`"
+        );
+    }
+    let wagi_release = target_dir.join(WAGI_TARGET).join("release");
+    for name in WAGI_PROGRAMS {
+        let file = name.replace('-', "_");
+        let wasm = wagi_release.join(format!("{name}.wasm"));
+        assert!(wasm.is_file(), "expected module at {}", wasm.display());
+        writeln!(
+            generated,
+            "/// Path of the `{name}` WASI 0.1 core module (a WAGI command)."
+        )
+        .unwrap();
+        writeln!(
+            generated,
+            "pub const {}_MODULE: &str = {:?};",
+            file.to_uppercase(),
+            wasm.display().to_string()
+        )
+        .unwrap();
+        rerun_if_sources_change(&wagi_release.join(format!("{name}.d")), &workspace);
+    }
+
+    let release = target_dir.join(TARGET).join("release");
     let mut lists = [String::new(), String::new()];
     let mut arms = [String::new(), String::new()];
     for (kind, names) in [FUNCTIONS, TEST_PROGRAMS].into_iter().enumerate() {
@@ -106,6 +126,27 @@ macro_rules! foreach_component {{
     .unwrap();
     fs::write(out_dir.join("components.rs"), generated).unwrap();
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// A nested `cargo build --release --target TARGET` of this workspace into `target_dir`.
+fn wasm_build(target: &str, workspace: &Path, target_dir: &Path) -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(target)
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir)
+        // Flags meant for the host build (coverage, sanitizers, target-cpu) must not leak
+        // into the wasm build.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        // Small binaries: no DWARF, keep the name section so traps name functions.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    cmd
 }
 
 /// Cargo's dep-info lists every source file that went into the artifact: rebuild when

@@ -12,6 +12,7 @@ mod sandbox;
 mod shutdown;
 mod startup;
 mod under_load;
+mod wagi;
 
 use localrun::Service;
 use std::path::Path;

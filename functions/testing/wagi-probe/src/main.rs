@@ -1,0 +1,84 @@
+//! A WAGI test program: reads the request from the CGI variables and stdin, answers on
+//! stdout, by PATH_INFO:
+//!
+//! - `/echo`: 200, the method, path, query, `X-Probe` header and body echoed back as
+//!   headers and body;
+//! - `/status`: `Status: 418`;
+//! - `/redirect`: `Location:` alone (302);
+//! - `/garbage`: text without headers (the runtime answers 502);
+//! - `/exit`: exits with code 3 and writes nothing (500);
+//! - `/loop`: spins forever (504);
+//! - `/grow?mib=N`: allocates and touches N MiB;
+//! - `/sandbox`: what it can see of the host: files it can open, its environment.
+
+use std::io::{Read, Write};
+
+fn main() {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let path = var("PATH_INFO");
+    let query = var("QUERY_STRING");
+    let mut out = std::io::stdout().lock();
+    match path.as_str() {
+        "/echo" => {
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body).unwrap();
+            write!(
+                out,
+                "Content-Type: application/octet-stream\r\nX-Method: {}\r\nX-Path: {}\r\nX-Query: {}\r\nX-Probe: {}\r\nX-Content-Length: {}\r\n\r\n",
+                var("REQUEST_METHOD"),
+                var("SCRIPT_NAME") + &path,
+                query,
+                var("HTTP_X_PROBE"),
+                var("CONTENT_LENGTH"),
+            )
+            .unwrap();
+            out.write_all(&body).unwrap();
+        }
+        "/status" => write!(
+            out,
+            "Status: 418 I'm a teapot\nContent-Type: text/plain\n\nshort and stout\n"
+        )
+        .unwrap(),
+        "/redirect" => write!(out, "Location: /elsewhere\n\n").unwrap(),
+        "/garbage" => write!(out, "this is not a CGI response").unwrap(),
+        "/exit" => std::process::exit(3),
+        "/loop" => {
+            let mut n = 0u64;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "/grow" => {
+            let mib: usize = query
+                .strip_prefix("mib=")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            let block = vec![1u8; mib << 20];
+            write!(
+                out,
+                "Content-Type: text/plain\n\n{}\n",
+                block.iter().map(|&b| b as usize).sum::<usize>()
+            )
+            .unwrap();
+        }
+        "/sandbox" => {
+            let opened: Vec<&str> = ["/etc/passwd", "/", ".", "/proc/self/environ"]
+                .into_iter()
+                .filter(|p| std::fs::File::open(p).is_ok())
+                .collect();
+            let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+            write!(
+                out,
+                "Content-Type: text/plain\n\nopened={}\nenv={}\n",
+                opened.join(","),
+                env.join(",")
+            )
+            .unwrap();
+        }
+        _ => write!(
+            out,
+            "Status: 404 Not Found\nContent-Type: text/plain\n\nno {path}\n"
+        )
+        .unwrap(),
+    }
+}

@@ -1,0 +1,201 @@
+//! WASI 0.1 core modules served the WAGI way, through the real runtime: the request in,
+//! the CGI response out, every way of failing with its status while components beside
+//! it keep answering, and the same sandbox.
+
+use localrun::examples;
+
+const SETTINGS: &str = "timeout_secs = 1\nmemory_mib = 16\n[env]\nGREETING = \"hi\"\n";
+
+fn server() -> (tempfile::TempDir, localrun::Service) {
+    let dir = crate::functions_dir(&[("probe", artifacts::WAGI_PROBE_MODULE, SETTINGS)]);
+    let server = crate::start(dir.path(), &[]);
+    (dir, server)
+}
+
+#[tokio::test]
+async fn the_request_and_the_response_round_trip_through_cgi() {
+    let (_dir, server) = server();
+    let client = examples::client();
+    let traffic = server.url("traffic");
+    let r = client
+        .post(format!("{traffic}/probe/echo?x=1&y=two"))
+        .header("x-probe", "hello")
+        .body("the body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "application/octet-stream");
+    assert_eq!(h["x-method"], "POST");
+    assert_eq!(h["x-path"], "/probe/echo");
+    assert_eq!(h["x-query"], "x=1&y=two");
+    assert_eq!(h["x-probe"], "hello");
+    assert_eq!(h["x-content-length"], "8");
+    assert_eq!(r.text().await.unwrap(), "the body");
+
+    let r = client
+        .get(format!("{traffic}/probe/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 418);
+    assert_eq!(r.text().await.unwrap(), "short and stout\n");
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{traffic}/probe/redirect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/elsewhere");
+
+    let (status, v) =
+        crate::get_json(&client, &format!("{}/functions/probe", server.url("ops"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["kind"], "wagi");
+    let (_, v) = crate::get_json(&client, &format!("{}/functions/hello", server.url("ops"))).await;
+    assert_eq!(v["kind"], "wasi-http");
+}
+
+#[tokio::test]
+async fn a_failing_module_fails_its_own_request_with_the_right_status() {
+    let (_dir, server) = server();
+    let client = examples::client();
+    let traffic = server.url("traffic");
+    for (path, status, message) in [
+        (
+            "/probe/garbage",
+            502,
+            "malformed CGI response: no blank line",
+        ),
+        ("/probe/exit", 500, "exited with code 3"),
+        ("/probe/loop", 504, "timed out"),
+        ("/probe/grow?mib=64", 500, "exceeded its memory limit"),
+    ] {
+        let r = client.get(format!("{traffic}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(message), "{path}: {text}");
+        // Everything else carries on.
+        let r = client
+            .get(format!("{traffic}/hello/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = client
+            .get(format!("{traffic}/probe/status"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 418);
+    }
+    let r = client
+        .get(format!("{traffic}/probe/grow?mib=4"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a module within its memory limit runs");
+    let text = crate::metrics(&client, &server).await;
+    for reason in ["bad_cgi", "exit", "timeout", "memory"] {
+        assert_eq!(
+            crate::sample(
+                &text,
+                &format!(r#"faas_errors_total{{function="probe",reason="{reason}"}}"#)
+            ),
+            Some(1.0),
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        crate::sample(&text, r#"faas_invocations_total{function="probe"}"#),
+        // Four failures, four 418s between them, one module within its limit.
+        Some(9.0)
+    );
+}
+
+#[tokio::test]
+async fn a_module_sees_no_files_and_no_host_environment() {
+    let (_dir, server) = server();
+    let client = examples::client();
+    let r = client
+        .get(format!("{}/probe/sandbox", server.url("traffic")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let opened = text
+        .lines()
+        .find_map(|l| l.strip_prefix("opened="))
+        .unwrap();
+    assert_eq!(opened, "", "{text}");
+    let env: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("env="))
+        .unwrap()
+        .split(',')
+        .collect();
+    assert!(
+        env.contains(&"GREETING") && env.contains(&"REQUEST_METHOD"),
+        "{env:?}"
+    );
+    for name in &env {
+        assert!(
+            *name == "GREETING"
+                || name.starts_with("HTTP_")
+                || [
+                    "GATEWAY_INTERFACE",
+                    "SERVER_SOFTWARE",
+                    "SERVER_PROTOCOL",
+                    "SERVER_NAME",
+                    "SERVER_PORT",
+                    "REQUEST_METHOD",
+                    "SCRIPT_NAME",
+                    "PATH_INFO",
+                    "QUERY_STRING",
+                    "CONTENT_LENGTH",
+                    "CONTENT_TYPE",
+                ]
+                .contains(name),
+            "the module sees {name}: {env:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_module_that_is_not_a_command_is_refused_at_deploy() {
+    let store = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let server = crate::start(
+        empty.path(),
+        &["--store-dir", store.path().to_str().unwrap()],
+    );
+    let client = examples::client();
+    let url = format!("{}/functions/empty", server.url("ops"));
+    // The smallest valid core module: no imports, no exports.
+    let r = client
+        .put(&url)
+        .body(&b"\0asm\x01\0\0\0"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("_start"));
+    let r = client
+        .put(format!("{}/functions/probe", server.url("ops")))
+        .body(std::fs::read(artifacts::WAGI_PROBE_MODULE).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .get(format!("{}/probe/status", server.url("traffic")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 418);
+}
