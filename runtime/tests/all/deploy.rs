@@ -180,9 +180,10 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_serving() {
             "not a valid WebAssembly component",
         ),
         (
-            "core module",
+            // A core module is a WAGI function only if it is a WASI 0.1 command.
+            "core module without _start",
             b"\0asm\x01\0\0\0",
-            "not a valid WebAssembly component",
+            "must export `_start`",
         ),
         (
             "no handler",
