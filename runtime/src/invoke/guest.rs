@@ -49,12 +49,7 @@ pub async fn run(function: Arc<Function>, guest: Guest, ticket: Ticket) -> Optio
     // Drop the instance before reporting: its memory slot goes back to the pool.
     drop(store);
     drop(active);
-    metrics.mem_usage.observe(usage.peak_memory_bytes as f64);
-    match outcome {
-        Err(_elapsed) => Some(Failure::Timeout(limits.timeout)),
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(classify(&e, usage, &function)),
-    }
+    settle(outcome, usage, &function).err()
 }
 
 /// Runs a WAGI module's `_start` to its end in a fresh instance, like [`run`]: its exit
@@ -92,11 +87,23 @@ pub async fn run_module(
     let usage = store.data().usage();
     drop(store);
     drop(active);
-    metrics.mem_usage.observe(usage.peak_memory_bytes as f64);
+    settle(outcome, usage, &function)
+}
+
+/// Once the instance is gone: its peak memory observed, and its outcome (a timeout, a
+/// normal end with `T`, or an error) classified.
+fn settle<T>(
+    outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    usage: Usage,
+    function: &Function,
+) -> Result<T, Failure> {
+    if let Some(metrics) = function.metrics.get() {
+        metrics.mem_usage.observe(usage.peak_memory_bytes as f64);
+    }
     match outcome {
-        Err(_elapsed) => Err(Failure::Timeout(limits.timeout)),
-        Ok(Ok(exit)) => Ok(exit),
-        Ok(Err(e)) => Err(classify(&e, usage, &function)),
+        Err(_elapsed) => Err(Failure::Timeout(function.limits.timeout)),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(classify(&e, usage, function)),
     }
 }
 
