@@ -1,6 +1,7 @@
 //! Builds every function in `FUNCTIONS` for `wasm32-wasip2` (release) with a nested cargo
-//! into its own target directory under `OUT_DIR`, and generates one path constant per
-//! component plus a `foreach_function!` macro. Tests and tools use those constants and
+//! into its own target directory under `OUT_DIR`, the same functions for `wasm32-wasip1`
+//! (WASI 0.1 commands, served the WAGI way) and the C example with clang, and generates
+//! one path constant per artifact plus `foreach_*!` macros. Tests and tools use those constants and
 //! never spell a path; a crate that invokes the macro must handle every function, so a
 //! function added here and forgotten there is a compile error.
 
@@ -16,9 +17,14 @@ const FUNCTIONS: &[&str] = &["hello", "sleep", "hash", "memory"];
 /// are not examples, so nothing routes or benchmarks them.
 const TEST_PROGRAMS: &[&str] = &["misbehave", "plain-wasi"];
 const TARGET: &str = "wasm32-wasip2";
-/// Test programs that are WASI 0.1 commands (core modules), served the WAGI way.
+/// Test programs that are WASI 0.1 commands (core modules), served the WAGI way. The
+/// example functions are built as such commands too (their binaries), from the same
+/// source as their components.
 const WAGI_PROGRAMS: &[&str] = &["wagi-probe"];
 const WAGI_TARGET: &str = "wasm32-wasip1";
+/// Example functions written in C, as (name, source): WASI 0.1 commands built with clang,
+/// proof that a module from another toolchain runs.
+const C_PROGRAMS: &[(&str, &str)] = &[("hello-c", "functions/hello-c/hello.c")];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
@@ -26,7 +32,9 @@ fn main() {
     let workspace = manifest_dir.join("../..").canonicalize().unwrap();
     let target_dir = out_dir.join("wasm-target");
 
+    // Only the libraries: each example's binary is its WASI 0.1 build, below.
     let mut cmd = wasm_build(TARGET, &workspace, &target_dir);
+    cmd.arg("--lib");
     for name in FUNCTIONS.iter().chain(TEST_PROGRAMS) {
         cmd.arg("-p").arg(name);
     }
@@ -41,8 +49,10 @@ fn main() {
     }
 
     let mut generated = String::new();
+    let mut modules = Vec::new();
     let mut wagi = wasm_build(WAGI_TARGET, &workspace, &target_dir);
-    for name in WAGI_PROGRAMS {
+    wagi.arg("--bins");
+    for name in FUNCTIONS.iter().chain(WAGI_PROGRAMS) {
         wagi.arg("-p").arg(name);
     }
     if !wagi
@@ -51,27 +61,52 @@ fn main() {
         .success()
     {
         panic!(
-            "building the WAGI test programs for {WAGI_TARGET} failed (see above): `rustup target add {WAGI_TARGET}`"
+            "building the WASI 0.1 commands for {WAGI_TARGET} failed (see above): `rustup target add {WAGI_TARGET}`"
         );
     }
     let wagi_release = target_dir.join(WAGI_TARGET).join("release");
-    for name in WAGI_PROGRAMS {
-        let file = name.replace('-', "_");
-        let wasm = wagi_release.join(format!("{name}.wasm"));
+    for name in FUNCTIONS.iter().chain(WAGI_PROGRAMS) {
+        // An example's command is `NAME-wagi`, apart from its library's `NAME.wasm`.
+        let bin = if FUNCTIONS.contains(name) {
+            format!("{name}-wagi")
+        } else {
+            name.to_string()
+        };
+        let wasm = wagi_release.join(format!("{bin}.wasm"));
         assert!(wasm.is_file(), "expected module at {}", wasm.display());
+        rerun_if_sources_change(&wagi_release.join(format!("{bin}.d")), &workspace);
+        modules.push((name.to_string(), wasm, "a WASI 0.1 command built from Rust"));
+    }
+    for (name, source) in C_PROGRAMS {
+        let wasm = out_dir.join(format!("{name}.wasm"));
+        build_c(&workspace.join(source), &wasm);
+        println!("cargo:rerun-if-changed=../../{source}");
+        modules.push((name.to_string(), wasm, "a WASI 0.1 command built from C"));
+    }
+    let mut module_list = String::new();
+    let mut module_arms = String::new();
+    for (name, wasm, what) in &modules {
+        let konst = format!("{}_MODULE", name.replace('-', "_").to_uppercase());
         writeln!(
             generated,
-            "/// Path of the `{name}` WASI 0.1 core module (a WAGI command)."
+            "/// Path of `{name}`: {what}, served the WAGI way."
         )
         .unwrap();
         writeln!(
             generated,
-            "pub const {}_MODULE: &str = {:?};",
-            file.to_uppercase(),
+            "pub const {konst}: &str = {:?};",
             wasm.display().to_string()
         )
         .unwrap();
-        rerun_if_sources_change(&wagi_release.join(format!("{name}.d")), &workspace);
+        if FUNCTIONS.contains(&name.as_str()) {
+            writeln!(module_list, "    ({name:?}, {konst}),").unwrap();
+        }
+        writeln!(
+            module_arms,
+            "        $mac!({}, {konst});",
+            name.replace('-', "_")
+        )
+        .unwrap();
     }
 
     let release = target_dir.join(TARGET).join("release");
@@ -104,6 +139,10 @@ fn main() {
 pub const FUNCTIONS: &[(&str, &str)] = &[
 {functions}];
 
+/// Every example function built for WASI 0.1 from the same source: (name, module path).
+pub const MODULES: &[(&str, &str)] = &[
+{module_list}];
+
 /// Every test program: (name, component path).
 pub const TEST_PROGRAMS: &[(&str, &str)] = &[
 {programs}];
@@ -121,11 +160,47 @@ macro_rules! foreach_component {{
     ($mac:ident) => {{
 {function_arms}{program_arms}    }};
 }}
+
+/// Calls `$mac!(name, CONST)` once per WASI 0.1 core module: the examples' builds, the
+/// test programs and the C example.
+#[macro_export]
+macro_rules! foreach_module {{
+    ($mac:ident) => {{
+{module_arms}    }};
+}}
 "
     )
     .unwrap();
     fs::write(out_dir.join("components.rs"), generated).unwrap();
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Compiles a one-file C program to a WASI 0.1 command with Debian's clang, lld and
+/// wasi-libc (the sysroot is found in `/usr/lib/wasm32-wasi` by clang's defaults there;
+/// `WASI_SYSROOT` names another, e.g. a wasi-sdk's).
+fn build_c(source: &Path, wasm: &Path) {
+    let clang = env::var_os("WASI_CC").unwrap_or_else(|| "clang".into());
+    let mut cmd = Command::new(&clang);
+    cmd.args(["--target=wasm32-wasi", "-O2", "-Wall", "-Wextra", "-Werror"])
+        .arg("-Wl,--strip-debug")
+        .arg("-o")
+        .arg(wasm)
+        .arg(source);
+    if let Some(sysroot) = env::var_os("WASI_SYSROOT") {
+        cmd.arg("--sysroot").arg(sysroot);
+    }
+    println!("cargo:rerun-if-env-changed=WASI_CC");
+    println!("cargo:rerun-if-env-changed=WASI_SYSROOT");
+    let hint = "install clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 \
+        (`apt-get install -y clang lld wasi-libc libclang-rt-14-dev-wasm32`; scripts/test does it as root)";
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "compiling {} for wasm32-wasi failed ({status}, see above): {hint}",
+            source.display()
+        ),
+        Err(e) => panic!("running {clang:?}: {e}: {hint}"),
+    }
 }
 
 /// A nested `cargo build --release --target TARGET` of this workspace into `target_dir`.

@@ -65,3 +65,61 @@ fn lookup_by_name() {
     );
     assert_eq!(artifacts::TEST_PROGRAMS.len(), 2);
 }
+
+/// Every WASI 0.1 build is a valid core module, a command: it exports `_start` and
+/// imports WASI 0.1 alone, so a WAGI host can run it.
+macro_rules! check_module {
+    ($name:ident, $konst:ident) => {
+        #[test]
+        fn $name() {
+            let bytes = std::fs::read(artifacts::$konst).expect("artifact exists");
+            assert!(
+                Parser::is_core_wasm(&bytes),
+                "{} is not a core module",
+                stringify!($name)
+            );
+            Validator::new_with_features(WasmFeatures::all())
+                .validate_all(&bytes)
+                .expect("module validates");
+            let mut start = false;
+            for payload in Parser::new(0).parse_all(&bytes) {
+                match payload.expect("module parses") {
+                    Payload::ExportSection(section) => {
+                        for export in section {
+                            start |= export.expect("export parses").name == "_start";
+                        }
+                    }
+                    Payload::ImportSection(section) => {
+                        for import in section.into_imports() {
+                            let import = import.expect("import parses");
+                            assert_eq!(
+                                import.module,
+                                "wasi_snapshot_preview1",
+                                "{} imports {}",
+                                stringify!($name),
+                                import.name
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            assert!(start, "{} exports no _start", stringify!($name));
+        }
+    };
+}
+
+mod modules {
+    use super::*;
+    artifacts::foreach_module!(check_module);
+}
+
+#[test]
+fn every_example_has_a_wasi_p1_build() {
+    assert_eq!(artifacts::MODULES.len(), artifacts::FUNCTIONS.len());
+    for (name, _) in artifacts::FUNCTIONS {
+        assert!(artifacts::module(name).is_some(), "{name} has no module");
+    }
+    assert_eq!(artifacts::module("hello"), Some(artifacts::HELLO_MODULE));
+    assert_eq!(artifacts::module("wagi-probe"), None, "a test program");
+}

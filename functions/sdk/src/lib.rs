@@ -13,15 +13,17 @@
 //! Natively the webserver calls `handle` directly. Compiled for `wasm32-wasip2`,
 //! [`export!`] turns the same function into a `wasi:http/incoming-handler` export, so the
 //! artifact is a standard wasi:http component that `wasmtime serve`, Spin and our runtime
-//! all run. The only things that differ per target (timers, randomness) live behind the
-//! helpers in this crate.
+//! all run. Compiled for `wasm32-wasip1`, the crate's `src/main.rs` ([`cgi::run`]) makes
+//! it a WASI 0.1 command that answers the WAGI way, CGI over WASI. The only things that
+//! differ per target (timers, randomness) live behind the helpers in this crate.
 
+pub mod cgi;
 mod error;
 mod query;
 mod response;
 mod time;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
 #[doc(hidden)]
 pub mod wasm;
 
@@ -69,12 +71,13 @@ pub fn random_u64() -> u64 {
 }
 
 /// Turns `async fn handle(Request) -> sdk::Result` into the component's
-/// `wasi:http/incoming-handler` export when compiled for wasm; natively it expands to
-/// nothing, and the webserver calls the function itself.
+/// `wasi:http/incoming-handler` export when compiled for `wasm32-wasip2`; elsewhere it
+/// expands to nothing: natively the webserver calls the function itself, and on
+/// `wasm32-wasip1` the crate's binary serves it through [`cgi::run`].
 #[macro_export]
 macro_rules! export {
     ($handler:path) => {
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
         #[allow(unsafe_code)] // wit-bindgen's export glue is `extern "C"` code
         mod __sdk_export {
             struct Component;
@@ -88,7 +91,7 @@ macro_rules! export {
             $crate::wasm::wasip2::http::proxy::export!(Component with_types_in $crate::wasm::wasip2);
         }
 
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
         fn handle_for_export(
             request: $crate::Request,
         ) -> impl ::core::future::Future<Output = $crate::Result> {

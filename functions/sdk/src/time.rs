@@ -1,12 +1,15 @@
 use std::time::Duration;
 
 /// Waits without blocking other work: a tokio timer natively, a `wasi:clocks` pollable
-/// on wasm.
+/// on WASI 0.2. On WASI 0.1 the instance serves one request and has nothing else to
+/// do, so it blocks in `poll_oneoff`, which the host waits on without a thread.
 pub async fn sleep(duration: Duration) {
     #[cfg(not(target_arch = "wasm32"))]
     tokio::time::sleep(duration).await;
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
     wstd::task::sleep(duration.into()).await;
+    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+    std::thread::sleep(duration);
 }
 
 /// Lets other work run. Natively a tokio yield: a handler doing long CPU work calls it
