@@ -21,7 +21,8 @@ use crate::function::Function;
 use crate::host::{LogStream, MemoryLimiter, Usage};
 
 /// The most a module may write to stdout, headers and body together: host memory,
-/// outside its linear memory. A module that writes more gets a failed write.
+/// outside its linear memory. A module that writes more gets a failed write, and its
+/// client a 502.
 pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 
 /// A WAGI instance's store data: its WASI 0.1 context and the memory limiter.
@@ -65,7 +66,8 @@ pub(super) async fn serve(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let stdout = MemoryOutputPipe::new(MAX_OUTPUT_BYTES.min(function.limits.memory.bytes_usize()));
+    let output_limit = MAX_OUTPUT_BYTES.min(function.limits.memory.bytes_usize());
+    let stdout = MemoryOutputPipe::new(output_limit);
     let mut wasi = WasiCtx::builder();
     // The function's own environment, then the request's CGI variables.
     wasi.envs(&function.env);
@@ -90,6 +92,13 @@ pub(super) async fn serve(
     let output = stdout.contents();
     if output.is_empty() && exit != 0 {
         return Err(Failure::Exit(exit));
+    }
+    // The pipe takes writes up to its limit and refuses the rest: a full pipe is a
+    // response cut short, whatever the module did about the failed write.
+    if output.len() >= output_limit {
+        return Err(Failure::BadCgi(format!(
+            "the response reached the {output_limit}-byte limit on stdout and was cut short"
+        )));
     }
     if exit != 0 {
         tracing::warn!(function = %function.name(), request_id, exit, "module exited non-zero after writing a response");

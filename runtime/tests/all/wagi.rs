@@ -74,6 +74,12 @@ async fn a_failing_module_fails_its_own_request_with_the_right_status() {
         ("/probe/exit", 500, "exited with code 3"),
         ("/probe/loop", 504, "timed out"),
         ("/probe/grow?mib=64", 500, "exceeded its memory limit"),
+        // 20 MiB on stdout against the 16 MiB limit: cut short, never a truncated 200.
+        (
+            "/probe/flood?mib=20",
+            502,
+            "limit on stdout and was cut short",
+        ),
     ] {
         let r = client.get(format!("{traffic}{path}")).send().await.unwrap();
         assert_eq!(r.status(), status, "{path}");
@@ -99,21 +105,37 @@ async fn a_failing_module_fails_its_own_request_with_the_right_status() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "a module within its memory limit runs");
+    let r = client
+        .get(format!("{traffic}/probe/flood?mib=3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "a large response within the limit is whole"
+    );
+    assert_eq!(r.bytes().await.unwrap().len(), 3 << 20);
     let text = crate::metrics(&client, &server).await;
-    for reason in ["bad_cgi", "exit", "timeout", "memory"] {
+    for (reason, count) in [
+        ("bad_cgi", 2.0),
+        ("exit", 1.0),
+        ("timeout", 1.0),
+        ("memory", 1.0),
+    ] {
         assert_eq!(
             crate::sample(
                 &text,
                 &format!(r#"faas_errors_total{{function="probe",reason="{reason}"}}"#)
             ),
-            Some(1.0),
+            Some(count),
             "{reason}"
         );
     }
     assert_eq!(
         crate::sample(&text, r#"faas_invocations_total{function="probe"}"#),
-        // Four failures, four 418s between them, one module within its limit.
-        Some(9.0)
+        // Five failures, five 418s between them, two runs within the limits.
+        Some(12.0)
     );
 }
 

@@ -9,7 +9,8 @@
 //! - `/exit`: exits with code 3 and writes nothing (500);
 //! - `/loop`: spins forever (504);
 //! - `/grow?mib=N`: allocates and touches N MiB;
-//! - `/sandbox`: what it can see of the host: files it can open, its environment.
+//! - `/sandbox`: what it can see of the host: files it can open, its environment;
+//! - `/flood?mib=N`: a 200 with an N MiB body, ignoring failed writes, and exits 0.
 
 use std::io::{Read, Write};
 
@@ -60,6 +61,19 @@ fn main() {
                 block.iter().map(|&b| b as usize).sum::<usize>()
             )
             .unwrap();
+        }
+        "/flood" => {
+            let mib: usize = query
+                .strip_prefix("mib=")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            let _ = write!(out, "Content-Type: application/octet-stream\n\n");
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..mib {
+                // A write the host refuses is ignored: the module carries on and exits 0.
+                let _ = out.write_all(&chunk);
+            }
+            let _ = out.flush();
         }
         "/sandbox" => {
             let opened: Vec<&str> = ["/etc/passwd", "/", ".", "/proc/self/environ"]
