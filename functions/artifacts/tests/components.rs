@@ -123,3 +123,49 @@ fn every_example_has_a_wasi_p1_build() {
     assert_eq!(artifacts::module("hello"), Some(artifacts::HELLO_MODULE));
     assert_eq!(artifacts::module("wagi-probe"), None, "a test program");
 }
+
+/// `artifacts DIR` copies the components; `artifacts --wasi-p1 DIR` the WASI 0.1 builds
+/// under the same names, and the C example; an unknown flag is refused.
+#[test]
+fn the_cli_copies_either_build() {
+    let examples = ["hello", "sleep", "hash", "memory"];
+    for (flags, core, extra) in [
+        (&[][..], false, None),
+        (&["--wasi-p1"][..], true, Some("hello-c")),
+    ] {
+        let dir = std::env::temp_dir().join(format!(
+            "artifacts-cli-{}-{}",
+            std::process::id(),
+            flags.len()
+        ));
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_artifacts"))
+            .args(flags)
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{flags:?}");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = examples
+            .iter()
+            .chain(&extra)
+            .map(|n| format!("{n}.wasm"))
+            .collect();
+        want.sort();
+        assert_eq!(names, want, "{flags:?}");
+        for name in &names {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            assert_eq!(Parser::is_core_wasm(&bytes), core, "{flags:?} {name}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_artifacts"))
+        .args(["--wasi-p2", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
