@@ -199,13 +199,19 @@ pub struct CompareArgs {
     pub nginx_workers: Option<usize>,
     /// The sides to start and measure, comma-separated: `serverless` and `traditional`
     /// always, plus any of `direct` (the webserver without nginx: what the proxy
-    /// costs), `seed-php` (PHP-FPM behind nginx) and `seed-node` (Node/Express), the
-    /// seed report's own stacks answering like our functions.
+    /// costs), `serverless-wagi` (a second runtime serving the same handlers built as
+    /// WASI 0.1 modules, the WAGI way: what each ABI costs), `seed-php` (PHP-FPM behind
+    /// nginx) and `seed-node` (Node/Express), the seed report's own stacks answering
+    /// like our functions.
     #[arg(long, value_delimiter = ',', default_value = "serverless,traditional")]
     pub sides: Vec<SideKind>,
     /// Same as adding `direct` to --sides.
     #[arg(long)]
     pub direct: bool,
+    /// What the `serverless` side runs: `p2`, the wasi:http components, or `p1`, the
+    /// same handlers built for `wasm32-wasip1` and served the WAGI way (CGI over WASI).
+    #[arg(long, value_enum, default_value_t = Abi::P2)]
+    pub serverless_abi: Abi,
     /// PHP-FPM's workers for `seed-php` (a static pool: PHP serves one request per
     /// process, so this is its concurrency).
     #[arg(long, default_value_t = 64)]
@@ -223,8 +229,40 @@ pub enum SideKind {
     Serverless,
     Traditional,
     Direct,
+    ServerlessWagi,
     SeedPhp,
     SeedNode,
+}
+
+/// Which build of the example functions a runtime serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Abi {
+    /// WASI 0.2: wasi:http components (`wasm32-wasip2`).
+    P2,
+    /// WASI 0.1: core modules run as WAGI commands (`wasm32-wasip1`).
+    P1,
+}
+
+impl Abi {
+    /// (name, path) of every example function built for this ABI.
+    pub fn functions(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Abi::P2 => artifacts::FUNCTIONS,
+            Abi::P1 => artifacts::MODULES,
+        }
+    }
+
+    /// What the runtime serving this build does per request, for a side's description.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Abi::P2 => {
+                "runtime: wasmtime, a fresh sandboxed instance of a wasi:http component per request"
+            }
+            Abi::P1 => {
+                "runtime: wasmtime, a fresh sandboxed instance of a WASI 0.1 module per request, served the WAGI way (CGI over WASI)"
+            }
+        }
+    }
 }
 
 impl CompareArgs {

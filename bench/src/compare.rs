@@ -1,9 +1,11 @@
 //! `bench compare`: start both sides locally on free loopback ports, deploy the example
-//! functions into the runtime through its deploy API (and wait for their optimized code),
+//! functions into the runtime through its deploy API (and wait for their optimized code;
+//! components, or with `--serverless-abi p1` their WASI 0.1 builds, and both when the
+//! `serverless-wagi` side runs beside),
 //! check that both sides answer every example correctly, run the scenarios, stop
 //! everything, write the report.
 
-use crate::cli::{CompareArgs, SideKind};
+use crate::cli::{Abi, CompareArgs, SideKind};
 use crate::report::{SideInfo, figures};
 use crate::runner::{Runner, Side};
 use crate::sample::ProcessSet;
@@ -55,10 +57,89 @@ impl Peer {
     }
 }
 
+/// A runtime on free loopback ports with a store of its own, serving what is deployed
+/// into it.
+#[derive(Debug)]
+struct Runtime {
+    service: Service,
+    _store: tempfile::TempDir,
+}
+
+impl Runtime {
+    fn start(bin: &Path) -> anyhow::Result<Self> {
+        let store = tempfile::tempdir().context("creating the runtime's store directory")?;
+        let service = Service::start_with(
+            Command::new(bin)
+                .args(LOOPBACK)
+                .arg("--store-dir")
+                .arg(store.path())
+                .env("RUST_LOG", "warn"),
+            &["traffic", "ops"],
+        )?;
+        Ok(Self {
+            service,
+            _store: store,
+        })
+    }
+
+    /// Deploys every `(name, path)` through the deploy API and waits until each runs
+    /// Cranelift's code; returns each function's effective limits, as the deploy
+    /// responses state them.
+    async fn deploy(
+        &self,
+        client: &reqwest::Client,
+        functions: &[(&str, &str)],
+    ) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+        let ops = self.service.url("ops");
+        let mut limits = BTreeMap::new();
+        for (name, path) in functions {
+            let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+            let url = format!("{ops}/functions/{name}");
+            let response = client
+                .put(&url)
+                .body(wasm)
+                .send()
+                .await
+                .with_context(|| format!("PUT {url}"))?;
+            let status = response.status();
+            ensure!(
+                status.is_success(),
+                "deploying {name}: {status} {}",
+                response.text().await.unwrap_or_default()
+            );
+            let deployed: serde_json::Value = response.json().await?;
+            limits.insert(name.to_string(), deployed["limits"].clone());
+        }
+        // A first deploy is served by Winch's quickly compiled code until Cranelift's
+        // swaps in from the background: measure the steady state, not that window.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        for (name, _) in functions {
+            let url = format!("{ops}/functions/{name}");
+            loop {
+                let info: serde_json::Value = client.get(&url).send().await?.json().await?;
+                if info["compiler"] == "cranelift" {
+                    break;
+                }
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "{name} still runs {} code two minutes after its deploy",
+                    info["compiler"]
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(limits)
+    }
+}
+
+const LOOPBACK: [&str; 4] = ["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
+
 /// Everything `compare` started; stopped on drop (also on error or ctrl-c).
 #[derive(Debug)]
 struct Local {
-    runtime: Service,
+    runtime: Runtime,
+    /// The second runtime, serving the WASI 0.1 builds, for `serverless-wagi`.
+    runtime_wagi: Option<Runtime>,
     webserver: Service,
     nginx: Nginx,
     peer: Option<Peer>,
@@ -66,7 +147,6 @@ struct Local {
     seed_node: Option<SeedNode>,
     /// Each function's effective limits, as the runtime's deploy responses state them.
     limits: BTreeMap<String, serde_json::Value>,
-    _store: tempfile::TempDir,
 }
 
 impl Local {
@@ -75,8 +155,10 @@ impl Local {
         // whatever is still running when the handles drop is killed.
         let peer = self.peer.as_mut().map(|p| &mut p.service);
         let node = self.seed_node.as_mut().map(|n| &mut n.service);
+        let wagi = self.runtime_wagi.as_mut().map(|r| &mut r.service);
         for service in [
-            Some(&mut self.runtime),
+            Some(&mut self.runtime.service),
+            wagi,
             Some(&mut self.webserver),
             peer,
             node,
@@ -98,6 +180,11 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         "--sides must include serverless and traditional (the comparison is between them; \
          the others are added to it)"
     );
+    ensure!(
+        !(args.wants(SideKind::ServerlessWagi) && args.serverless_abi == Abi::P1),
+        "serverless-wagi sets the WASI 0.1 builds beside the serverless side's components: \
+         leave --serverless-abi at p2 to compare the two ABIs"
+    );
     // Before anything starts: a missing program is the most likely mistake.
     let nginx_binary = localrun::find_nginx()?;
     if args.wants(SideKind::SeedPhp) {
@@ -110,20 +197,21 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let runner = Runner::new(args.common.runner_options())?;
 
     let local = start(args, &runtime_bin, &webserver_bin, &runner)?;
-    let mut sides = vec![
-        Side {
-            info: SideInfo {
-                name: figures::SERVERLESS.into(),
-                description: "runtime: wasmtime, a fresh sandboxed instance per request".into(),
-                url: local.runtime.url("traffic"),
-            },
-            processes: Some(ProcessSet {
-                pids: vec![local.runtime.pid()],
-                trees: vec![],
-            }),
-            metrics_url: Some(format!("{}/metrics", local.runtime.url("ops"))),
-            serves: None,
+    let runtime_side = |name: &str, runtime: &Runtime, abi: Abi| Side {
+        info: SideInfo {
+            name: name.into(),
+            description: abi.describe().into(),
+            url: runtime.service.url("traffic"),
         },
+        processes: Some(ProcessSet {
+            pids: vec![runtime.service.pid()],
+            trees: vec![],
+        }),
+        metrics_url: Some(format!("{}/metrics", runtime.service.url("ops"))),
+        serves: None,
+    };
+    let mut sides = vec![
+        runtime_side(figures::SERVERLESS, &local.runtime, args.serverless_abi),
         Side {
             info: SideInfo {
                 name: figures::TRADITIONAL.into(),
@@ -155,6 +243,9 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             metrics_url: Some(format!("{}/metrics", local.webserver.url("ops"))),
             serves: None,
         });
+    }
+    if let Some(wagi) = &local.runtime_wagi {
+        sides.push(runtime_side(figures::SERVERLESS_WAGI, wagi, Abi::P1));
     }
     if let Some(php) = &local.seed_php {
         sides.push(Side {
@@ -201,7 +292,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             info: SideInfo {
                 name: figures::PEER.into(),
                 description: format!(
-                    "{}: `wasmtime serve -S cli` on the same hello.wasm, the reference wasi:http host (hello scenarios only)",
+                    "{}: `wasmtime serve -S cli` on hello's wasi:http component, the reference wasi:http host (hello scenarios only)",
                     peer.version
                 ),
                 url: peer.service.url("traffic"),
@@ -217,6 +308,14 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 
     let mut settings = args.common.settings();
     settings.insert("nginx workers".into(), args.nginx_workers().to_string());
+    settings.insert(
+        "serverless functions".into(),
+        match args.serverless_abi {
+            Abi::P2 => "wasi:http components (wasm32-wasip2)",
+            Abi::P1 => "WASI 0.1 modules served the WAGI way (wasm32-wasip1)",
+        }
+        .into(),
+    );
     if local.seed_php.is_some() {
         settings.insert("php-fpm workers".into(), args.php_fpm_children.to_string());
     }
@@ -254,20 +353,15 @@ fn start(
     webserver_bin: &Path,
     runner: &Runner,
 ) -> anyhow::Result<Local> {
-    let store = tempfile::tempdir().context("creating the runtime's store directory")?;
-    let loopback = ["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
-    let runtime = Service::start_with(
-        Command::new(runtime_bin)
-            .args(loopback)
-            .arg("--store-dir")
-            .arg(store.path())
-            .env("RUST_LOG", "warn"),
-        &["traffic", "ops"],
-    )
-    .context("starting the runtime")?;
+    let runtime = Runtime::start(runtime_bin).context("starting the runtime")?;
+    let runtime_wagi = args
+        .wants(SideKind::ServerlessWagi)
+        .then(|| Runtime::start(runtime_bin))
+        .transpose()
+        .context("starting the runtime for serverless-wagi")?;
     let webserver = Service::start_with(
         Command::new(webserver_bin)
-            .args(loopback)
+            .args(LOOPBACK)
             .env("RUST_LOG", "warn"),
         &["traffic", "ops"],
     )
@@ -288,44 +382,23 @@ fn start(
 
     let limits = runner.block_on(async {
         let client = runner.client();
-        let mut limits = BTreeMap::new();
-        for (name, path) in artifacts::FUNCTIONS {
-            let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-            let url = format!("{}/functions/{name}", runtime.url("ops"));
-            let response = client
-                .put(&url)
-                .body(wasm)
-                .send()
+        let limits = runtime
+            .deploy(client, args.serverless_abi.functions())
+            .await?;
+        if let Some(wagi) = &runtime_wagi {
+            wagi.deploy(client, Abi::P1.functions())
                 .await
-                .with_context(|| format!("PUT {url}"))?;
-            let status = response.status();
-            ensure!(
-                status.is_success(),
-                "deploying {name}: {status} {}",
-                response.text().await.unwrap_or_default()
-            );
-            let deployed: serde_json::Value = response.json().await?;
-            limits.insert(name.to_string(), deployed["limits"].clone());
+                .context("serverless-wagi")?;
         }
-        // A first deploy is served by Winch's quickly compiled code until Cranelift's
-        // swaps in from the background: measure the steady state, not that window.
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        for (name, _) in artifacts::FUNCTIONS {
-            let url = format!("{}/functions/{name}", runtime.url("ops"));
-            loop {
-                let info: serde_json::Value = client.get(&url).send().await?.json().await?;
-                if info["compiler"] == "cranelift" {
-                    break;
-                }
-                ensure!(
-                    std::time::Instant::now() < deadline,
-                    "{name} still runs {} code two minutes after its deploy",
-                    info["compiler"]
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        let mut checked = vec![("runtime", runtime.url("traffic")), ("nginx", nginx.url())];
+        let mut checked = vec![
+            ("runtime", runtime.service.url("traffic")),
+            ("nginx", nginx.url()),
+        ];
+        checked.extend(
+            runtime_wagi
+                .as_ref()
+                .map(|r| ("serverless-wagi", r.service.url("traffic"))),
+        );
         checked.extend(seed_php.as_ref().map(|p| ("seed-php", p.url())));
         checked.extend(
             seed_node
@@ -349,23 +422,27 @@ fn start(
         anyhow::Ok(limits)
     })?;
     eprintln!(
-        "serverless: {}  traditional: {} (nginx) -> {} (webserver){}",
-        runtime.url("traffic"),
+        "serverless: {}  traditional: {} (nginx) -> {} (webserver){}{}",
+        runtime.service.url("traffic"),
         nginx.url(),
         webserver.url("traffic"),
+        runtime_wagi
+            .as_ref()
+            .map(|r| format!("  serverless-wagi: {}", r.service.url("traffic")))
+            .unwrap_or_default(),
         peer.as_ref()
             .map(|p| format!("  peer: {} ({})", p.service.url("traffic"), p.version))
             .unwrap_or_default()
     );
     Ok(Local {
         runtime,
+        runtime_wagi,
         webserver,
         nginx,
         peer,
         seed_php,
         seed_node,
         limits,
-        _store: store,
     })
 }
 

@@ -295,7 +295,7 @@ impl Runner {
         run.server_mean_seconds = server_means;
         run.server_latency_us = server_latency;
         eprintln!(
-            "{:<18} {:<12} round {} {:>8} req/s: achieved {:>9.1}/s  p50 {:>9}  p99 {:>9}  errors {}",
+            "{:<18} {:<15} round {} {:>8} req/s: achieved {:>9.1}/s  p50 {:>9}  p99 {:>9}  errors {}",
             scenario.name,
             side.info.name,
             round + 1,

@@ -1,7 +1,9 @@
 //! What one serverless request costs the host, in-process (no sockets): a fresh instance
 //! of a component from its `ProxyPre`, the guest handler, and the response body, through
 //! the same `service_ops::traffic::Traffic` front and `Invoker` the server uses.
-//! Target: ≤ 20 µs median for `hello`.
+//! Target: ≤ 20 µs median for `hello`. Beside it, the same `hello` built for WASI 0.1 and
+//! served the WAGI way (a fresh instance from its `InstancePre`, `_start`, the CGI
+//! response parsed from stdout), and `hello` written in C: what each ABI costs.
 //!
 //! `cargo bench -p runtime --bench instantiate`
 //!
@@ -54,6 +56,8 @@ fn bench(c: &mut Criterion) {
         for (name, path) in [
             ("hello", artifacts::HELLO_COMPONENT),
             ("plain-wasi", artifacts::PLAIN_WASI_COMPONENT),
+            ("hello-wagi", artifacts::HELLO_MODULE),
+            ("hello-c", artifacts::HELLO_C_MODULE),
         ] {
             control
                 .deploy(name, &std::fs::read(path).unwrap(), Default::default())
@@ -64,6 +68,8 @@ fn bench(c: &mut Criterion) {
         for (what, path) in [
             ("hello (sdk)", "/hello/"),
             ("plain wasip2 handler, no sdk", "/plain-wasi/"),
+            ("hello (sdk) as a WASI 0.1 module, WAGI", "/hello-wagi/"),
+            ("hello in C, WASI 0.1, WAGI", "/hello-c/"),
         ] {
             group.bench_function(format!("{what}, {label}"), |b| {
                 b.to_async(&tokio).iter(|| async {

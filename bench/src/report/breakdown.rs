@@ -7,7 +7,7 @@
 //! the response). Other sides are shown whole.
 
 use super::Report;
-use super::figures::{DIRECT, SERVERLESS, TRADITIONAL, micros};
+use super::figures::{DIRECT, SERVERLESS, SERVERLESS_WAGI, TRADITIONAL, micros};
 use super::svg::escape;
 use super::view::Table;
 use std::fmt::Write;
@@ -58,10 +58,9 @@ pub fn breakdown(report: &Report) -> Option<Breakdown> {
             && s.runs_of(TRADITIONAL).next().is_some()
     })?;
     let mean = |side: &str| scenario.spread_of(side, |r| Some(r.latency_us.mean));
-    let server = |family: &str| {
-        scenario.spread_of(SERVERLESS, |r| {
-            r.server_mean_seconds.get(family).map(|s| s * 1e6)
-        })
+    // A runtime's own means of instantiation and guest run, in µs.
+    let server = |side: &str, family: &str| {
+        scenario.spread_of(side, |r| r.server_mean_seconds.get(family).map(|s| s * 1e6))
     };
     let direct = mean(DIRECT).map(|s| s.median);
     let mut bars = Vec::new();
@@ -75,7 +74,10 @@ pub fn breakdown(report: &Report) -> Option<Breakdown> {
                 Some(direct) => vec![(HTTP, direct), (NGINX_HOP, total - direct)],
                 None => vec![(WHOLE, total)],
             },
-            SERVERLESS => match (server(INIT_FAMILY), server(INVOKE_FAMILY)) {
+            SERVERLESS | SERVERLESS_WAGI => match (
+                server(&side.name, INIT_FAMILY),
+                server(&side.name, INVOKE_FAMILY),
+            ) {
                 (Some(init), Some(invoke)) => vec![
                     (INSTANTIATION, init.median),
                     (GUEST, invoke.median),

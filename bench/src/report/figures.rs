@@ -10,6 +10,8 @@ pub const TRADITIONAL: &str = "traditional";
 pub const PEER: &str = "peer";
 /// The webserver without nginx in front, when measured.
 pub const DIRECT: &str = "direct";
+/// A second runtime serving the same handlers built for WASI 0.1 (WAGI), when measured.
+pub const SERVERLESS_WAGI: &str = "serverless-wagi";
 /// The seed report's own stacks, when measured.
 pub const SEED_PHP: &str = "seed-php";
 pub const SEED_NODE: &str = "seed-node";

@@ -2,7 +2,7 @@
 //! the results. Both views render this one model (`markdown` as Markdown, `html` as HTML
 //! with charts beside it), so they cannot tell different stories.
 
-use super::figures::{self, FIGURES, PEER, SERVERLESS, TRADITIONAL, Unit};
+use super::figures::{self, FIGURES, PEER, SERVERLESS, SERVERLESS_WAGI, TRADITIONAL, Unit};
 use super::{Report, Run, ScenarioResult, passes};
 
 /// Said next to every virtual-memory figure, so nobody repeats the seed's conclusion.
@@ -237,6 +237,7 @@ fn fixed<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
         .map(Bullet::plain)
         .collect();
     bullets.extend(against_the_peer(scenario));
+    bullets.extend(between_the_abis(scenario));
     bullets.extend(warnings(scenario));
     ScenarioView {
         result: scenario,
@@ -310,16 +311,29 @@ fn sweep<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
         "Highest rate within the limits: {sentence} A side that passed the last step may go \
          higher: add rates to find its limit."
     ))];
-    if scenario.runs_of(PEER).next().is_some() {
-        let rate = |side| best(side).map_or("no step".to_string(), |r| format!("{r} req/s"));
-        bullets.push(Bullet {
-            lead: Some("Against the reference host"),
-            text: format!(
-                "`wasmtime serve` on the same component passed up to {}; serverless up to {}.",
-                rate(PEER),
-                rate(SERVERLESS)
-            ),
-        });
+    let rate = |side| best(side).map_or("no step".to_string(), |r| format!("{r} req/s"));
+    for (side, lead, what) in [
+        (
+            PEER,
+            "Against the reference host",
+            "`wasmtime serve` on the same component",
+        ),
+        (
+            SERVERLESS_WAGI,
+            "WASI 0.1 against WASI 0.2",
+            "serverless-wagi (the same handler as a WAGI module)",
+        ),
+    ] {
+        if scenario.runs_of(side).next().is_some() {
+            bullets.push(Bullet {
+                lead: Some(lead),
+                text: format!(
+                    "{what} passed up to {}; serverless up to {}.",
+                    rate(side),
+                    rate(SERVERLESS)
+                ),
+            });
+        }
     }
     bullets.extend(warnings(scenario));
     ScenarioView {
@@ -338,30 +352,7 @@ fn sweep<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
 /// How the runtime compares with the reference wasi:http host (`wasmtime serve`) on the
 /// same component, when the peer was measured: the ratio serverless / peer per figure.
 fn against_the_peer(scenario: &ScenarioResult) -> Option<Bullet> {
-    scenario.runs_of(PEER).next()?;
-    let median =
-        |side: &str, get: fn(&Run) -> Option<f64>| scenario.spread_of(side, get).map(|s| s.median);
-    let parts: Vec<String> = [
-        "achieved rate",
-        "latency p50",
-        "latency p99",
-        "CPU seconds per 1000 requests",
-        "peak RSS",
-    ]
-    .iter()
-    .filter_map(|name| {
-        let figure = FIGURES.iter().find(|f| f.name == *name)?;
-        let (s, p) = (median(SERVERLESS, figure.get)?, median(PEER, figure.get)?);
-        (p > 0.0).then(|| {
-            format!(
-                "{name} {} against {} ({:.2}×)",
-                figures::format(figure.unit, s),
-                figures::format(figure.unit, p),
-                s / p
-            )
-        })
-    })
-    .collect();
+    let parts = ratios(scenario, SERVERLESS, PEER)?;
     Some(Bullet {
         lead: Some("Against the reference host"),
         text: format!(
@@ -369,6 +360,52 @@ fn against_the_peer(scenario: &ScenarioResult) -> Option<Bullet> {
             parts.join("; ")
         ),
     })
+}
+
+/// What each ABI costs per request, when the WASI 0.1 builds ran beside the components:
+/// the ratio serverless-wagi / serverless per figure.
+fn between_the_abis(scenario: &ScenarioResult) -> Option<Bullet> {
+    let parts = ratios(scenario, SERVERLESS_WAGI, SERVERLESS)?;
+    Some(Bullet {
+        lead: Some("WASI 0.1 against WASI 0.2"),
+        text: format!(
+            "serverless-wagi / serverless (the same handler as a WAGI module and as a \
+             wasi:http component, in the same runtime): {}.",
+            parts.join("; ")
+        ),
+    })
+}
+
+/// `a`'s median against `b`'s for the headline figures, as "name A against B (A/B×)";
+/// `None` when `b` did not run.
+fn ratios(scenario: &ScenarioResult, a: &str, b: &str) -> Option<Vec<String>> {
+    scenario.runs_of(b).next()?;
+    scenario.runs_of(a).next()?;
+    let median =
+        |side: &str, get: fn(&Run) -> Option<f64>| scenario.spread_of(side, get).map(|s| s.median);
+    Some(
+        [
+            "achieved rate",
+            "latency p50",
+            "latency p99",
+            "CPU seconds per 1000 requests",
+            "peak RSS",
+        ]
+        .iter()
+        .filter_map(|name| {
+            let figure = FIGURES.iter().find(|f| f.name == *name)?;
+            let (x, y) = (median(a, figure.get)?, median(b, figure.get)?);
+            (y > 0.0).then(|| {
+                format!(
+                    "{name} {} against {} ({:.2}×)",
+                    figures::format(figure.unit, x),
+                    figures::format(figure.unit, y),
+                    x / y
+                )
+            })
+        })
+        .collect(),
+    )
 }
 
 /// What could make a scenario's figures less trustworthy: the generator falling behind

@@ -197,10 +197,13 @@ requests = 60
 #[test]
 fn compare_runs_every_side_and_says_where_the_time_goes() {
     let dir = tempfile::tempdir().unwrap();
-    let status = compare(dir.path(), TINY_HELLO)
+    let scenarios = format!(
+        "{TINY_HELLO}\n[[scenario]]\nname = \"tiny-sweep\"\npath = \"/hello/\"\nrates = [100]\nduration = \"300ms\"\np99_limit = \"2s\"\n"
+    );
+    let status = compare(dir.path(), &scenarios)
         .args([
             "--sides",
-            "serverless,traditional,direct,seed-php,seed-node",
+            "serverless,traditional,direct,serverless-wagi,seed-php,seed-node",
             "--php-fpm-children",
             "4",
         ])
@@ -218,6 +221,7 @@ fn compare_runs_every_side_and_says_where_the_time_goes() {
             "serverless",
             "traditional",
             "direct",
+            "serverless-wagi",
             "seed-php",
             "seed-node"
         ]
@@ -231,27 +235,40 @@ fn compare_runs_every_side_and_says_where_the_time_goes() {
     }
     // seed-php's resources are nginx's tree (master, 1 worker) and PHP-FPM's (master,
     // 4 workers) together.
-    let php = &runs[3];
+    let php = &runs[4];
     assert!(php["usage"]["processes"].as_u64().unwrap() >= 7, "{php}");
     // The Node app counts requests under our metric names; PHP-FPM has none.
     assert!(
-        runs[4]["server_counted"].as_f64().unwrap() >= 60.0,
+        runs[5]["server_counted"].as_f64().unwrap() >= 60.0,
         "{}",
-        runs[4]
+        runs[5]
     );
     assert!(php["server_counted"].is_null());
     // The servers' own p50 and p99, where they have our /metrics, beside the client's.
-    for run in [&runs[0], &runs[1], &runs[4]] {
+    for run in [&runs[0], &runs[1], &runs[3], &runs[5]] {
         let own = &run["server_latency_us"];
         assert!(own["p50_us"].as_f64().unwrap() > 0.0, "{run}");
         assert!(own["p99_us"].as_f64().unwrap() >= own["p50_us"].as_f64().unwrap());
     }
-    assert!(runs[3]["server_latency_us"].is_null());
-    // The runtime's own instantiation and guest-run means, for the breakdown.
-    let serverless = &runs[0]["server_mean_seconds"];
-    for family in ["faas_init_duration_seconds", "faas_invoke_duration_seconds"] {
-        assert!(serverless[family].as_f64().unwrap() > 0.0, "{serverless}");
+    assert!(runs[4]["server_latency_us"].is_null());
+    // Each runtime's own instantiation and guest-run means, for the breakdown: the
+    // components' and the WASI 0.1 modules'.
+    for run in [&runs[0], &runs[3]] {
+        let server = &run["server_mean_seconds"];
+        for family in ["faas_init_duration_seconds", "faas_invoke_duration_seconds"] {
+            assert!(server[family].as_f64().unwrap() > 0.0, "{server}");
+        }
     }
+    let wagi = json["sides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "serverless-wagi")
+        .unwrap();
+    assert!(
+        wagi["description"].as_str().unwrap().contains("WASI 0.1"),
+        "{wagi}"
+    );
     for (key, what) in [
         ("php-fpm (seed-php)", "PHP "),
         ("node (seed-node)", "node v"),
@@ -271,6 +288,8 @@ fn compare_runs_every_side_and_says_where_the_time_goes() {
         "| seed-php |",
         "| seed-node |",
         "| direct |",
+        "**WASI 0.1 against WASI 0.2**: serverless-wagi / serverless",
+        "**WASI 0.1 against WASI 0.2**: serverless-wagi (the same handler as a WAGI module) passed up to 100 req/s; serverless up to 100 req/s.",
         "**Server's own view**: serverless measured p50",
     ] {
         assert!(
@@ -296,6 +315,47 @@ fn compare_runs_every_side_and_says_where_the_time_goes() {
     assert!(status.success());
     let repriced = std::fs::read_to_string(again.join("report.md")).unwrap();
     assert!(repriced.contains("per month at 1000 req/s"), "{repriced}");
+}
+
+/// `--serverless-abi p1`: the serverless side serves the WASI 0.1 builds, and the report
+/// says so; asking for them twice (with the serverless-wagi side too) is refused.
+#[test]
+fn compare_can_run_the_serverless_side_on_the_wasi_p1_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = compare(dir.path(), TINY_HELLO)
+        .args([
+            "--serverless-abi",
+            "p1",
+            "--sides",
+            "serverless,traditional,serverless-wagi",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("leave --serverless-abi at p2"), "{stderr}");
+
+    let status = compare(dir.path(), TINY_HELLO)
+        .args(["--serverless-abi", "p1"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "bench compare failed: {status}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("report/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        json["meta"]["settings"]["serverless functions"]
+            .as_str()
+            .unwrap()
+            .contains("WASI 0.1"),
+        "{}",
+        json["meta"]
+    );
+    let serverless = &json["scenarios"][0]["runs"][0];
+    assert_eq!(serverless["side"], "serverless");
+    assert_eq!(serverless["ok"], 60, "{serverless}");
+    assert!(serverless["server_counted"].as_f64().unwrap() >= 60.0);
 }
 
 /// One short scenario that finishes, then one that would run for minutes.
