@@ -25,7 +25,8 @@ pub mod units;
 pub use http_metrics::{HttpMetrics, InFlight, LATENCY_BUCKETS, method_label};
 pub use process::{ProcStat, ProcessCollector};
 pub use server::{
-    BoxError, ConnectionMetrics, ListenerMetrics, ServeConfig, bind, raise_open_files_limit, serve,
+    BoxError, ConnectionMetrics, ListenerMetrics, RemoteAddr, ServeConfig, bind,
+    raise_open_files_limit, serve,
 };
 pub use shutdown::Shutdown;
 pub use units::{Mib, positive_duration, wasm_memory_mib};

@@ -17,6 +17,32 @@ use crate::Shutdown;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The address of the client a request came from, in every served request's extensions
+/// (the proxy's, behind a proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// A connection's service: `inner`, with [`RemoteAddr`] added to each request.
+#[derive(Debug, Clone)]
+struct WithRemoteAddr<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> Service<http::Request<B>> for WithRemoteAddr<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(RemoteAddr(self.peer));
+        self.inner.call(request)
+    }
+}
+
 /// Binds `addr` and prints `{what} listening on http://ADDR` (the real address, so port 0
 /// works) on stdout, for people and for tests that start the binary. A std listener, so
 /// whichever tokio runtime serves it can adopt it ([`TcpListener::from_std`]).
@@ -157,7 +183,11 @@ where
         }
         let mut io = TimeoutStream::new(stream);
         io.set_write_timeout(Some(config.write_timeout));
-        let conn = builder.serve_connection(TokioIo::new(Box::pin(io)), service.clone());
+        let service = WithRemoteAddr {
+            inner: service.clone(),
+            peer,
+        };
+        let conn = builder.serve_connection(TokioIo::new(Box::pin(io)), service);
         let conn = graceful.watch(conn);
         let (name, open) = (config.name, OpenConnection::new(metrics.open.clone()));
         tokio::spawn(async move {

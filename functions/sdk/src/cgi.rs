@@ -57,8 +57,8 @@ enum Invalid {
 }
 
 /// The request the CGI variables `vars` and the body on `stdin` describe, as the other
-/// backends hand it to the handler: an origin-form URI (`SCRIPT_NAME`, `PATH_INFO`,
-/// `?QUERY_STRING`), the headers (`HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH`) and the
+/// backends hand it to the handler: an origin-form URI (`SCRIPT_NAME`, `PATH_INFO` or
+/// WAGI's undecoded `X_RAW_PATH_INFO`, `?QUERY_STRING`), the headers (`HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH`) and the
 /// whole body. The body is `CONTENT_LENGTH` bytes, and none without it, as RFC 3875
 /// §4.2 says: a script must not read past it.
 fn read_request(vars: &[(String, String)], stdin: impl Read) -> Result<Request, Invalid> {
@@ -70,11 +70,12 @@ fn read_request(vars: &[(String, String)], stdin: impl Read) -> Result<Request, 
     let method = var("REQUEST_METHOD").ok_or(Invalid::NotCgi)?;
     let method = http::Method::from_bytes(method.as_bytes())
         .map_err(|_| Invalid::Request(format!("REQUEST_METHOD {method:?} is not a method")))?;
-    let mut target = encode_path(&format!(
-        "{}{}",
-        var("SCRIPT_NAME").unwrap_or(""),
-        var("PATH_INFO").unwrap_or("")
-    ));
+    // WAGI hosts pass the path undecoded too, which keeps an encoded `/` or `%` intact.
+    let path = match var("X_RAW_PATH_INFO") {
+        Some(raw) => raw.to_string(),
+        None => encode_path(var("PATH_INFO").unwrap_or("")),
+    };
+    let mut target = encode_path(var("SCRIPT_NAME").unwrap_or("")) + &path;
     if !target.starts_with('/') {
         target.insert(0, '/');
     }
@@ -246,6 +247,18 @@ mod tests {
         assert_eq!(r.headers().len(), 4, "{:?}", r.headers());
         assert_eq!(&r.body()[..], b"abc");
         assert_eq!(crate::Query::of(&r).raw("rounds"), Some("2"));
+    }
+
+    #[test]
+    fn a_wagi_hosts_raw_path_is_preferred_to_the_decoded_one() {
+        let vars = vars(&[
+            ("REQUEST_METHOD", "GET"),
+            ("SCRIPT_NAME", "/hash"),
+            ("PATH_INFO", "/a/b c"),
+            ("X_RAW_PATH_INFO", "/a%2Fb%20c"),
+        ]);
+        let r = read_request(&vars, &b""[..]).unwrap();
+        assert_eq!(r.uri(), "/hash/a%2Fb%20c");
     }
 
     #[test]

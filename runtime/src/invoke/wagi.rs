@@ -123,7 +123,16 @@ pub fn cgi_env(
 ) -> Vec<(String, String)> {
     let script = format!("/{name}");
     let path = parts.uri.path();
-    let path_info = path.strip_prefix(&script).unwrap_or(path);
+    let raw_path_info = match path.strip_prefix(&script).unwrap_or(path) {
+        "" => "/",
+        rest => rest,
+    };
+    // As RFC 3875 and WAGI have it: PATH_INFO decoded, the raw form beside it (WAGI's
+    // X_RAW_PATH_INFO), where an encoded `/` or `%` stays what it was.
+    let path_info = percent_encoding::percent_decode_str(raw_path_info)
+        .decode_utf8_lossy()
+        .into_owned();
+    let query = parts.uri.query().unwrap_or("");
     let host = parts
         .headers
         .get(http::header::HOST)
@@ -149,21 +158,27 @@ pub fn cgi_env(
         ("SERVER_NAME".into(), server_name),
         ("SERVER_PORT".into(), server_port),
         ("REQUEST_METHOD".into(), parts.method.to_string()),
+        (
+            "X_FULL_URL".into(),
+            format!(
+                "http://{host}{path}{}{query}",
+                if query.is_empty() { "" } else { "?" }
+            ),
+        ),
+        ("X_MATCHED_ROUTE".into(), format!("{script}/...")),
         ("SCRIPT_NAME".into(), script),
-        (
-            "PATH_INFO".into(),
-            if path_info.is_empty() {
-                "/".into()
-            } else {
-                path_info.to_string()
-            },
-        ),
-        (
-            "QUERY_STRING".into(),
-            parts.uri.query().unwrap_or("").to_string(),
-        ),
+        ("PATH_TRANSLATED".into(), path_info.clone()),
+        ("PATH_INFO".into(), path_info),
+        ("X_RAW_PATH_INFO".into(), raw_path_info.to_string()),
+        ("QUERY_STRING".into(), query.to_string()),
         ("CONTENT_LENGTH".into(), content_length.to_string()),
     ];
+    if let Some(service_ops::RemoteAddr(peer)) = parts.extensions.get() {
+        let ip = peer.ip().to_canonical().to_string();
+        env.push(("REMOTE_ADDR".into(), ip.clone()));
+        // No reverse lookup: RFC 3875 lets REMOTE_HOST be the address.
+        env.push(("REMOTE_HOST".into(), ip));
+    }
     if let Some(kind) = parts
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -310,13 +325,16 @@ mod tests {
 
     #[test]
     fn the_request_becomes_cgi_variables() {
-        let request = Request::post("/echo/a/b?x=1&y=2")
+        let mut request = Request::post("/echo/a/b?x=1&y=2")
             .header("host", "example.com:8080")
             .header("content-type", "text/plain")
             .header("x-thing", "one")
             .header("x-thing", "two")
             .body(())
             .unwrap();
+        request.extensions_mut().insert(service_ops::RemoteAddr(
+            "[::ffff:10.1.2.3]:5555".parse().unwrap(),
+        ));
         let (parts, ()) = request.into_parts();
         let env: std::collections::HashMap<_, _> = cgi_env("echo", &parts, 5).into_iter().collect();
         assert_eq!(env["REQUEST_METHOD"], "POST");
@@ -330,5 +348,37 @@ mod tests {
         assert_eq!(env["HTTP_X_THING"], "one, two");
         assert_eq!(env["HTTP_HOST"], "example.com:8080");
         assert!(!env.contains_key("HTTP_CONTENT_TYPE"));
+        // WAGI's own variables, and the client's address (IPv4-mapped shown as IPv4).
+        assert_eq!(
+            env["X_FULL_URL"],
+            "http://example.com:8080/echo/a/b?x=1&y=2"
+        );
+        assert_eq!(env["X_MATCHED_ROUTE"], "/echo/...");
+        assert_eq!(env["X_RAW_PATH_INFO"], "/a/b");
+        assert_eq!(env["PATH_TRANSLATED"], "/a/b");
+        assert_eq!(env["REMOTE_ADDR"], "10.1.2.3");
+        assert_eq!(env["REMOTE_HOST"], "10.1.2.3");
+    }
+
+    #[test]
+    fn path_info_is_decoded_and_its_raw_form_kept() {
+        let (parts, ()) = Request::get("/f/a%20b/c%2Fd/%FF")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let env: std::collections::HashMap<_, _> = cgi_env("f", &parts, 0).into_iter().collect();
+        assert_eq!(env["PATH_INFO"], "/a b/c/d/\u{fffd}");
+        assert_eq!(env["X_RAW_PATH_INFO"], "/a%20b/c%2Fd/%FF");
+        assert_eq!(env["X_FULL_URL"], "http://localhost/f/a%20b/c%2Fd/%FF");
+        assert!(
+            !env.contains_key("REMOTE_ADDR"),
+            "no connection, no address"
+        );
+        let (parts, ()) = Request::get("/f").body(()).unwrap().into_parts();
+        let env: std::collections::HashMap<_, _> = cgi_env("f", &parts, 0).into_iter().collect();
+        assert_eq!(
+            (env["PATH_INFO"].as_str(), env["X_RAW_PATH_INFO"].as_str()),
+            ("/", "/")
+        );
     }
 }

@@ -52,6 +52,25 @@ async fn the_request_and_the_response_round_trip_through_cgi() {
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], "/elsewhere");
 
+    // PATH_INFO decoded, WAGI's raw form and full URL beside it, the client's address.
+    let r = client
+        .get(format!("{traffic}/probe/vars/a%20b%2Fc?q=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let addr = traffic.trim_start_matches("http://");
+    for line in [
+        "PATH_INFO=/vars/a b/c".to_string(),
+        "X_RAW_PATH_INFO=/vars/a%20b%2Fc".to_string(),
+        "X_MATCHED_ROUTE=/probe/...".to_string(),
+        format!("X_FULL_URL=http://{addr}/probe/vars/a%20b%2Fc?q=1"),
+        "REMOTE_ADDR=127.0.0.1".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+
     let (status, v) =
         crate::get_json(&client, &format!("{}/functions/probe", server.url("ops"))).await;
     assert_eq!(status, 200);
@@ -181,6 +200,12 @@ async fn a_module_sees_no_files_and_no_host_environment() {
                     "QUERY_STRING",
                     "CONTENT_LENGTH",
                     "CONTENT_TYPE",
+                    "PATH_TRANSLATED",
+                    "X_RAW_PATH_INFO",
+                    "X_MATCHED_ROUTE",
+                    "X_FULL_URL",
+                    "REMOTE_ADDR",
+                    "REMOTE_HOST",
                 ]
                 .contains(name),
             "the module sees {name}: {env:?}"

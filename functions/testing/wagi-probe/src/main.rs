@@ -10,7 +10,8 @@
 //! - `/loop`: spins forever (504);
 //! - `/grow?mib=N`: allocates and touches N MiB;
 //! - `/sandbox`: what it can see of the host: files it can open, its environment;
-//! - `/flood?mib=N`: a 200 with an N MiB body, ignoring failed writes, and exits 0.
+//! - `/flood?mib=N`: a 200 with an N MiB body, ignoring failed writes, and exits 0;
+//! - `/vars/...`: the request's path and client variables, one `NAME=value` a line.
 
 use std::io::{Read, Write};
 
@@ -74,6 +75,20 @@ fn main() {
                 let _ = out.write_all(&chunk);
             }
             let _ = out.flush();
+        }
+        p if p.starts_with("/vars") => {
+            let _ = writeln!(out, "Content-Type: text/plain\n");
+            for name in [
+                "PATH_INFO",
+                "X_RAW_PATH_INFO",
+                "PATH_TRANSLATED",
+                "X_MATCHED_ROUTE",
+                "X_FULL_URL",
+                "REMOTE_ADDR",
+                "REMOTE_HOST",
+            ] {
+                writeln!(out, "{name}={}", var(name)).unwrap();
+            }
         }
         "/sandbox" => {
             let opened: Vec<&str> = ["/etc/passwd", "/", ".", "/proc/self/environ"]
