@@ -69,9 +69,10 @@ pub(super) async fn serve(
     let output_limit = MAX_OUTPUT_BYTES.min(function.limits.memory.bytes_usize());
     let stdout = MemoryOutputPipe::new(output_limit);
     let mut wasi = WasiCtx::builder();
-    // The function's own environment, then the request's CGI variables.
-    wasi.envs(&function.env);
-    wasi.envs(&cgi_env(function.name(), &parts, body.len()));
+    wasi.envs(&environment(
+        &function.env,
+        cgi_env(function.name(), &parts, body.len()),
+    ));
     wasi.arg(&**function.name());
     wasi.stdin(MemoryInputPipe::new(body));
     wasi.stdout(stdout.clone());
@@ -112,6 +113,28 @@ pub(super) async fn serve(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+/// A module's whole environment, each name once: the function's `[env]` and the
+/// request's variables. The request's meta-variables (`REQUEST_METHOD`, ...) describe
+/// the request and win over `[env]`; a variable from a header (`HTTP_*`) never replaces
+/// one that `[env]` sets, so a client cannot change a function's configuration.
+fn environment(
+    config: &[(String, String)],
+    request: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let configured = |name: &str| config.iter().any(|(n, _)| n == name);
+    let request: Vec<_> = request
+        .into_iter()
+        .filter(|(name, _)| !(name.starts_with("HTTP_") && configured(name)))
+        .collect();
+    let mut env: Vec<_> = config
+        .iter()
+        .filter(|(name, _)| !request.iter().any(|(n, _)| n == name))
+        .cloned()
+        .collect();
+    env.extend(request);
+    env
 }
 
 /// The CGI/1.1 meta-variables for a request to function `name` (served at `/{name}/...`),
@@ -187,7 +210,12 @@ pub fn cgi_env(
         env.push(("CONTENT_TYPE".into(), kind.to_string()));
     }
     for (name, value) in &parts.headers {
-        if name == http::header::CONTENT_TYPE || name == http::header::CONTENT_LENGTH {
+        // `Proxy` would become HTTP_PROXY, which HTTP clients read as their proxy
+        // setting ("httpoxy"): a request must never set it.
+        if name == http::header::CONTENT_TYPE
+            || name == http::header::CONTENT_LENGTH
+            || name.as_str() == "proxy"
+        {
             continue;
         }
         // A value that is not text cannot be an environment variable; it is left out.
@@ -358,6 +386,33 @@ mod tests {
         assert_eq!(env["PATH_TRANSLATED"], "/a/b");
         assert_eq!(env["REMOTE_ADDR"], "10.1.2.3");
         assert_eq!(env["REMOTE_HOST"], "10.1.2.3");
+    }
+
+    #[test]
+    fn a_request_cannot_set_configuration_or_a_proxy() {
+        let (parts, ()) = Request::get("/f/")
+            .header("proxy", "http://evil:8080")
+            .header("x-mode", "evil")
+            .header("x-other", "fine")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let config = [
+            ("HTTP_X_MODE".to_string(), "configured".to_string()),
+            ("REQUEST_METHOD".to_string(), "configured".to_string()),
+            ("GREETING".to_string(), "hi".to_string()),
+        ];
+        let env = environment(&config, cgi_env("f", &parts, 0));
+        let get = |name: &str| {
+            let found: Vec<_> = env.iter().filter(|(n, _)| n == name).collect();
+            assert!(found.len() <= 1, "{name} set twice: {env:?}");
+            found.first().map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("HTTP_PROXY"), None);
+        assert_eq!(get("HTTP_X_MODE"), Some("configured"));
+        assert_eq!(get("HTTP_X_OTHER"), Some("fine"));
+        assert_eq!(get("REQUEST_METHOD"), Some("GET"));
+        assert_eq!(get("GREETING"), Some("hi"));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use localrun::examples;
 
-const SETTINGS: &str = "timeout_secs = 1\nmemory_mib = 16\n[env]\nGREETING = \"hi\"\n";
+const SETTINGS: &str =
+    "timeout_secs = 1\nmemory_mib = 16\n[env]\nGREETING = \"hi\"\nHTTP_X_MODE = \"configured\"\n";
 
 fn server() -> (tempfile::TempDir, localrun::Service) {
     let dir = crate::functions_dir(&[("probe", artifacts::WAGI_PROBE_MODULE, SETTINGS)]);
@@ -55,6 +56,9 @@ async fn the_request_and_the_response_round_trip_through_cgi() {
     // PATH_INFO decoded, WAGI's raw form and full URL beside it, the client's address.
     let r = client
         .get(format!("{traffic}/probe/vars/a%20b%2Fc?q=1"))
+        // Neither may a client set: a proxy ("httpoxy"), or what [env] configures.
+        .header("proxy", "http://evil.example:8080")
+        .header("x-mode", "evil")
         .send()
         .await
         .unwrap();
@@ -67,6 +71,8 @@ async fn the_request_and_the_response_round_trip_through_cgi() {
         "X_MATCHED_ROUTE=/probe/...".to_string(),
         format!("X_FULL_URL=http://{addr}/probe/vars/a%20b%2Fc?q=1"),
         "REMOTE_ADDR=127.0.0.1".to_string(),
+        "HTTP_PROXY=".to_string(),
+        "HTTP_X_MODE=configured".to_string(),
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
     }

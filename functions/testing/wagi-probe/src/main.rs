@@ -86,6 +86,8 @@ fn main() {
                 "X_FULL_URL",
                 "REMOTE_ADDR",
                 "REMOTE_HOST",
+                "HTTP_PROXY",
+                "HTTP_X_MODE",
             ] {
                 writeln!(out, "{name}={}", var(name)).unwrap();
             }
