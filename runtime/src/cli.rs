@@ -108,18 +108,20 @@ impl Command {
                     .body(wasm);
                 let body = send(client.authorize(request)).await?;
                 println!(
-                    "deployed {name}: {}",
-                    body["digest"].as_str().unwrap_or("?")
+                    "deployed {name}: {} ({})",
+                    body["digest"].as_str().unwrap_or("?"),
+                    body["kind"].as_str().unwrap_or("?")
                 );
             }
             Command::List { client } => {
                 let body = send(http.get(client.endpoint(None))).await?;
                 for f in body["functions"].as_array().into_iter().flatten() {
                     println!(
-                        "{}\t{}\t{} bytes",
+                        "{}\t{}\t{} bytes\t{}",
                         f["name"].as_str().unwrap_or("?"),
                         f["digest"].as_str().unwrap_or("?"),
-                        f["size"]
+                        f["size"],
+                        f["kind"].as_str().unwrap_or("?")
                     );
                 }
             }

@@ -602,14 +602,34 @@ fn cli_deploy_list_rm() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deployed greet: sha256:"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("deployed greet: sha256:") && stdout.contains("(wasi-http)"),
+        "{stdout}"
+    );
+    // A WASI 0.1 module deploys the same way, and says what it is.
+    let out = cli(
+        &["deploy", "greet-wagi", artifacts::HELLO_MODULE],
+        Some(TOKEN),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("(wagi)"),
+        "{stdout}"
+    );
 
     let out = cli(&["list"], None);
     assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("greet\tsha256:"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        lines[0].starts_with("greet\tsha256:") && lines[0].ends_with("\twasi-http"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("greet-wagi\tsha256:") && lines[1].ends_with("\twagi"),
+        "{stdout}"
     );
 
     let out = cli(&["rm", "greet"], Some("wrong"));
@@ -624,12 +644,14 @@ fn cli_deploy_list_rm() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.wasm"));
 
-    let out = cli(&["rm", "greet"], Some(TOKEN));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for name in ["greet", "greet-wagi"] {
+        let out = cli(&["rm", name], Some(TOKEN));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = cli(&["list"], None);
     assert!(String::from_utf8_lossy(&out.stdout).is_empty());
 }
