@@ -66,10 +66,12 @@ pub enum LoadError {
         "invalid function name {0:?}: use 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
     )]
     Name(String),
-    #[error("not a valid WebAssembly component: {0}")]
-    Compile(String),
-    #[error("the component needs imports this runtime does not provide: {0}")]
-    Link(String),
+    /// (what it is: "component" or "core module", why)
+    #[error("not a valid WebAssembly {0}: {1}")]
+    Compile(&'static str, String),
+    /// (what it is, which import)
+    #[error("the {0} needs imports this runtime does not provide: {1}")]
+    Link(&'static str, String),
     #[error("the component does not export wasi:http/incoming-handler@0.2.x: {0}")]
     NotAHandler(String),
     #[error(
@@ -77,6 +79,11 @@ pub enum LoadError {
          returning nothing (served the WAGI way: CGI over WASI)"
     )]
     NotACommand,
+    #[error(
+        "allowed_outbound_hosts is for wasi:http components: a WASI 0.1 module has no \
+         sockets, so it can make no outbound requests"
+    )]
+    OutboundForModule,
     #[error("invalid settings: {0}")]
     Settings(#[from] SettingsError),
 }
@@ -86,10 +93,11 @@ impl LoadError {
     pub fn status(&self) -> u16 {
         match self {
             LoadError::Name(_) | LoadError::Settings(_) => 400,
-            LoadError::Compile(_)
-            | LoadError::Link(_)
+            LoadError::Compile(..)
+            | LoadError::Link(..)
             | LoadError::NotAHandler(_)
-            | LoadError::NotACommand => 422,
+            | LoadError::NotACommand
+            | LoadError::OutboundForModule => 422,
         }
     }
 }
@@ -152,19 +160,28 @@ impl Loader {
         validate_name(&record.name)?;
         let limits = record.settings.limits(&self.defaults, &self.ceilings)?;
         let start = Instant::now();
-        let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
+        let link = |what| move |e: wasmtime::Error| LoadError::Link(what, format!("{e:#}"));
         let (code, from_cache, cache_set_aside) = if wasmparser::Parser::is_core_wasm(wasm) {
+            if !record.settings.allowed_outbound_hosts.is_empty() {
+                return Err(LoadError::OutboundForModule);
+            }
             let (module, from_cache, set_aside) = self.compile::<Module>(wasm, &record.digest)?;
             let start = module.get_export("_start").and_then(|e| e.func().cloned());
             if !start.is_some_and(|f| f.params().len() == 0 && f.results().len() == 0) {
                 return Err(LoadError::NotACommand);
             }
-            let pre = self.wagi_linker.instantiate_pre(&module).map_err(link)?;
+            let pre = self
+                .wagi_linker
+                .instantiate_pre(&module)
+                .map_err(link(Module::KIND))?;
             (Code::Wagi(pre), from_cache, set_aside)
         } else {
             let (component, from_cache, set_aside) =
                 self.compile::<Component>(wasm, &record.digest)?;
-            let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+            let pre = self
+                .linker
+                .instantiate_pre(&component)
+                .map_err(link(Component::KIND))?;
             let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
             (Code::Http(pre), from_cache, set_aside)
         };
@@ -193,8 +210,10 @@ impl Loader {
         wasm: &[u8],
         digest: &str,
     ) -> Result<(C, bool, bool), LoadError> {
-        let compile =
-            || C::compile(&self.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+        let compile = || {
+            C::compile(&self.engine, wasm)
+                .map_err(|e| LoadError::Compile(C::KIND, format!("{e:#}")))
+        };
         let Some(cache) = &self.cache else {
             return Ok((compile()?, false, false));
         };
@@ -245,6 +264,8 @@ impl Loader {
 
 /// What the compiled-code cache holds: a component's or a core module's machine code.
 trait Artifact: Sized {
+    /// What it is, for error messages.
+    const KIND: &'static str;
     fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self>;
     fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
     /// Loads code from the cache. It must be code this runtime compiled: it comes from
@@ -255,6 +276,7 @@ trait Artifact: Sized {
 }
 
 impl Artifact for Component {
+    const KIND: &'static str = "component";
     fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self> {
         Component::new(engine, wasm)
     }
@@ -271,6 +293,7 @@ impl Artifact for Component {
 }
 
 impl Artifact for Module {
+    const KIND: &'static str = "core module";
     fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self> {
         Module::new(engine, wasm)
     }

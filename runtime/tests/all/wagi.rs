@@ -238,6 +238,40 @@ async fn a_module_that_is_not_a_command_is_refused_at_deploy() {
         .unwrap();
     assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("_start"));
+    // A command that imports something besides WASI 0.1: `env.f`, called by `_start`.
+    let imports_env: &[u8] = &[
+        0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, // magic, version
+        1, 4, 1, 0x60, 0, 0, // type 0: () -> ()
+        2, 9, 1, 3, b'e', b'n', b'v', 1, b'f', 0, 0, // import env.f: type 0
+        3, 2, 1, 0, // one function of type 0
+        7, 10, 1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 1, // export _start: func 1
+        10, 4, 1, 2, 0, 0x0b, // its body: nothing
+    ];
+    let r = client.put(&url).body(imports_env).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("the core module needs imports this runtime does not provide")
+            && text.contains("env"),
+        "{text}"
+    );
+    // Outbound HTTP is for components: a module has no sockets to use it with.
+    let r = client
+        .put(format!(
+            "{}/functions/probe?allow=api.example.com",
+            server.url("ops")
+        ))
+        .body(std::fs::read(artifacts::WAGI_PROBE_MODULE).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("allowed_outbound_hosts is for wasi:http components")
+    );
     let r = client
         .put(format!("{}/functions/probe", server.url("ops")))
         .body(std::fs::read(artifacts::WAGI_PROBE_MODULE).unwrap())
