@@ -45,10 +45,13 @@ impl WagiHost {
     }
 }
 
-/// WASI 0.1, and nothing else, for core modules.
+/// WASI 0.1 (`wasi_snapshot_preview1`), and nothing else, for core modules; with its
+/// predecessor `wasi_unstable`, which older toolchains' modules import, on the same
+/// context.
 pub fn linker(engine: &Engine) -> anyhow::Result<Linker<WagiHost>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut WagiHost| &mut host.wasi)?;
+    wasmtime_wasi::p0::add_to_linker_async(&mut linker, |host: &mut WagiHost| &mut host.wasi)?;
     Ok(linker)
 }
 

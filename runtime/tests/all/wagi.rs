@@ -373,3 +373,79 @@ async fn the_c_example_answers() {
         crate::get_json(&client, &format!("{}/functions/hello-c", server.url("ops"))).await;
     assert_eq!(v["kind"], "wagi");
 }
+
+/// `bytes` as a module section: its id, its length, its contents.
+fn section(id: u8, bytes: &[u8]) -> Vec<u8> {
+    assert!(bytes.len() < 128, "one-byte LEB128 length");
+    [&[id, bytes.len() as u8][..], bytes].concat()
+}
+
+/// A command built by hand against `wasi_unstable`, WASI 0.1's predecessor that older
+/// toolchains import: `_start` writes a CGI response with one `fd_write`.
+fn wasi_unstable_command() -> Vec<u8> {
+    let text = b"Content-Type: text/plain\n\nold wasi\n";
+    let name = |s: &str| [&[s.len() as u8][..], s.as_bytes()].concat();
+    [
+        b"\0asm\x01\0\0\0".to_vec(),
+        // type 0: (i32 i32 i32 i32) -> i32, type 1: () -> ()
+        section(
+            1,
+            &[2, 0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0],
+        ),
+        section(
+            2,
+            &[&[1][..], &name("wasi_unstable"), &name("fd_write"), &[0, 0]].concat(),
+        ),
+        section(3, &[1, 1]),
+        section(5, &[1, 0, 1]),
+        section(
+            7,
+            &[&[2][..], &name("memory"), &[2, 0], &name("_start"), &[0, 1]].concat(),
+        ),
+        // _start: fd_write(1, iovs at 0, 1 iov, written at 8), result dropped
+        section(
+            10,
+            &[
+                1, 13, 0, 0x41, 1, 0x41, 0, 0x41, 1, 0x41, 8, 0x10, 0, 0x1a, 0x0b,
+            ],
+        ),
+        // at 16 the text, at 0 its iovec {16, len}
+        section(
+            11,
+            &[
+                &[2, 0, 0x41, 16, 0x0b, text.len() as u8][..],
+                text,
+                &[0, 0x41, 0, 0x0b, 8, 16, 0, 0, 0, text.len() as u8, 0, 0, 0],
+            ]
+            .concat(),
+        ),
+    ]
+    .concat()
+}
+
+/// Modules from toolchains that still import `wasi_unstable` run as WAGI functions too.
+#[tokio::test]
+async fn a_module_importing_wasi_unstable_runs() {
+    let store = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let server = crate::start(
+        empty.path(),
+        &["--store-dir", store.path().to_str().unwrap()],
+    );
+    let client = examples::client();
+    let r = client
+        .put(format!("{}/functions/old", server.url("ops")))
+        .body(wasi_unstable_command())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = client
+        .get(format!("{}/old/", server.url("traffic")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.text().await.unwrap(), "old wasi\n");
+}
