@@ -105,9 +105,14 @@ impl Invoker {
         }
         metrics.invocations.inc();
         match &function.code {
-            crate::function::Code::Http(_) => {
-                let prepared = prepare::prepare(function, admitted.request, request_id)?;
-                let run = guest::run(function.clone(), prepared.guest, admitted.ticket);
+            crate::function::Code::Http(pre) => {
+                let prepared = prepare::prepare(function, pre, admitted.request, request_id)?;
+                let run = guest::run(
+                    function.clone(),
+                    pre.clone(),
+                    prepared.guest,
+                    admitted.ticket,
+                );
                 answer::answer(run, prepared.answer, &self.faas, function, request_id).await
             }
             crate::function::Code::Wagi(pre) => {

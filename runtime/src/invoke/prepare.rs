@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
@@ -35,6 +36,7 @@ pub struct Prepared {
 
 pub fn prepare(
     function: &Function,
+    pre: &ProxyPre<Host>,
     request: Request<Full<Bytes>>,
     request_id: u64,
 ) -> Result<Prepared, Failure> {
@@ -47,9 +49,6 @@ pub fn prepare(
         limits.memory.bytes_usize(),
         limits.log_budget_bytes,
     );
-    let crate::function::Code::Http(pre) = &function.code else {
-        unreachable!("only wasi:http functions are prepared here");
-    };
     let mut store = Store::new(pre.engine(), host);
     store.limiter(|host| host.limiter());
     yield_at_every_tick(&mut store);
