@@ -242,7 +242,7 @@ pub fn cgi_env(
 /// A CGI response: header lines, a blank line, the body. `Status: NNN reason` sets the
 /// status; `Location` alone means 302; a document needs `Content-Type`. The error says
 /// what is wrong, for the 502 the client gets.
-pub fn parse_response(output: &[u8]) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+pub fn parse_response(output: &Bytes) -> Result<(StatusCode, HeaderMap, Bytes), String> {
     if output.is_empty() {
         return Err("the module wrote nothing to stdout".into());
     }
@@ -286,28 +286,24 @@ pub fn parse_response(output: &[u8]) -> Result<(StatusCode, HeaderMap, Bytes), S
         None if headers.contains_key(http::header::CONTENT_TYPE) => StatusCode::OK,
         None => return Err("no Content-Type, Location or Status header".into()),
     };
-    Ok((status, headers, Bytes::copy_from_slice(body)))
+    // The body is a view of the output, not a copy of it.
+    Ok((status, headers, output.slice_ref(body)))
 }
 
 /// The headers and the body of a CGI response, split at its first blank line
-/// (`\r\n\r\n` or `\n\n`).
+/// (`\r\n\r\n` or `\n\n`, whichever comes first): one scan that stops there, so a large
+/// body is not searched.
 fn split_head(output: &[u8]) -> Option<(&[u8], &[u8])> {
-    let crlf = output
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    let lf = output.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let (at, len) = match (crlf, lf) {
-        (Some(a), Some(b)) => {
-            if a.0 <= b.0 {
-                a
-            } else {
-                b
-            }
+    let (at, len) = (0..output.len()).find_map(|i| {
+        let rest = &output[i..];
+        if rest.starts_with(b"\r\n\r\n") {
+            Some((i, 4))
+        } else if rest.starts_with(b"\n\n") {
+            Some((i, 2))
+        } else {
+            None
         }
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => return None,
-    };
+    })?;
     Some((&output[..at], &output[at + len..]))
 }
 
@@ -322,20 +318,31 @@ fn truncate(text: &str) -> &str {
 mod tests {
     use super::*;
 
+    fn parse(output: &[u8]) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        parse_response(&Bytes::copy_from_slice(output))
+    }
+
+    #[test]
+    fn the_first_blank_line_of_either_kind_ends_the_headers() {
+        let (_, _, body) = parse(b"Content-Type: a/b\n\nx\r\n\r\ny").unwrap();
+        assert_eq!(&body[..], b"x\r\n\r\ny");
+        let (_, _, body) = parse(b"Content-Type: a/b\r\n\r\nx\n\ny").unwrap();
+        assert_eq!(&body[..], b"x\n\ny");
+    }
+
     #[test]
     fn cgi_responses_parse_and_bad_ones_say_why() {
         let (status, headers, body) =
-            parse_response(b"Content-Type: text/plain\r\nX-A: 1\r\n\r\nhello\n").unwrap();
+            parse(b"Content-Type: text/plain\r\nX-A: 1\r\n\r\nhello\n").unwrap();
         assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello\n"[..]));
         assert_eq!(headers["x-a"], "1");
         let (status, _, _) =
-            parse_response(b"Status: 418 I'm a teapot\nContent-Type: text/plain\n\n").unwrap();
+            parse(b"Status: 418 I'm a teapot\nContent-Type: text/plain\n\n").unwrap();
         assert_eq!(status, 418);
-        let (status, headers, _) = parse_response(b"Location: /elsewhere\n\n").unwrap();
+        let (status, headers, _) = parse(b"Location: /elsewhere\n\n").unwrap();
         assert_eq!(status, StatusCode::FOUND);
         assert_eq!(headers["location"], "/elsewhere");
-        let (_, headers, _) =
-            parse_response(b"Content-Type: a/b\nContent-Length: 999\n\nxy").unwrap();
+        let (_, headers, _) = parse(b"Content-Type: a/b\nContent-Length: 999\n\nxy").unwrap();
         assert!(headers.get("content-length").is_none());
         for (bad, why) in [
             (&b""[..], "wrote nothing"),
@@ -349,7 +356,7 @@ mod tests {
                 "is not a header name",
             ),
         ] {
-            let err = parse_response(bad).unwrap_err();
+            let err = parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");
         }
     }
