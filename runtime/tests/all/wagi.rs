@@ -111,25 +111,20 @@ async fn a_failing_module_fails_its_own_request_with_the_right_status() {
         let text = r.text().await.unwrap();
         assert!(text.contains(message), "{path}: {text}");
         // Everything else carries on.
-        let r = client
-            .get(format!("{traffic}/hello/"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let r = client
-            .get(format!("{traffic}/probe/status"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 418);
+        assert_eq!(
+            crate::status(&client, format!("{traffic}/hello/")).await,
+            200
+        );
+        assert_eq!(
+            crate::status(&client, format!("{traffic}/probe/status")).await,
+            418
+        );
     }
-    let r = client
-        .get(format!("{traffic}/probe/grow?mib=4"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "a module within its memory limit runs");
+    assert_eq!(
+        crate::status(&client, format!("{traffic}/probe/grow?mib=4")).await,
+        200,
+        "a module within its memory limit runs"
+    );
     let r = client
         .get(format!("{traffic}/probe/flood?mib=3"))
         .send()
@@ -279,12 +274,10 @@ async fn a_module_that_is_not_a_command_is_refused_at_deploy() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = client
-        .get(format!("{}/probe/status", server.url("traffic")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 418);
+    assert_eq!(
+        crate::status(&client, format!("{}/probe/status", server.url("traffic"))).await,
+        418
+    );
 }
 
 /// A directory with every example function's WASI 0.1 build under its own name, and the
