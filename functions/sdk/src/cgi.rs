@@ -7,6 +7,7 @@
 //! source is the same for every ABI.
 
 use crate::{Error, Request, Response};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use std::future::Future;
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -58,8 +59,8 @@ enum Invalid {
 
 /// The request the CGI variables `vars` and the body on `stdin` describe, as the other
 /// backends hand it to the handler: an origin-form URI (`SCRIPT_NAME`, `PATH_INFO` or
-/// WAGI's undecoded `X_RAW_PATH_INFO`, `?QUERY_STRING`), the headers (`HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH`) and the
-/// whole body. The body is `CONTENT_LENGTH` bytes, and none without it, as RFC 3875
+/// WAGI's undecoded `X_RAW_PATH_INFO`, `?QUERY_STRING`), the headers (`HTTP_*`,
+/// `CONTENT_TYPE`, `CONTENT_LENGTH`) and the whole body. The body is `CONTENT_LENGTH` bytes, and none without it, as RFC 3875
 /// §4.2 says: a script must not read past it.
 fn read_request(vars: &[(String, String)], stdin: impl Read) -> Result<Request, Invalid> {
     let var = |name: &str| {
@@ -130,19 +131,29 @@ fn read_request(vars: &[(String, String)], stdin: impl Read) -> Result<Request, 
         .map_err(|e| Invalid::Request(format!("request: {e}")))
 }
 
+/// What a URI path cannot hold as it is (besides controls and non-ASCII bytes, which
+/// percent-encoding always encodes). `%` is not among them: it may be one the host left
+/// encoded.
+const NOT_IN_PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// `path` with every byte a URI path cannot hold percent-encoded. CGI hosts may pass
-/// `PATH_INFO` decoded (RFC 3875 §4.1.5); a `%` is kept as it is, since it may be
-/// one the host left encoded.
+/// `PATH_INFO` decoded (RFC 3875 §4.1.5).
 fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for &b in path.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(path, NOT_IN_PATH).to_string()
 }
 
 /// The CGI response for `response`: `Status`, the headers, a blank line, the body. The
@@ -247,6 +258,14 @@ mod tests {
         assert_eq!(r.headers().len(), 4, "{:?}", r.headers());
         assert_eq!(&r.body()[..], b"abc");
         assert_eq!(crate::Query::of(&r).raw("rounds"), Some("2"));
+    }
+
+    #[test]
+    fn a_decoded_path_is_encoded_where_a_uri_path_needs_it() {
+        assert_eq!(
+            encode_path("/a b\"#<>?[\\]^`{|}\u{7f}é/%41-._~!$&'()*+,;=:@"),
+            "/a%20b%22%23%3C%3E%3F%5B%5C%5D%5E%60%7B%7C%7D%7F%C3%A9/%41-._~!$&'()*+,;=:@"
+        );
     }
 
     #[test]
