@@ -5,3 +5,4 @@ mod compose;
 mod infra;
 mod k8s;
 mod seed;
+mod setup;
