@@ -1,7 +1,7 @@
 //! What one serverless request costs the host, in-process (no sockets): a fresh instance
 //! of a component from its `ProxyPre`, the guest handler, and the response body, through
 //! the same `service_ops::traffic::Traffic` front and `Invoker` the server uses.
-//! Target: ≤ 20 µs median for `hello`. Beside it, the same `hello` built for WASI 0.1 and
+//! Target: ≤ 20 µs median for `hello` (docs/performance.md has the figures). Beside it, the same `hello` built for WASI 0.1 and
 //! served the WAGI way (a fresh instance from its `InstancePre`, `_start`, the CGI
 //! response parsed from stdout), and `hello` written in C: what each ABI costs.
 //!
@@ -37,8 +37,8 @@ fn bench(c: &mut Criterion) {
         ),
         ("runtime defaults", &[]),
         (
-            "1 MiB of linear memory kept resident",
-            &["--memory-keep-resident-bytes", "1048576"],
+            "linear memory returned to the OS",
+            &["--memory-keep-resident-bytes", "0"],
         ),
     ];
     for (label, flags) in variants {

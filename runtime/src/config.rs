@@ -132,10 +132,12 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_KEEP_RESIDENT_BYTES", default_value_t = 1 << 20)]
     pub keep_resident_bytes: usize,
 
-    /// Bytes of each linear memory kept resident when its slot is reused. 0 (the
-    /// default) returns it all: with wasmtime 50 resetting kept memory in place costs
-    /// more per request than faulting it in again (README, performance).
-    #[arg(long, env = "RUNTIME_MEMORY_KEEP_RESIDENT_BYTES", default_value_t = 0)]
+    /// Bytes of each linear memory a pool slot keeps resident between requests: the
+    /// pages a request dirtied are zeroed in place up to this many, the rest returned to
+    /// the OS. A request then pays for the pages it touched, not for faulting them in
+    /// again; a warm slot holds at most this much. Raise it for functions that touch
+    /// more per request (16 MiB and up: docs/performance.md); 0 returns it all.
+    #[arg(long, env = "RUNTIME_MEMORY_KEEP_RESIDENT_BYTES", default_value_t = 1 << 20)]
     pub memory_keep_resident_bytes: usize,
 
     /// Slots whose memory beyond `--keep-resident-bytes` is returned (madvise) together,

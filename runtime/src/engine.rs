@@ -35,11 +35,9 @@ pub fn build(config: &Config, strategy: wasmtime::Strategy) -> anyhow::Result<En
         // Returning a slot's memory with madvise costs, on every request, a page fault
         // per page touched next time and, in a multi-threaded process, a cross-core TLB
         // shootdown. Keeping memory resident resets it in place instead, with
-        // PAGEMAP_SCAN (Linux 6.7+) only where the guest dirtied it. For tables and
-        // stacks that pays (hello: 44 -> 36 us). For linear memory it did on wasmtime 48
-        // (22 us), but 50's scan, made complete so that swapped-out dirty pages are reset
-        // too, resets the whole kept budget on every request here (1 MiB: 62 us), so
-        // linear memory is returned by default (--memory-keep-resident-bytes).
+        // PAGEMAP_SCAN (Linux 6.7+) only where the guest dirtied it: a request pays for
+        // the pages it touched, and a warm slot keeps at most the budget. That the scan
+        // finds only touched pages is our patch to wasmtime (patches/).
         .linear_memory_keep_resident(config.memory_keep_resident_bytes)
         .table_keep_resident(config.keep_resident_bytes)
         .async_stack_keep_resident(config.keep_resident_bytes)

@@ -66,17 +66,12 @@ async fn metrics_pass_promtool_and_cover_the_faas_family() {
     ] {
         assert!(crate::sample(&text, name).is_some(), "no {name}");
     }
-    // The pool's warm slots, read from wasmtime: by default linear memory goes back to
-    // the OS (nothing resident), tables are kept.
-    assert_eq!(
-        crate::sample(&text, r#"runtime_pool_resident_bytes{kind="memory"}"#),
-        Some(0.0),
-        "{text}"
-    );
-    assert!(
-        crate::sample(&text, r#"runtime_pool_warm_slots{kind="memory"}"#).unwrap() >= 1.0,
-        "{text}"
-    );
+    // The pool's warm slots, read from wasmtime: by default a slot keeps the pages its
+    // requests touched (a few), far less than the 1 MiB it may.
+    let warm = crate::sample(&text, r#"runtime_pool_warm_slots{kind="memory"}"#).unwrap();
+    assert!(warm >= 1.0, "{text}");
+    let kept = crate::sample(&text, r#"runtime_pool_resident_bytes{kind="memory"}"#).unwrap();
+    assert!(kept > 0.0 && kept / warm < (1 << 20) as f64, "{text}");
     assert!(crate::sample(&text, r#"runtime_pool_resident_bytes{kind="table"}"#).is_some());
     // What the bench records as the measured binary's versions.
     let info = localrun::Scrape::parse(&text)
