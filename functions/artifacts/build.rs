@@ -220,7 +220,11 @@ fn wasm_build(target: &str, workspace: &Path, target_dir: &Path) -> Command {
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         // Small binaries: no DWARF, keep the name section so traps name functions.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        // The workspace's release profile optimizes the servers across crates; the
+        // functions are built as a user's `cargo build --release` builds them.
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
     cmd
 }
 
