@@ -118,6 +118,7 @@ fn every_entry_point_sets_up_before_cargo() {
         "scripts/test",
         "scripts/compare",
         "scripts/wrk-hello",
+        "scripts/perf-figures",
         "scripts/soak",
         "scripts/replica-convergence",
         "infra/docker/Dockerfile",
