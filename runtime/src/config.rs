@@ -185,9 +185,12 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
 fn create_token_file(path: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
-    let token = format!("{}\n", crate::store::hex(&bytes));
+    let mut token = String::with_capacity(65);
+    for _ in 0..4 {
+        let word = getrandom::u64().map_err(std::io::Error::other)?;
+        token.push_str(&format!("{word:016x}"));
+    }
+    token.push('\n');
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -13,7 +13,7 @@ use crate::function::{Code, Function};
 use crate::host::Host;
 use crate::invoke::wagi::WagiHost;
 use crate::limits::{Limits, Settings, SettingsError};
-use crate::store::{self, FunctionStore, Record};
+use crate::store::{FunctionStore, Record};
 
 /// Which compiler made a function's running code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -257,7 +257,7 @@ impl Loader {
         format!(
             "{}-{}",
             digest.trim_start_matches("sha256:"),
-            &store::hex(&engine)[..16]
+            &format!("{engine:x}")[..16]
         )
     }
 }

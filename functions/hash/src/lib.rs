@@ -6,6 +6,7 @@
 //! used only when the body is empty).
 
 use sdk::{Query, Request, Result};
+use sha2::digest::Output;
 use sha2::{Digest, Sha256};
 
 pub const DEFAULT_ROUNDS: u64 = 1000;
@@ -24,20 +25,20 @@ pub async fn handle(request: Request) -> Result {
     let digest = chained_sha256_yielding(input, rounds).await;
     Ok(sdk::json(
         200,
-        &serde_json::json!({ "rounds": rounds, "bytes": input.len(), "sha256": hex(&digest) }),
+        &serde_json::json!({ "rounds": rounds, "bytes": input.len(), "sha256": format!("{digest:x}") }),
     ))
 }
 
 sdk::export!(handle);
 
 /// `d0 = sha256(input)`, `dn = sha256(dn-1 ‖ input)`.
-pub fn chained_sha256(input: &[u8], rounds: u64) -> [u8; 32] {
-    let mut digest: [u8; 32] = Sha256::digest(input).into();
+pub fn chained_sha256(input: &[u8], rounds: u64) -> Output<Sha256> {
+    let mut digest = Sha256::digest(input);
     for _ in 1..rounds {
         let mut h = Sha256::new();
         h.update(digest);
         h.update(input);
-        digest = h.finalize().into();
+        digest = h.finalize();
     }
     digest
 }
@@ -47,8 +48,8 @@ const SLICE: usize = 64 << 10;
 
 /// [`chained_sha256`], yielding after every [`SLICE`] bytes hashed: natively the other
 /// requests on this worker run in between, and the deadline can end it.
-async fn chained_sha256_yielding(input: &[u8], rounds: u64) -> [u8; 32] {
-    let mut digest: Option<[u8; 32]> = None;
+async fn chained_sha256_yielding(input: &[u8], rounds: u64) -> Output<Sha256> {
+    let mut digest: Option<Output<Sha256>> = None;
     let mut since_yield = 0;
     for _ in 0..rounds {
         let mut h = Sha256::new();
@@ -64,19 +65,9 @@ async fn chained_sha256_yielding(input: &[u8], rounds: u64) -> [u8; 32] {
                 sdk::yield_now().await;
             }
         }
-        digest = Some(h.finalize().into());
+        digest = Some(h.finalize());
     }
     digest.expect("at least one round")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]
@@ -94,7 +85,7 @@ mod tests {
     fn one_round_is_plain_sha256() {
         // FIPS 180-2 test vector.
         assert_eq!(
-            hex(&chained_sha256(b"abc", 1)),
+            format!("{:x}", chained_sha256(b"abc", 1)),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_ne!(chained_sha256(b"abc", 2), chained_sha256(b"abc", 1));
@@ -114,13 +105,16 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
         assert_eq!(v["bytes"], 10);
         assert_eq!(v["rounds"], 3);
-        assert_eq!(v["sha256"], hex(&chained_sha256(&[0; 10], 3)));
+        assert_eq!(v["sha256"], format!("{:x}", chained_sha256(&[0; 10], 3)));
         // 1 MiB of input: sixteen slices a round, a yield after each.
         let r = handle(req("/hash/?rounds=5&size=1048576", b""))
             .await
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
-        assert_eq!(v["sha256"], hex(&chained_sha256(&[0; 1 << 20], 5)));
+        assert_eq!(
+            v["sha256"],
+            format!("{:x}", chained_sha256(&[0; 1 << 20], 5))
+        );
     }
 
     #[tokio::test]
