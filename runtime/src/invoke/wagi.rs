@@ -246,18 +246,29 @@ pub fn parse_response(output: &Bytes) -> Result<(StatusCode, HeaderMap, Bytes), 
     if output.is_empty() {
         return Err("the module wrote nothing to stdout".into());
     }
-    let (head, body) = split_head(output).ok_or(
-        "no blank line ends the headers (a CGI response is headers, a blank line, then the body)",
-    )?;
-    let head = std::str::from_utf8(head).map_err(|_| "the headers are not UTF-8".to_string())?;
+    // httparse reads header lines as HTTP/1 does (either line ending, up to the first
+    // blank line) and stops there, so a large body is not searched.
+    let mut lines = [httparse::EMPTY_HEADER; MAX_CGI_HEADERS];
+    const NO_BLANK_LINE: &str =
+        "no blank line ends the headers (a CGI response is headers, a blank line, then the body)";
+    let (head_len, lines) = match httparse::parse_headers(output, &mut lines) {
+        Ok(httparse::Status::Complete(parsed)) => parsed,
+        Ok(httparse::Status::Partial) => return Err(NO_BLANK_LINE.into()),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(format!("more than {MAX_CGI_HEADERS} header lines"));
+        }
+        // Most often a module that wrote its body alone: say that, not what the parser
+        // tripped on.
+        Err(_) if !has_blank_line(output) => return Err(NO_BLANK_LINE.into()),
+        Err(e) => return Err(format!("the headers are not NAME: VALUE lines ({e})")),
+    };
     let mut status = None;
     let mut headers = HeaderMap::new();
-    for line in head.lines() {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| format!("header line {:?} is not NAME: VALUE", truncate(line)))?;
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("status") {
+    for line in lines.iter() {
+        let value = std::str::from_utf8(line.value)
+            .map_err(|_| format!("the value of {} is not UTF-8", truncate(line.name)))?
+            .trim();
+        if line.name.eq_ignore_ascii_case("status") {
             let code = value.split_whitespace().next().unwrap_or_default();
             status = Some(
                 code.parse::<u16>()
@@ -267,8 +278,8 @@ pub fn parse_response(output: &Bytes) -> Result<(StatusCode, HeaderMap, Bytes), 
             );
             continue;
         }
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("{:?} is not a header name", truncate(name)))?;
+        let header = HeaderName::from_bytes(line.name.as_bytes())
+            .map_err(|_| format!("{:?} is not a header name", truncate(line.name)))?;
         // The runtime frames the body itself.
         if matches!(
             header.as_str(),
@@ -287,25 +298,17 @@ pub fn parse_response(output: &Bytes) -> Result<(StatusCode, HeaderMap, Bytes), 
         None => return Err("no Content-Type, Location or Status header".into()),
     };
     // The body is a view of the output, not a copy of it.
-    Ok((status, headers, output.slice_ref(body)))
+    Ok((status, headers, output.slice(head_len..)))
 }
 
-/// The headers and the body of a CGI response, split at its first blank line
-/// (`\r\n\r\n` or `\n\n`, whichever comes first): one scan that stops there, so a large
-/// body is not searched.
-fn split_head(output: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (at, len) = (0..output.len()).find_map(|i| {
-        let rest = &output[i..];
-        if rest.starts_with(b"\r\n\r\n") {
-            Some((i, 4))
-        } else if rest.starts_with(b"\n\n") {
-            Some((i, 2))
-        } else {
-            None
-        }
-    })?;
-    Some((&output[..at], &output[at + len..]))
+/// Whether `output` has a blank line anywhere (read only when its head does not parse).
+fn has_blank_line(output: &[u8]) -> bool {
+    output.windows(2).any(|w| w == b"\n\n") || output.windows(4).any(|w| w == b"\r\n\r\n")
 }
+
+/// Header lines a CGI response may have: more than any real response sends, few enough
+/// to parse on the stack.
+const MAX_CGI_HEADERS: usize = 64;
 
 fn truncate(text: &str) -> &str {
     match text.char_indices().nth(80) {
@@ -331,6 +334,16 @@ mod tests {
     }
 
     #[test]
+    fn a_response_with_too_many_header_lines_is_refused() {
+        let mut output = "Content-Type: a/b\n".repeat(MAX_CGI_HEADERS);
+        output.push_str("\nbody");
+        assert!(parse(output.as_bytes()).is_ok());
+        let output = format!("X-A: 1\n{output}");
+        let err = parse(output.as_bytes()).unwrap_err();
+        assert!(err.contains("more than 64 header lines"), "{err}");
+    }
+
+    #[test]
     fn cgi_responses_parse_and_bad_ones_say_why() {
         let (status, headers, body) =
             parse(b"Content-Type: text/plain\r\nX-A: 1\r\n\r\nhello\n").unwrap();
@@ -347,14 +360,15 @@ mod tests {
         for (bad, why) in [
             (&b""[..], "wrote nothing"),
             (b"hello world", "no blank line"),
-            (b"Content-Type text/plain\n\n", "is not NAME: VALUE"),
+            (b"Content-Type text/plain\n\n", "are not NAME: VALUE lines"),
+            (
+                b"Bad Name: 1\nContent-Type: a/b\n\n",
+                "are not NAME: VALUE lines",
+            ),
+            (b"X-A: \xff\nContent-Type: a/b\n\n", "is not UTF-8"),
             (b"Status: abc\n\n", "is not a status code"),
             (b"Status: 99\n\n", "is not a status code"),
             (b"X-Only: 1\n\n", "no Content-Type"),
-            (
-                b"Bad Name: 1\nContent-Type: a/b\n\n",
-                "is not a header name",
-            ),
         ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");
