@@ -60,7 +60,11 @@ fn bench(c: &mut Criterion) {
             ("hello-c", artifacts::HELLO_C_MODULE),
         ] {
             control
-                .deploy(name, &std::fs::read(path).unwrap(), Default::default())
+                .deploy(
+                    runtime::name::FunctionName::parse(name).unwrap(),
+                    &std::fs::read(path).unwrap(),
+                    Default::default(),
+                )
                 .unwrap();
         }
         let http = service_ops::HttpMetrics::new(&prom).unwrap();

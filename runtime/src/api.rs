@@ -18,6 +18,7 @@ use service_ops::ops;
 use crate::config::Secret;
 use crate::control::{ControlPlane, DeployError};
 use crate::limits::Settings;
+use crate::name::FunctionName;
 
 #[derive(Debug)]
 pub struct Api {
@@ -44,123 +45,130 @@ impl Api {
         }
     }
 
-    /// Answers one call to the deploy API.
+    /// Answers one call to the deploy API. Everything that can be decided from the head
+    /// is decided before any body is read: the route and the name (for every method),
+    /// the token, the declared length. An early answer discards what the client still
+    /// sends for a moment, so that it reads the answer rather than a reset, and closes
+    /// the connection.
     pub async fn answer<B>(&self, request: Request<B>) -> Reply
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<service_ops::BoxError>,
     {
-        let path = request.uri().path().to_string();
-        let name = match path.strip_prefix("/functions") {
-            Some("" | "/") => None,
-            Some(rest) if rest.starts_with('/') => Some(rest[1..].to_string()),
-            _ => {
-                return ops::json_error(
-                    404,
-                    &format!("no ops endpoint {path:?}; try /functions, /metrics or /healthz"),
-                );
-            }
-        };
-        let method = request.method().clone();
         let (parts, body) = request.into_parts();
-        // Everything that can be decided from the head is decided before any body is
-        // read: the name (for every method), the token, the declared length. An early
-        // answer discards what the client still sends for a moment, so that it reads the
-        // answer rather than a reset, and closes the connection.
-        if let Some(name) = &name
-            && let Err(e) = crate::loader::validate_name(name)
-        {
-            return early(body, ops::json_error(400, &e.to_string()));
-        }
+        let route = match Route::of(&parts.method, parts.uri.path()) {
+            Ok(route) => route,
+            Err((status, message)) => return early(body, ops::json_error(status, &message)),
+        };
         let authorized = self.authorized(&parts.headers);
-        if matches!(method, Method::PUT | Method::DELETE) && !authorized {
-            self.control.count_deployment("unauthorized");
-            if self.token.is_none() {
-                let reply = ops::json_error(
-                    403,
-                    "without --deploy-token the deploy API takes changes only addressed to \
-                     localhost, 127.0.0.1 or [::1] (the Host header)",
-                );
-                return early(body, reply);
-            }
-            let mut reply = ops::json_error(401, "a valid bearer token is required for this call");
-            reply.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            return early(body, reply);
+        if route.changes() && !authorized {
+            return early(body, self.unauthorized());
         }
-        let body = if method == Method::PUT {
-            let limit = self.max_deploy_bytes;
-            let read = match body::check_declared_length(&parts.headers, limit) {
-                Ok(()) => body::read_limited(body, limit, self.body_timeout).await,
-                Err(too_large) => {
-                    body::discard_rest(Box::pin(body));
-                    Err(too_large)
-                }
-            };
-            match read {
-                Ok(body) => body,
-                Err(BodyError::TooLarge { limit }) => {
-                    self.control.count_deployment("invalid");
-                    let mut reply = ops::json_error(
-                        413,
-                        &format!("component is larger than --max-deploy-bytes ({limit} bytes)"),
-                    );
-                    BodyError::TooLarge { limit }.add_headers(reply.headers_mut());
-                    return reply;
-                }
-                Err(e) => return e.response(),
-            }
-        } else {
+        // Environment values are where secrets go: shown only to a caller with the token.
+        let reveal = self.token.is_some() && authorized;
+        let Route::Deploy(name) = route else {
             // No other call takes a body; one sent anyway is not read.
             if !body.is_end_stream() {
                 body::discard_rest(Box::pin(body));
             }
-            Bytes::new()
+            return match route {
+                Route::List => self.list(reveal),
+                Route::Describe(name) => self.describe(&name, reveal),
+                Route::Delete(name) => self.delete(name).await,
+                Route::Deploy(_) => unreachable!("taken above"),
+            };
         };
-        // Environment values are where secrets go: shown only to a caller with the token.
-        let reveal = self.token.is_some() && authorized;
-        match (method, name) {
-            (Method::GET, None) => {
-                let functions: Vec<_> = self
-                    .control
-                    .functions()
-                    .iter()
-                    .map(|f| f.describe(reveal))
-                    .collect();
-                json(200, &serde_json::json!({ "functions": functions }))
+        match self.read_component(&parts.headers, body).await {
+            Ok(wasm) => self.deploy(name, parts.uri.query(), wasm).await,
+            Err(reply) => reply,
+        }
+    }
+
+    /// 401 with a token configured, 403 without one (a request not addressed to this
+    /// machine).
+    fn unauthorized(&self) -> Reply {
+        self.control.count_deployment("unauthorized");
+        if self.token.is_none() {
+            return ops::json_error(
+                403,
+                "without --deploy-token the deploy API takes changes only addressed to \
+                 localhost, 127.0.0.1 or [::1] (the Host header)",
+            );
+        }
+        let mut reply = ops::json_error(401, "a valid bearer token is required for this call");
+        reply.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        reply
+    }
+
+    /// The component a PUT carries, within `--max-deploy-bytes` and the body deadline.
+    async fn read_component<B>(&self, headers: &http::HeaderMap, body: B) -> Result<Bytes, Reply>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<service_ops::BoxError>,
+    {
+        let limit = self.max_deploy_bytes;
+        let read = match body::check_declared_length(headers, limit) {
+            Ok(()) => body::read_limited(body, limit, self.body_timeout).await,
+            Err(too_large) => {
+                body::discard_rest(Box::pin(body));
+                Err(too_large)
             }
-            (Method::GET, Some(name)) => match self.control.function(&name) {
-                Some(function) => json(200, &function.describe(reveal)),
-                None => ops::json_error(404, &format!("no function named {name:?}")),
-            },
-            (Method::PUT, Some(name)) => self.deploy(name, parts.uri.query(), body).await,
-            (Method::DELETE, Some(name)) => {
-                let control = self.control.clone();
-                let target = name.clone();
-                match tokio::task::spawn_blocking(move || control.remove(&target)).await {
-                    Ok(Ok(true)) => {
-                        self.control.count_deployment("deleted");
-                        tracing::info!(function = name, "deleted");
-                        Response::builder()
-                            .status(204)
-                            .body(Full::new(Bytes::new()))
-                            .expect("static response")
-                    }
-                    Ok(Ok(false)) => {
-                        self.control.count_deployment("not_found");
-                        ops::json_error(404, &format!("no function named {name:?}"))
-                    }
-                    Ok(Err(e)) => {
-                        self.control.count_deployment("failed");
-                        ops::json_error(500, &format!("removing {name:?} from the store: {e}"))
-                    }
-                    Err(e) => ops::json_error(500, &format!("removing {name:?}: {e}")),
-                }
+        };
+        read.map_err(|e| match e {
+            BodyError::TooLarge { limit } => {
+                self.control.count_deployment("invalid");
+                let mut reply = ops::json_error(
+                    413,
+                    &format!("component is larger than --max-deploy-bytes ({limit} bytes)"),
+                );
+                BodyError::TooLarge { limit }.add_headers(reply.headers_mut());
+                reply
             }
-            (_, None) => ops::json_error(405, "/functions supports GET"),
-            (_, Some(_)) => ops::json_error(405, "/functions/{name} supports GET, PUT and DELETE"),
+            e => e.response(),
+        })
+    }
+
+    fn list(&self, reveal: bool) -> Reply {
+        let functions: Vec<_> = self
+            .control
+            .functions()
+            .iter()
+            .map(|f| f.describe(reveal))
+            .collect();
+        json(200, &serde_json::json!({ "functions": functions }))
+    }
+
+    fn describe(&self, name: &FunctionName, reveal: bool) -> Reply {
+        match self.control.function(name) {
+            Some(function) => json(200, &function.describe(reveal)),
+            None => ops::json_error(404, &format!("no function named {name:?}")),
+        }
+    }
+
+    async fn delete(&self, name: FunctionName) -> Reply {
+        let control = self.control.clone();
+        let target = name.clone();
+        match tokio::task::spawn_blocking(move || control.remove(&target)).await {
+            Ok(Ok(true)) => {
+                self.control.count_deployment("deleted");
+                tracing::info!(function = %name, "deleted");
+                Response::builder()
+                    .status(204)
+                    .body(Full::new(Bytes::new()))
+                    .expect("static response")
+            }
+            Ok(Ok(false)) => {
+                self.control.count_deployment("not_found");
+                ops::json_error(404, &format!("no function named {name:?}"))
+            }
+            Ok(Err(e)) => {
+                self.control.count_deployment("failed");
+                ops::json_error(500, &format!("removing {name:?} from the store: {e}"))
+            }
+            Err(e) => ops::json_error(500, &format!("removing {name:?}: {e}")),
         }
     }
 
@@ -182,7 +190,7 @@ impl Api {
         tokens_match(given, token.expose())
     }
 
-    async fn deploy(&self, name: String, query: Option<&str>, wasm: Bytes) -> Reply {
+    async fn deploy(&self, name: FunctionName, query: Option<&str>, wasm: Bytes) -> Reply {
         let settings = match settings_from_query(query) {
             Ok(settings) => settings,
             Err(message) => {
@@ -194,12 +202,12 @@ impl Api {
         let control = self.control.clone();
         let target = name.clone();
         let result =
-            tokio::task::spawn_blocking(move || control.deploy(&target, &wasm, settings)).await;
+            tokio::task::spawn_blocking(move || control.deploy(target, &wasm, settings)).await;
         match result {
             Ok(Ok((deployed, function))) => {
                 let result = deployed.result();
                 self.control.count_deployment(result);
-                tracing::info!(function = name, result, "deployed");
+                tracing::info!(function = %name, result, "deployed");
                 let status = match deployed {
                     crate::control::Deployed::Created => 201,
                     crate::control::Deployed::Replaced => 200,
@@ -208,12 +216,12 @@ impl Api {
             }
             Ok(Err(DeployError::Invalid(e))) => {
                 self.control.count_deployment("invalid");
-                tracing::info!(function = name, "deploy refused: {e}");
+                tracing::info!(function = %name, "deploy refused: {e}");
                 ops::json_error(e.status(), &e.to_string())
             }
             Ok(Err(e @ DeployError::Store(_))) => {
                 self.control.count_deployment("failed");
-                tracing::error!(function = name, "deploy failed: {e}");
+                tracing::error!(function = %name, "deploy failed: {e}");
                 ops::json_error(500, &e.to_string())
             }
             Err(e) => {
@@ -221,6 +229,47 @@ impl Api {
                 ops::json_error(500, &format!("deploy of {name:?} failed: {e}"))
             }
         }
+    }
+}
+
+/// What a call asks for, from its method and path.
+#[derive(Debug, PartialEq)]
+enum Route {
+    List,
+    Describe(FunctionName),
+    Deploy(FunctionName),
+    Delete(FunctionName),
+}
+
+impl Route {
+    /// The route, or the status and message for a path, name or method the API does not
+    /// have (404, 400, 405).
+    fn of(method: &Method, path: &str) -> Result<Route, (u16, String)> {
+        let name = match path.strip_prefix("/functions") {
+            Some("" | "/") => None,
+            Some(rest) if rest.starts_with('/') => {
+                Some(FunctionName::parse(&rest[1..]).map_err(|e| (400, e.to_string()))?)
+            }
+            _ => {
+                return Err((
+                    404,
+                    format!("no ops endpoint {path:?}; try /functions, /metrics or /healthz"),
+                ));
+            }
+        };
+        match (method, name) {
+            (&Method::GET, None) => Ok(Route::List),
+            (&Method::GET, Some(name)) => Ok(Route::Describe(name)),
+            (&Method::PUT, Some(name)) => Ok(Route::Deploy(name)),
+            (&Method::DELETE, Some(name)) => Ok(Route::Delete(name)),
+            (_, None) => Err((405, "/functions supports GET".into())),
+            (_, Some(_)) => Err((405, "/functions/{name} supports GET, PUT and DELETE".into())),
+        }
+    }
+
+    /// Whether the call changes what is deployed (and so needs the token).
+    fn changes(&self) -> bool {
+        matches!(self, Route::Deploy(_) | Route::Delete(_))
     }
 }
 
@@ -319,6 +368,38 @@ pub fn settings_from_query(query: Option<&str>) -> Result<Settings, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_come_from_the_head_alone() {
+        let name = |n: &str| FunctionName::parse(n).unwrap();
+        let route =
+            |method: Method, path: &str| Route::of(&method, path).map_err(|(status, _)| status);
+        assert_eq!(route(Method::GET, "/functions"), Ok(Route::List));
+        assert_eq!(route(Method::GET, "/functions/"), Ok(Route::List));
+        assert_eq!(
+            route(Method::GET, "/functions/a"),
+            Ok(Route::Describe(name("a")))
+        );
+        assert_eq!(
+            route(Method::PUT, "/functions/a"),
+            Ok(Route::Deploy(name("a")))
+        );
+        assert_eq!(
+            route(Method::DELETE, "/functions/a"),
+            Ok(Route::Delete(name("a")))
+        );
+        assert!(route(Method::PUT, "/functions/a").unwrap().changes());
+        assert!(!route(Method::GET, "/functions/a").unwrap().changes());
+        // A bad name is refused for every method, before the method is looked at.
+        for method in [Method::GET, Method::PUT, Method::DELETE, Method::POST] {
+            assert_eq!(route(method, "/functions/A"), Err(400));
+        }
+        assert_eq!(route(Method::GET, "/functions/a/b"), Err(400));
+        assert_eq!(route(Method::GET, "/functionsx"), Err(404));
+        assert_eq!(route(Method::GET, "/other"), Err(404));
+        assert_eq!(route(Method::PUT, "/functions"), Err(405));
+        assert_eq!(route(Method::POST, "/functions/a"), Err(405));
+    }
 
     #[test]
     fn query_settings() {

@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::admission::{MemoryBudget, PoolShares};
 use crate::function::Function;
+use crate::function::{Compiled, Compiler};
 use crate::invoke::{Invoker, Shared};
-use crate::loader::{self, Compiler, LoadError, Loader};
+use crate::loader::{self, LoadError, Loader};
 use crate::metrics::FaasMetrics;
+use crate::name::FunctionName;
 use crate::registry::Registry;
 use crate::store::{FunctionStore, Record};
 use crate::tier_up::TierUp;
@@ -50,18 +52,21 @@ pub enum DeployError {
 }
 
 /// Why the runtime could not start with what it was given to serve.
+///
+/// Each cause is the error's source, not part of its message: printed as a chain (`{:#}`,
+/// as the runtime does at exit) each shows once.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("opening the store {dir}: {source}")]
+    #[error("opening the store {dir}")]
     OpenStore {
         dir: std::path::PathBuf,
         source: crate::store::StoreError,
     },
-    #[error("reading the store: {0}")]
+    #[error("reading the store")]
     ReadStore(#[from] std::io::Error),
     #[error(transparent)]
     FunctionsDir(#[from] loader::DirError),
-    #[error("{origin}: {source}")]
+    #[error("{origin}")]
     Load { origin: String, source: LoadError },
 }
 
@@ -90,7 +95,7 @@ pub struct ControlPlane {
     /// The stored version of each name this runtime has applied (restored, deployed, or
     /// synced, or tried to and failed): what [`Self::sync_from_store`] compares the store
     /// with. Changed only under `deploy_lock`.
-    applied: Arc<Mutex<HashMap<Arc<str>, Record>>>,
+    applied: Arc<Mutex<HashMap<FunctionName, Record>>>,
     /// Problems with the shared store already logged, so each is logged once.
     reported: Arc<Mutex<HashSet<String>>>,
 }
@@ -267,7 +272,7 @@ impl ControlPlane {
     /// component that fails to load changes nothing.
     pub fn deploy(
         &self,
-        name: &str,
+        name: FunctionName,
         wasm: &[u8],
         settings: crate::limits::Settings,
     ) -> Result<(Deployed, Arc<Function>), DeployError> {
@@ -315,7 +320,7 @@ impl ControlPlane {
                     if self.applied().get(&record.name) != Some(&record) {
                         changed.push(record.name.clone());
                     }
-                    listed.insert(record.name);
+                    listed.insert(record.name.as_arc().clone());
                 }
                 Err(reason) => {
                     // An unreadable manifest changes nothing: what was applied stays.
@@ -326,10 +331,10 @@ impl ControlPlane {
                 }
             }
         }
-        let gone: Vec<Arc<str>> = self
+        let gone: Vec<FunctionName> = self
             .applied()
             .keys()
-            .filter(|name| !listed.contains(*name))
+            .filter(|name| !listed.contains(name.as_str()))
             .cloned()
             .collect();
         let mut applied = 0;
@@ -340,7 +345,7 @@ impl ControlPlane {
     }
 
     /// Makes `name` what the store holds now; true if that changed anything.
-    fn apply_stored(&self, store: &FunctionStore, name: &str) -> bool {
+    fn apply_stored(&self, store: &FunctionStore, name: &FunctionName) -> bool {
         let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (record, wasm) = match store.read(name) {
             Ok(Some(found)) => found,
@@ -388,7 +393,7 @@ impl ControlPlane {
         }
     }
 
-    fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Record>> {
+    fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<FunctionName, Record>> {
         self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -402,7 +407,7 @@ impl ControlPlane {
     }
 
     /// Removes `name` (and its stored copy). False if there was no such function.
-    pub fn remove(&self, name: &str) -> std::io::Result<bool> {
+    pub fn remove(&self, name: &FunctionName) -> std::io::Result<bool> {
         let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
         let stored = match &self.store {
             Some(store) => store.remove(name)?,
@@ -499,7 +504,7 @@ impl ControlPlane {
         (deployed, function)
     }
 
-    fn count_compile(&self, name: &str, compiled: loader::Compiled) {
+    fn count_compile(&self, name: &str, compiled: Compiled) {
         if compiled.cache_set_aside {
             self.faas.quarantined.inc();
         }

@@ -8,7 +8,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::Config;
-use crate::host::Host;
+use crate::host::{Host, WagiHost};
 
 /// How often the epoch advances: a guest running wasm yields to the scheduler at every
 /// tick, so this bounds how long it holds a worker thread at a time, and is the
@@ -131,6 +131,16 @@ impl Drop for EpochTicker {
             let _ = thread.join();
         }
     }
+}
+
+/// WASI 0.1 (`wasi_snapshot_preview1`), and nothing else, for core modules; with its
+/// predecessor `wasi_unstable`, which older toolchains' modules import, on the same
+/// context.
+pub fn wagi_linker(engine: &Engine) -> anyhow::Result<wasmtime::Linker<WagiHost>> {
+    let mut linker = wasmtime::Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, WagiHost::wasi)?;
+    wasmtime_wasi::p0::add_to_linker_async(&mut linker, WagiHost::wasi)?;
+    Ok(linker)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The per-request store data: a sandboxed WASI context, wasi:http state, the memory
 //! limiter that also records peak use, caps on what the guest may hold in host memory,
-//! and the outbound HTTP policy (`outbound`).
+//! and the outbound HTTP policy (`outbound`); and a WAGI module's, [`WagiHost`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::random::WasiRandomCtx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -147,6 +148,43 @@ impl WasiHttpView for Host {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
+    }
+}
+
+/// A WAGI instance's store data (a WASI 0.1 core module served the WAGI way): its WASI
+/// 0.1 context, with the CGI variables, stdin and the stdout pipe, and the memory limiter.
+pub struct WagiHost {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+}
+
+impl std::fmt::Debug for WagiHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WagiHost")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WagiHost {
+    /// `wasi`, with linear memory capped at `memory_bytes`.
+    pub fn new(wasi: WasiP1Ctx, memory_bytes: usize) -> Self {
+        Self {
+            wasi,
+            limiter: MemoryLimiter::new(memory_bytes),
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.limiter.usage()
+    }
+
+    pub fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+
+    pub fn wasi(&mut self) -> &mut WasiP1Ctx {
+        &mut self.wasi
     }
 }
 

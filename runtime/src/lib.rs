@@ -7,8 +7,10 @@
 //! - [`control`]: the control plane, every change to what is deployed (deploy, restore,
 //!   delete, tier-up), through [`loader`] (compilation and the compiled-code cache) into
 //!   the [`registry`], kept durable by the [`store`]; [`api`] is its HTTP face;
-//! - [`invoke`]: the data plane, one request in steps: admit, prepare, run the guest,
-//!   answer, with one failure type that is also where failures are counted;
+//! - [`invoke`]: the data plane: admission, then one executor per ABI (wasi:http, WAGI)
+//!   over one runner of fresh instances, with one failure type that is also where
+//!   failures are counted;
+//! - [`name`]: a function's name, checked once where it enters;
 //! - [`admission`]: what all functions share and none may take whole (instance memory,
 //!   pool slots);
 //! - [`engine`] (wasmtime's configuration), [`host`] (what a guest can reach),
@@ -27,6 +29,7 @@ pub mod invoke;
 pub mod limits;
 pub mod loader;
 mod metrics;
+pub mod name;
 mod outbound;
 pub mod registry;
 mod server;

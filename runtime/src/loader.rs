@@ -2,70 +2,21 @@
 //! limits and (for Cranelift) the compiled-code cache, and turns a record plus component
 //! bytes into a ready [`Function`]. Deploy, restore and tier-up all load through it.
 
-use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Module};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::function::{Code, Function};
-use crate::host::Host;
-use crate::invoke::wagi::WagiHost;
+use crate::function::{Code, Compiled, Compiler, Function};
+use crate::host::{Host, WagiHost};
 use crate::limits::{Limits, Settings, SettingsError};
+use crate::name::{FunctionName, NameError};
 use crate::store::{FunctionStore, Record};
-
-/// Which compiler made a function's running code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compiler {
-    /// Optimized code; what every function runs in the end.
-    Cranelift,
-    /// Wasmtime's baseline compiler: about 4x faster to compile, slower code. Serves a
-    /// first deploy while Cranelift compiles in the background.
-    Winch,
-}
-
-impl Compiler {
-    fn strategy(self) -> wasmtime::Strategy {
-        match self {
-            Compiler::Cranelift => wasmtime::Strategy::Cranelift,
-            Compiler::Winch => wasmtime::Strategy::Winch,
-        }
-    }
-}
-
-/// How a function's code was made ready.
-#[derive(Debug, Clone, Copy)]
-pub struct Compiled {
-    pub compiler: Compiler,
-    /// True when the code came from the on-disk cache instead of a compiler.
-    pub from_cache: bool,
-    /// True when cached code was found but set aside (it failed its SHA-256 or would
-    /// not load), so the code was compiled afresh.
-    pub cache_set_aside: bool,
-    /// How long compiling (or loading cached code) and pre-instantiating took.
-    pub seconds: f64,
-}
-
-impl Compiled {
-    /// The `faas_compiles_total{result}` label.
-    pub fn result(&self) -> &'static str {
-        match (self.from_cache, self.compiler) {
-            (true, _) => "cached",
-            (false, Compiler::Winch) => "baseline",
-            (false, Compiler::Cranelift) => "compiled",
-        }
-    }
-}
 
 /// Why a function could not be loaded. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error(
-        "invalid function name {0:?}: use 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
-    )]
-    Name(String),
     /// (what it is: "component" or "core module", why)
     #[error("not a valid WebAssembly {0}: {1}")]
     Compile(&'static str, String),
@@ -92,7 +43,7 @@ impl LoadError {
     /// The deploy API's answer: a bad request (400) or a component it cannot run (422).
     pub fn status(&self) -> u16 {
         match self {
-            LoadError::Name(_) | LoadError::Settings(_) => 400,
+            LoadError::Settings(_) => 400,
             LoadError::Compile(..)
             | LoadError::Link(..)
             | LoadError::NotAHandler(_)
@@ -137,7 +88,7 @@ impl Loader {
     ) -> anyhow::Result<Self> {
         let engine = crate::engine::build(config, compiler.strategy())?;
         let linker = crate::engine::linker(&engine)?;
-        let wagi_linker = crate::invoke::wagi::linker(&engine)?;
+        let wagi_linker = crate::engine::wagi_linker(&engine)?;
         Ok(Self {
             engine,
             linker,
@@ -157,7 +108,6 @@ impl Loader {
     /// it is a wasi:http handler (a component) or a WASI 0.1 command (a core module,
     /// served the WAGI way) with settings the runtime allows.
     pub fn load(&self, record: Record, wasm: &[u8]) -> Result<Function, LoadError> {
-        validate_name(&record.name)?;
         let limits = record.settings.limits(&self.defaults, &self.ceilings)?;
         let start = Instant::now();
         let link = |what| move |e: wasmtime::Error| LoadError::Link(what, format!("{e:#}"));
@@ -323,22 +273,6 @@ impl std::hash::Hasher for StableHasher {
     }
 }
 
-/// Checks a function name: 1-63 of `a-z`, `0-9` and `-`, not starting with `-`. Names
-/// are path segments, file names in the store and metric label values.
-pub fn validate_name(name: &str) -> Result<(), LoadError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(LoadError::Name(name.to_string()))
-    }
-}
-
 /// `NAME.wasm` and its optional `NAME.toml` settings, for every `.wasm` in `dir`, by name.
 pub fn read_dir(dir: &Path) -> Result<Vec<(Record, Vec<u8>)>, DirError> {
     let io = |path: &Path, source| DirError::Io {
@@ -354,11 +288,11 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(Record, Vec<u8>)>, DirError> {
     paths.sort();
     let mut functions = Vec::new();
     for path in paths {
-        let name = path
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let name = FunctionName::parse(&stem).map_err(|source| DirError::Name {
+            path: path.display().to_string(),
+            source,
+        })?;
         let wasm = std::fs::read(&path).map_err(|e| io(&path, e))?;
         let settings_path = path.with_extension("toml");
         let settings = match std::fs::read_to_string(&settings_path) {
@@ -369,7 +303,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(Record, Vec<u8>)>, DirError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
             Err(e) => return Err(io(&settings_path, e)),
         };
-        functions.push((Record::new(&name, &wasm, settings), wasm));
+        functions.push((Record::new(name, &wasm, settings), wasm));
     }
     Ok(functions)
 }
@@ -377,24 +311,15 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(Record, Vec<u8>)>, DirError> {
 /// Why `--functions-dir` could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {
-    #[error("reading {path}: {source}")]
+    // The cause is the error's source, not part of its message: a chain printed with
+    // `{:#}` (anyhow) shows each once.
+    #[error("reading {path}")]
     Io {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Settings { path: String, source: SettingsError },
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn names() {
-        for ok in ["hello", "a", "fn-2", "0x"] {
-            assert!(super::validate_name(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "-a", "Hello", "a_b", "a/b", "..", &"x".repeat(64)] {
-            assert!(super::validate_name(bad).is_err(), "{bad}");
-        }
-    }
+    #[error("{path}")]
+    Name { path: String, source: NameError },
 }

@@ -7,6 +7,63 @@ use prometheus::{
 };
 use service_ops::LATENCY_BUCKETS;
 
+/// A set of `reason` label values: the enum, its [`ALL`](ErrorReason::ALL) list and its
+/// labels come from one list, so no reason can be counted that is not also forgotten with
+/// its function, or listed in the help text.
+macro_rules! reasons {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in the order declared.
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
+            /// The label value.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+
+            /// Every label, for a help text: `a, b, c`.
+            fn labels() -> String {
+                Self::ALL.iter().map(|r| r.label()).collect::<Vec<_>>().join(", ")
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Why an invocation failed while it ran: `faas_errors_total{reason}`.
+    ErrorReason {
+        Trap => "trap",
+        Memory => "memory",
+        Timeout => "timeout",
+        NoResponse => "no_response",
+        ErrorResponse => "error_response",
+        BadCgi => "bad_cgi",
+        Exit => "exit",
+    }
+}
+
+reasons! {
+    /// Why a request was refused before an instance was made:
+    /// `faas_rejections_total{reason}`.
+    RejectionReason {
+        BodyTooLarge => "body_too_large",
+        BodyTimeout => "body_timeout",
+        BodyBuffer => "body_buffer",
+        Concurrency => "concurrency",
+        PoolShare => "pool_share",
+        Capacity => "capacity",
+        MemoryBudget => "memory_budget",
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FaasMetrics {
     pub invocations: IntCounterVec,
@@ -221,11 +278,11 @@ impl FaasMetrics {
             let _ = vec.remove_label_values(&[name]);
         }
         let _ = self.active_instances.remove_label_values(&[name]);
-        for reason in crate::invoke::Failure::ERROR_REASONS {
-            let _ = self.errors.remove_label_values(&[name, reason]);
+        for reason in ErrorReason::ALL {
+            let _ = self.errors.remove_label_values(&[name, reason.label()]);
         }
-        for reason in crate::invoke::Failure::REJECTION_REASONS {
-            let _ = self.rejections.remove_label_values(&[name, reason]);
+        for reason in RejectionReason::ALL {
+            let _ = self.rejections.remove_label_values(&[name, reason.label()]);
         }
     }
 
@@ -268,7 +325,10 @@ impl FaasMetrics {
             )?,
             errors: counter(
                 "faas_errors_total",
-                "Failed invocations by function and reason (trap, memory, timeout, no_response, error_response, host).",
+                &format!(
+                    "Failed invocations by function and reason ({}).",
+                    ErrorReason::labels()
+                ),
                 &["function", "reason"],
             )?,
             timeouts: counter(
@@ -290,7 +350,10 @@ impl FaasMetrics {
             )?,
             rejections: counter(
                 "faas_rejections_total",
-                "Requests refused before running, by function and reason (body_too_large, body_timeout, body_buffer, concurrency, pool_share, capacity, memory_budget).",
+                &format!(
+                    "Requests refused before running, by function and reason ({}).",
+                    RejectionReason::labels()
+                ),
                 &["function", "reason"],
             )?,
             compile_duration: histogram(

@@ -39,13 +39,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::limits::Settings;
+use crate::name::FunctionName;
 
 impl Record {
     /// A new version of `name` made of `wasm`, deployed now. The digest is computed
     /// here, once per deploy; everything after (cache key, store blob) reuses it.
-    pub fn new(name: &str, wasm: &[u8], settings: Settings) -> Self {
+    pub fn new(name: FunctionName, wasm: &[u8], settings: Settings) -> Self {
         Self {
-            name: name.into(),
+            name,
             digest: digest(wasm),
             size: wasm.len() as u64,
             settings,
@@ -58,7 +59,9 @@ impl Record {
 /// [`crate::function::Function`] holds its record; nothing copies its fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    pub name: Arc<str>,
+    /// Checked when the manifest is read: one that names no valid function does not
+    /// parse.
+    pub name: FunctionName,
     /// `sha256:<hex>` of the component bytes.
     pub digest: String,
     pub size: u64,
@@ -244,7 +247,6 @@ impl FunctionStore {
         if *record.name != *stem {
             return Err(format!("it names function {:?}", record.name));
         }
-        crate::loader::validate_name(&record.name).map_err(|e| e.to_string())?;
         self.wasm(record).map(drop).map_err(|e| e.to_string())
     }
 
@@ -263,7 +265,11 @@ impl FunctionStore {
     }
 
     /// Moves the manifest of `name` aside: its function could not be loaded at start.
-    pub fn quarantine_function(&self, name: &str, reason: String) -> io::Result<Quarantined> {
+    pub fn quarantine_function(
+        &self,
+        name: &FunctionName,
+        reason: String,
+    ) -> io::Result<Quarantined> {
         let _writing = self.write_lock()?;
         let path = self.manifest_path(name);
         self.quarantine(&path, "functions", reason)
@@ -278,8 +284,8 @@ impl FunctionStore {
     pub fn put(&self, record: &Record, wasm: &[u8]) -> io::Result<()> {
         debug_assert_eq!(record.size, wasm.len() as u64);
         // The manifest's file is named after the record, so what is written always reads
-        // back as this function (`open` quarantines a manifest whose name differs).
-        checked_name(&record.name)?;
+        // back as this function (`open` quarantines a manifest whose name differs); a
+        // `FunctionName` is a file name, never a path.
         let _writing = self.write_lock()?;
         let blob = self.dir.join("blobs").join(blob_file_name(&record.digest));
         if !blob.exists() {
@@ -291,8 +297,7 @@ impl FunctionStore {
 
     /// Removes `name`; its blob goes too unless another function uses it. False if
     /// there was no such function.
-    pub fn remove(&self, name: &str) -> io::Result<bool> {
-        checked_name(name)?;
+    pub fn remove(&self, name: &FunctionName) -> io::Result<bool> {
         let _writing = self.write_lock()?;
         let path = self.manifest_path(name);
         let record = match read_record(&path) {
@@ -347,8 +352,7 @@ impl FunctionStore {
     /// The deployed version of `name` and its component bytes, read together under the
     /// write lock (so the blob cannot be removed between the two); `None` if `name` is
     /// not deployed.
-    pub fn read(&self, name: &str) -> io::Result<Option<(Record, Vec<u8>)>> {
-        checked_name(name)?;
+    pub fn read(&self, name: &FunctionName) -> io::Result<Option<(Record, Vec<u8>)>> {
         let _writing = self.write_lock()?;
         let record = match read_record(&self.manifest_path(name)) {
             Ok(record) => record,
@@ -465,16 +469,6 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Checked here too, whoever calls: a name becomes a path below the store.
-fn checked_name(name: &str) -> io::Result<()> {
-    crate::loader::validate_name(name).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid function name {name:?}"),
-        )
-    })
-}
-
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -587,6 +581,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn name(name: &str) -> FunctionName {
+        FunctionName::parse(name).unwrap()
+    }
+
     #[test]
     fn put_list_remove_round_trip_and_cleanup() {
         let dir = tempfile::tempdir().unwrap();
@@ -595,10 +593,13 @@ mod tests {
             memory_mib: Some(service_ops::Mib::new(8)),
             ..Default::default()
         };
-        let a = Record::new("a", b"wasm-a", settings);
+        let a = Record::new(name("a"), b"wasm-a", settings);
         store.put(&a, b"wasm-a").unwrap();
         store
-            .put(&Record::new("b", b"wasm-a", Settings::default()), b"wasm-a")
+            .put(
+                &Record::new(name("b"), b"wasm-a", Settings::default()),
+                b"wasm-a",
+            )
             .unwrap();
         assert_eq!(a.digest, digest(b"wasm-a"));
         assert_eq!(
@@ -612,11 +613,11 @@ mod tests {
         );
         assert_eq!(store.wasm(&a).unwrap(), b"wasm-a");
         // Shared blob survives removing one user of it, and goes with the last.
-        assert!(store.remove("a").unwrap());
-        assert!(!store.remove("a").unwrap());
+        assert!(store.remove(&name("a")).unwrap());
+        assert!(!store.remove(&name("a")).unwrap());
         let b = &store.list().unwrap()[0];
         assert_eq!(store.wasm(b).unwrap(), b"wasm-a");
-        assert!(store.remove("b").unwrap());
+        assert!(store.remove(&name("b")).unwrap());
         assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0);
 
         // What an interrupted deploy leaves (a temp file, an orphan blob) is cleared on open.
@@ -630,28 +631,6 @@ mod tests {
             fs::read_dir(dir.path().join("functions")).unwrap().count(),
             0
         );
-    }
-
-    #[test]
-    fn a_name_that_is_not_one_never_reaches_the_file_system() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FunctionStore::open(dir.path()).unwrap();
-        // A file outside the store that `join` would reach: an absolute path replaces
-        // the base, `..` climbs out.
-        let outside = tempfile::NamedTempFile::new().unwrap();
-        let outside_json = outside.path().with_extension("json");
-        fs::write(&outside_json, b"{}").unwrap();
-        let absolute = outside_json.with_extension("");
-        for name in [absolute.to_str().unwrap(), "../x", "", "A"] {
-            let err = store.remove(name).unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{name:?}");
-            let record = Record::new(name, b"\0asm", Settings::default());
-            let err = store.put(&record, b"\0asm").unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{name:?}");
-        }
-        assert!(store.list().unwrap().is_empty());
-        assert!(outside_json.exists());
-        fs::remove_file(outside_json).unwrap();
     }
 
     #[test]
@@ -680,10 +659,10 @@ mod tests {
 
         // What one writes, the other reads; a temporary file or an unnamed blob that a
         // writer may be about to use survives the other's open (it waits for the lock).
-        let record = Record::new("a", b"wasm-a", Settings::default());
+        let record = Record::new(name("a"), b"wasm-a", Settings::default());
         a.put(&record, b"wasm-a").unwrap();
         assert_eq!(
-            b.read("a").unwrap(),
+            b.read(&name("a")).unwrap(),
             Some((record.clone(), b"wasm-a".to_vec()))
         );
         let writing = a.write_lock().unwrap();
@@ -701,8 +680,8 @@ mod tests {
         fs::remove_file(dir.path().join("blobs/.tmp-9-x.wasm")).unwrap();
         drop(writing);
         opened.join().unwrap().unwrap();
-        assert!(b.remove("a").unwrap());
-        assert_eq!(a.read("a").unwrap(), None);
+        assert!(b.remove(&name("a")).unwrap());
+        assert_eq!(a.read(&name("a")).unwrap(), None);
         drop((a, b));
 
         let alone = FunctionStore::open(dir.path()).unwrap();
@@ -715,7 +694,7 @@ mod tests {
     fn a_corrupt_blob_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = FunctionStore::open(dir.path()).unwrap();
-        let record = Record::new("a", b"good", Settings::default());
+        let record = Record::new(name("a"), b"good", Settings::default());
         store.put(&record, b"good").unwrap();
         fs::write(
             dir.path()

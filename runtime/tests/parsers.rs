@@ -66,7 +66,7 @@ proptest! {
             && name.len() <= 63
             && !name.starts_with('-')
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        prop_assert_eq!(runtime::loader::validate_name(&name).is_ok(), rule);
+        prop_assert_eq!(runtime::name::FunctionName::parse(&name).is_ok(), rule);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::Body;
-use crate::metrics::FaasMetrics;
+use crate::metrics::{ErrorReason, FaasMetrics, RejectionReason};
 
 /// Why a request got no answer from its guest.
 #[derive(Debug, thiserror::Error)]
@@ -59,61 +59,38 @@ pub enum Failure {
     Exit(i32),
 }
 
+/// How a failure is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Refused before an instance was made: `faas_rejections_total`.
+    Rejection(RejectionReason),
+    /// Failed while it ran: `faas_errors_total`.
+    Error(ErrorReason),
+    /// The client's fault: counted by the HTTP metrics alone.
+    ClientError,
+}
+
 impl Failure {
-    /// Every `faas_errors_total{reason}` value.
-    pub const ERROR_REASONS: &[&str] = &[
-        "trap",
-        "memory",
-        "timeout",
-        "no_response",
-        "error_response",
-        "bad_cgi",
-        "exit",
-    ];
-    /// Every `faas_rejections_total{reason}` value.
-    pub const REJECTION_REASONS: &[&str] = &[
-        "body_too_large",
-        "body_timeout",
-        "body_buffer",
-        "concurrency",
-        "pool_share",
-        "capacity",
-        "memory_budget",
-    ];
-
-    /// The `faas_errors_total{reason}` / `faas_rejections_total{reason}` label; `None`
-    /// for a request that is the client's fault and counted by the HTTP metrics alone.
-    fn reason(&self) -> Option<&'static str> {
-        Some(match self {
-            Failure::Body(BodyError::TooLarge { .. }) => "body_too_large",
-            Failure::Body(BodyError::Timeout(_)) => "body_timeout",
-            Failure::Body(BodyError::Busy) => "body_buffer",
-            Failure::PoolShare => "pool_share",
-            Failure::MemoryBudget(_) => "memory_budget",
-            Failure::Body(BodyError::Read(_)) | Failure::NotAccepted(_) => return None,
-            Failure::Concurrency(_) => "concurrency",
-            Failure::Capacity => "capacity",
-            Failure::Timeout(_) => "timeout",
-            Failure::Memory(_) => "memory",
-            Failure::Trap(_) => "trap",
-            Failure::NoResponse => "no_response",
-            Failure::ErrorResponse(_) => "error_response",
-            Failure::BadCgi(_) => "bad_cgi",
-            Failure::Exit(_) => "exit",
-        })
-    }
-
-    /// Refused before an instance was made (`faas_rejections_total`), rather than failed
-    /// while running (`faas_errors_total`).
-    fn is_rejection(&self) -> bool {
-        matches!(
-            self,
-            Failure::Body(_)
-                | Failure::Concurrency(_)
-                | Failure::Capacity
-                | Failure::PoolShare
-                | Failure::MemoryBudget(_)
-        )
+    /// How this failure is counted, decided for every variant in one exhaustive match.
+    pub fn counted(&self) -> Counted {
+        use Counted::{ClientError, Error, Rejection};
+        match self {
+            Failure::Body(BodyError::TooLarge { .. }) => Rejection(RejectionReason::BodyTooLarge),
+            Failure::Body(BodyError::Timeout(_)) => Rejection(RejectionReason::BodyTimeout),
+            Failure::Body(BodyError::Busy) => Rejection(RejectionReason::BodyBuffer),
+            Failure::Body(BodyError::Read(_)) | Failure::NotAccepted(_) => ClientError,
+            Failure::Concurrency(_) => Rejection(RejectionReason::Concurrency),
+            Failure::PoolShare => Rejection(RejectionReason::PoolShare),
+            Failure::Capacity => Rejection(RejectionReason::Capacity),
+            Failure::MemoryBudget(_) => Rejection(RejectionReason::MemoryBudget),
+            Failure::Timeout(_) => Error(ErrorReason::Timeout),
+            Failure::Memory(_) => Error(ErrorReason::Memory),
+            Failure::Trap(_) => Error(ErrorReason::Trap),
+            Failure::NoResponse => Error(ErrorReason::NoResponse),
+            Failure::ErrorResponse(_) => Error(ErrorReason::ErrorResponse),
+            Failure::BadCgi(_) => Error(ErrorReason::BadCgi),
+            Failure::Exit(_) => Error(ErrorReason::Exit),
+        }
     }
 
     pub fn status(&self) -> u16 {
@@ -157,16 +134,23 @@ impl Failure {
     /// Counts this failure of `function`: the only code that touches
     /// `faas_rejections_total`, `faas_errors_total` and `faas_timeouts_total`.
     pub fn count(&self, faas: &FaasMetrics, function: &str, request_id: u64) {
-        let Some(reason) = self.reason() else { return };
-        if self.is_rejection() {
-            faas.rejections.with_label_values(&[function, reason]).inc();
-            return;
+        match self.counted() {
+            Counted::ClientError => {}
+            Counted::Rejection(reason) => {
+                faas.rejections
+                    .with_label_values(&[function, reason.label()])
+                    .inc();
+            }
+            Counted::Error(reason) => {
+                faas.errors
+                    .with_label_values(&[function, reason.label()])
+                    .inc();
+                if reason == ErrorReason::Timeout {
+                    faas.timeouts.with_label_values(&[function]).inc();
+                }
+                tracing::warn!(function, request_id, "invocation failed: {self}");
+            }
         }
-        faas.errors.with_label_values(&[function, reason]).inc();
-        if matches!(self, Failure::Timeout(_)) {
-            faas.timeouts.with_label_values(&[function]).inc();
-        }
-        tracing::warn!(function, request_id, "invocation failed: {self}");
     }
 }
 
@@ -178,31 +162,67 @@ fn boxed(body: Full<Bytes>) -> Body {
 mod tests {
     use super::*;
 
+    /// Every reason a failure can be counted under, counted once for function `f`, then
+    /// `f` forgotten: no `faas_errors_total` or `faas_rejections_total` series of `f`
+    /// is left, while `g`'s stay. The reasons come from the lists the enums are made
+    /// from, so a new reason is covered without touching this test.
     #[test]
-    fn every_reason_is_listed_where_series_are_forgotten() {
-        let all = [
-            Failure::Body(BodyError::TooLarge { limit: 1 }),
-            Failure::Body(BodyError::Timeout(Duration::from_secs(1))),
-            Failure::Body(BodyError::Busy),
-            Failure::Concurrency(NonZeroU32::MIN),
-            Failure::Capacity,
-            Failure::PoolShare,
-            Failure::MemoryBudget(Mib::new(1)),
-            Failure::Timeout(Duration::from_secs(1)),
-            Failure::Memory(Mib::new(1)),
-            Failure::Trap(String::new()),
-            Failure::NoResponse,
-            Failure::ErrorResponse(String::new()),
-            Failure::BadCgi(String::new()),
-            Failure::Exit(1),
-        ];
-        for failure in all {
-            let reason = failure.reason().unwrap();
-            let list = match failure.is_rejection() {
-                true => Failure::REJECTION_REASONS,
-                false => Failure::ERROR_REASONS,
-            };
-            assert!(list.contains(&reason), "{reason}");
+    fn forgetting_a_function_removes_its_series_of_every_reason() {
+        let registry = prometheus::Registry::new();
+        let faas = FaasMetrics::new(&registry).unwrap();
+        for function in ["f", "g"] {
+            for reason in ErrorReason::ALL {
+                faas.errors
+                    .with_label_values(&[function, reason.label()])
+                    .inc();
+            }
+            for reason in RejectionReason::ALL {
+                faas.rejections
+                    .with_label_values(&[function, reason.label()])
+                    .inc();
+            }
+        }
+        let series = |function: &str| {
+            registry
+                .gather()
+                .iter()
+                .filter(|f| matches!(f.name(), "faas_errors_total" | "faas_rejections_total"))
+                .flat_map(|f| f.get_metric().to_vec())
+                .filter(|m| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == "function" && l.value() == function)
+                })
+                .count()
+        };
+        let all = ErrorReason::ALL.len() + RejectionReason::ALL.len();
+        assert_eq!(series("f"), all);
+        faas.forget_function("f");
+        assert_eq!(series("f"), 0);
+        assert_eq!(series("g"), all);
+    }
+
+    #[test]
+    fn the_help_texts_list_every_reason() {
+        let registry = prometheus::Registry::new();
+        let faas = FaasMetrics::new(&registry).unwrap();
+        let help = |name: &str| {
+            registry
+                .gather()
+                .into_iter()
+                .find(|f| f.name() == name)
+                .map(|f| f.help().to_string())
+        };
+        // A family shows in `gather` once it has a series.
+        faas.errors.with_label_values(&["f", "trap"]).inc();
+        faas.rejections.with_label_values(&["f", "capacity"]).inc();
+        let errors = help("faas_errors_total").unwrap();
+        for reason in ErrorReason::ALL {
+            assert!(errors.contains(reason.label()), "{errors}");
+        }
+        let rejections = help("faas_rejections_total").unwrap();
+        for reason in RejectionReason::ALL {
+            assert!(rejections.contains(reason.label()), "{rejections}");
         }
     }
 }

@@ -1,24 +1,23 @@
-//! The data plane: one request, in the order it happens. Each step has its own file:
+//! The data plane: one request, in the order it happens.
 //!
 //! 1. [`admit`]: read the body (413 too large, 408 too slow, 503 no buffer), then refuse
 //!    what must not run (503: the function's concurrency, its pool share, the memory
 //!    budget);
-//! 2. [`prepare`]: the per-request host state, store and deadline;
-//! 3. [`guest`]: a fresh instance runs the guest's handler under the deadline (a WASI
-//!    0.1 module's `_start` instead, with the request and response as CGI: [`wagi`]);
-//! 4. [`answer`]: whichever comes first, the guest's response or its end, becomes the
-//!    HTTP answer;
+//! 2. the function's ABI serves it, each in its own executor over the one runner of
+//!    fresh instances ([`instance`]: the ticket held, timing, the timeout, epoch ticks,
+//!    the outcome classified): [`wasi_http`] calls a component's
+//!    `wasi:http/incoming-handler`, [`wagi`] runs a WASI 0.1 module's `_start` with the
+//!    request and response as CGI;
 //!
 //! and [`failure`], the one type every way of failing goes through, which is also the
 //! only code that counts `faas_errors_total`, `faas_timeouts_total` and
 //! `faas_rejections_total`. Whatever the guest does, only its own request is affected.
 
 mod admit;
-mod answer;
 mod failure;
-mod guest;
-mod prepare;
+mod instance;
 pub mod wagi;
+mod wasi_http;
 
 pub use failure::Failure;
 
@@ -95,7 +94,7 @@ impl Invoker {
         let admitted = admit::admit(function, request, &self.shared, self.registry.len()).await?;
         let metrics = function
             .metrics
-            .get_or_init(|| self.faas.for_function(function.name()));
+            .get_or_init(|| Arc::new(self.faas.for_function(function.name())));
         if function.cold.swap(false, Ordering::Relaxed) {
             self.faas
                 .coldstarts
@@ -106,17 +105,16 @@ impl Invoker {
         metrics.invocations.inc();
         match &function.code {
             crate::function::Code::Http(pre) => {
-                let prepared = prepare::prepare(function, pre, admitted.request, request_id)?;
-                let run = guest::run(
-                    function.clone(),
-                    pre.clone(),
-                    prepared.guest,
-                    admitted.ticket,
-                );
-                answer::answer(run, prepared.answer, &self.faas, function, request_id).await
+                let (request, ticket) = (admitted.request, admitted.ticket);
+                let metrics = metrics.clone();
+                wasi_http::serve(
+                    function, pre, request, ticket, request_id, &self.faas, metrics,
+                )
+                .await
             }
             crate::function::Code::Wagi(pre) => {
-                wagi::serve(function, pre, admitted.request, admitted.ticket, request_id).await
+                let (request, ticket) = (admitted.request, admitted.ticket);
+                wagi::serve(function, metrics, pre, request, ticket, request_id).await
             }
         }
     }

@@ -1,4 +1,4 @@
-//! WASI 0.1 core modules served the WAGI way (CGI over WASI): the request goes in as
+//! The WAGI executor: WASI 0.1 core modules served the WAGI way (CGI over WASI): the request goes in as
 //! CGI/1.1 environment variables (RFC 3875) and the body on stdin, `_start` runs in a
 //! fresh instance, and what the module wrote to stdout is read as a CGI response:
 //! header lines (`Content-Type`, `Status`, `Location`, any other), a blank line, the
@@ -9,55 +9,26 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use std::sync::Arc;
-use wasmtime::{Engine, InstancePre, Linker, Store};
+use wasmtime::{Instance, InstancePre, Store};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
 use super::admit::Ticket;
+use super::instance::{in_fresh_instance, yield_at_every_tick};
 use super::{Body, Failure};
 use crate::function::Function;
-use crate::host::{LogStream, MemoryLimiter, Usage};
+use crate::host::{LogStream, WagiHost};
+use crate::metrics::InvocationMetrics;
 
 /// The most a module may write to stdout, headers and body together: host memory,
 /// outside its linear memory. A module that writes more gets a failed write, and its
 /// client a 502.
 pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 
-/// A WAGI instance's store data: its WASI 0.1 context and the memory limiter.
-pub struct WagiHost {
-    wasi: WasiP1Ctx,
-    limiter: MemoryLimiter,
-}
-
-impl std::fmt::Debug for WagiHost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WagiHost")
-            .field("limiter", &self.limiter)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WagiHost {
-    pub fn usage(&self) -> Usage {
-        self.limiter.usage()
-    }
-}
-
-/// WASI 0.1 (`wasi_snapshot_preview1`), and nothing else, for core modules; with its
-/// predecessor `wasi_unstable`, which older toolchains' modules import, on the same
-/// context.
-pub fn linker(engine: &Engine) -> anyhow::Result<Linker<WagiHost>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut WagiHost| &mut host.wasi)?;
-    wasmtime_wasi::p0::add_to_linker_async(&mut linker, |host: &mut WagiHost| &mut host.wasi)?;
-    Ok(linker)
-}
-
 /// Runs `function`'s module for `request` and turns its output into the answer.
 pub(super) async fn serve(
-    function: &Arc<Function>,
+    function: &Function,
+    metrics: &InvocationMetrics,
     pre: &InstancePre<WagiHost>,
     request: Request<Full<Bytes>>,
     ticket: Ticket,
@@ -85,14 +56,11 @@ pub(super) async fn serve(
         function.limits.log_budget_bytes,
     );
     wasi.stderr(stderr);
-    let host = WagiHost {
-        wasi: wasi.build_p1(),
-        limiter: MemoryLimiter::new(function.limits.memory.bytes_usize()),
-    };
+    let host = WagiHost::new(wasi.build_p1(), function.limits.memory.bytes_usize());
     let mut store = Store::new(pre.module().engine(), host);
-    store.limiter(|host| &mut host.limiter);
-    super::prepare::yield_at_every_tick(&mut store);
-    let exit = super::guest::run_module(function.clone(), pre, store, ticket).await?;
+    store.limiter(|host| host.limiter());
+    yield_at_every_tick(&mut store);
+    let exit = run(function, metrics, pre, store, ticket).await?;
     let output = stdout.contents();
     if output.is_empty() && exit != 0 {
         return Err(Failure::Exit(exit));
@@ -116,6 +84,38 @@ pub(super) async fn serve(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+/// Runs the module's `_start` to its end in a fresh instance: its exit code (0 when
+/// `_start` returned), or why it failed.
+async fn run(
+    function: &Function,
+    metrics: &InvocationMetrics,
+    pre: &InstancePre<WagiHost>,
+    store: Store<WagiHost>,
+    ticket: Ticket,
+) -> Result<i32, Failure> {
+    let instantiate = async |store: &mut Store<WagiHost>| pre.instantiate_async(store).await;
+    let call = async |store: &mut Store<WagiHost>, instance: Instance| {
+        let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+        match start.call_async(store, ()).await {
+            Ok(()) => Ok(0),
+            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => Ok(exit.0),
+                None => Err(e),
+            },
+        }
+    };
+    in_fresh_instance(
+        function,
+        metrics,
+        store,
+        ticket,
+        WagiHost::usage,
+        instantiate,
+        call,
+    )
+    .await
 }
 
 /// A module's whole environment, each name once: the function's `[env]` and the

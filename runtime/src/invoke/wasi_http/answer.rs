@@ -1,4 +1,4 @@
-//! Step 4: the answer. The guest runs in the request's own task at first: a guest that
+//! A component's answer. The guest runs in the request's own task at first: a guest that
 //! answers and returns in one go (most do) costs no spawn and no cross-thread wake-up,
 //! and its body is sent whole with its length, as the webserver sends it. If it answers
 //! and keeps going (a streaming body), the rest moves to its own task and the body is
@@ -15,8 +15,8 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 use super::prepare::GuestAnswer;
-use super::{Body, Failure};
 use crate::function::Function;
+use crate::invoke::{Body, Failure};
 use crate::metrics::FaasMetrics;
 
 /// Which came first: the guest finishing, or its answer (response headers or an error).

@@ -1,4 +1,4 @@
-//! Step 2: what one instance needs before it runs: its host state (sandboxed WASI,
+//! What a wasi:http component's instance needs before it runs: its host state (sandboxed WASI,
 //! wasi:http, the memory limiter), a new store that yields at every epoch tick, and the request
 //! and response-outparam resources the handler is called with.
 
@@ -6,17 +6,17 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use tokio::sync::oneshot;
+use wasmtime::Store;
 use wasmtime::component::Resource;
-use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
-use super::Failure;
 use crate::function::Function;
 use crate::host::Host;
+use crate::invoke::Failure;
 
 /// What the guest sends back through its response outparam.
 pub type GuestAnswer = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
@@ -51,7 +51,7 @@ pub fn prepare(
     );
     let mut store = Store::new(pre.engine(), host);
     store.limiter(|host| host.limiter());
-    yield_at_every_tick(&mut store);
+    crate::invoke::instance::yield_at_every_tick(&mut store);
     let (tx, answer) = oneshot::channel();
     let resources = || {
         let mut http = store.data_mut().http();
@@ -69,22 +69,4 @@ pub fn prepare(
         },
         answer,
     })
-}
-
-/// A guest running in wasm yields to the scheduler at every epoch tick, so a CPU-bound
-/// guest never holds a worker thread for longer than a tick: the other requests on that
-/// worker run in between, and the tokio timeout in `guest`, which also ends a guest that
-/// waits on the host (a timer, a stream), ends it on time. Tokio's own yield, not
-/// wasmtime's: tokio runs a task that yielded that way only after polling its I/O and
-/// timers, so new connections are accepted and deadlines fire even while every worker
-/// has a spinning guest (with wasmtime's plain self-wake, sockets were polled only every
-/// 61 turns: ~0.5 s with two spinning).
-pub fn yield_at_every_tick<T>(store: &mut Store<T>) {
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| {
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(tokio::task::yield_now()),
-        ))
-    });
 }

@@ -1,64 +1,16 @@
-//! Step 3: the guest runs. A fresh instance from the pooling allocator, the guest's
-//! `wasi:http/incoming-handler`, the whole under the function's timeout; then the
-//! instance is dropped (its slot goes back to the pool) and the outcome classified.
+//! What every ABI's guest runs in: a fresh instance from the pooling allocator, on a
+//! store that yields at every epoch tick, the whole under the function's timeout while
+//! the request's ticket is held; then the instance is dropped (its slot goes back to the
+//! pool) and the outcome classified. `wasi_http` and `wagi` say what is called in it.
 
-use std::sync::Arc;
 use std::time::Instant;
-use wasmtime::{Instance, InstancePre, Store, Trap};
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Failure;
 use super::admit::Ticket;
-use super::prepare::Guest;
-use super::wagi::WagiHost;
 use crate::function::Function;
-use crate::host::{Host, Usage};
-
-/// Runs the guest's handler to its end; `None` if it returned normally.
-pub async fn run(
-    function: Arc<Function>,
-    pre: ProxyPre<Host>,
-    guest: Guest,
-    ticket: Ticket,
-) -> Option<Failure> {
-    let Guest {
-        store,
-        request,
-        response_out,
-    } = guest;
-    let instantiate = async |store: &mut Store<Host>| pre.instantiate_async(store).await;
-    let call = async |store: &mut Store<Host>, proxy: Proxy| {
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(store, request, response_out)
-            .await
-    };
-    in_fresh_instance(&function, store, ticket, Host::usage, instantiate, call)
-        .await
-        .err()
-}
-
-/// Runs a WAGI module's `_start` to its end in a fresh instance, like [`run`]: its exit
-/// code (0 when `_start` returned), or why it failed.
-pub async fn run_module(
-    function: Arc<Function>,
-    pre: &InstancePre<WagiHost>,
-    store: Store<WagiHost>,
-    ticket: Ticket,
-) -> Result<i32, Failure> {
-    let instantiate = async |store: &mut Store<WagiHost>| pre.instantiate_async(store).await;
-    let call = async |store: &mut Store<WagiHost>, instance: Instance| {
-        let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
-        match start.call_async(store, ()).await {
-            Ok(()) => Ok(0),
-            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) => Ok(exit.0),
-                None => Err(e),
-            },
-        }
-    };
-    in_fresh_instance(&function, store, ticket, WagiHost::usage, instantiate, call).await
-}
+use crate::host::Usage;
+use crate::metrics::InvocationMetrics;
 
 /// Instantiates on `store` and calls the instance, timing each step, the whole under
 /// the function's timeout. Holds the instance's ticket (concurrency permit, pool slot,
@@ -67,8 +19,9 @@ pub async fn run_module(
 /// cancels its guest). Then drops the store, so its slot goes back to the pool,
 /// observes its peak memory and classifies the outcome: a timeout, a normal end with
 /// `R`, or an error.
-async fn in_fresh_instance<T, I, R>(
+pub(super) async fn in_fresh_instance<T, I, R>(
     function: &Function,
+    metrics: &InvocationMetrics,
     mut store: Store<T>,
     ticket: Ticket,
     usage: fn(&T) -> Usage,
@@ -76,10 +29,6 @@ async fn in_fresh_instance<T, I, R>(
     call: impl AsyncFnOnce(&mut Store<T>, I) -> wasmtime::Result<R>,
 ) -> Result<R, Failure> {
     let _ticket = ticket;
-    let metrics = function
-        .metrics
-        .get()
-        .expect("resolved before the guest runs");
     let active = ActiveInstance::new(metrics.active_instances.clone());
     let run = async {
         let t0 = Instant::now();
@@ -132,4 +81,22 @@ impl Drop for ActiveInstance {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// A guest running in wasm yields to the scheduler at every epoch tick, so a CPU-bound
+/// guest never holds a worker thread for longer than a tick: the other requests on that
+/// worker run in between, and the tokio timeout in [`in_fresh_instance`], which also ends a guest that
+/// waits on the host (a timer, a stream), ends it on time. Tokio's own yield, not
+/// wasmtime's: tokio runs a task that yielded that way only after polling its I/O and
+/// timers, so new connections are accepted and deadlines fire even while every worker
+/// has a spinning guest (with wasmtime's plain self-wake, sockets were polled only every
+/// 61 turns: ~0.5 s with two spinning).
+pub(super) fn yield_at_every_tick<T>(store: &mut Store<T>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| {
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
 }
