@@ -270,13 +270,30 @@ mod tests {
             members.contains(&me) && members.contains(&child.id()),
             "{members:?}"
         );
+        // The CPU this process has used, by the kernel's clock, on either side of the read:
+        // what `/proc` says must lie between them (give or take a 10 ms tick).
+        let cpu = || {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+            t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+        };
+        let spin_until = cpu() + 0.05;
+        while cpu() < spin_until {
+            std::hint::black_box(());
+        }
+        let before = cpu();
         let sample = ProcessSet {
             pids: vec![me],
             trees: vec![],
         }
         .read(0.0, true);
+        let after = cpu();
         assert_eq!(sample.processes, 1);
-        assert!(sample.resident_bytes > 0 && sample.cpu_seconds >= 0.0);
+        assert!(sample.resident_bytes > 0, "{sample:?}");
+        assert!(
+            sample.cpu_seconds >= before - 0.02 && sample.cpu_seconds <= after + 0.02,
+            "CPU {} s read between {before} and {after} s",
+            sample.cpu_seconds
+        );
         // PSS is read, and never more than RSS.
         assert!(
             sample.proportional_bytes > 0 && sample.proportional_bytes <= sample.resident_bytes,

@@ -66,6 +66,26 @@ fn run(queue: &(Mutex<Queue>, Condvar), work: &Work) {
                 queue = ready.wait(queue).unwrap_or_else(|e| e.into_inner());
             }
         };
+        hold();
         work(expected, wasm);
     }
 }
+
+/// For the test that a first deploy is served by Winch's code, in debug builds only:
+/// with `RUNTIME_TIER_UP_HOLD=FILE` the worker starts no compile until FILE exists, so
+/// the test knows no swap can happen while it sends its requests. Release builds have
+/// no such hook.
+#[cfg(debug_assertions)]
+fn hold() {
+    static HOLD: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    if let Some(file) =
+        HOLD.get_or_init(|| std::env::var_os("RUNTIME_TIER_UP_HOLD").map(Into::into))
+    {
+        while !file.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn hold() {}

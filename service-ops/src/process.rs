@@ -220,8 +220,11 @@ mod tests {
         assert!(get("process_resident_memory_bytes").get_gauge().get_value() > 0.0);
         assert!(get("process_threads").get_gauge().get_value() >= 1.0);
         assert!(get("process_open_fds").get_gauge().get_value() >= 3.0);
-        // Burn a little CPU: the counter must see sub-second amounts (a whole-seconds
-        // counter would move by 0 or 1 here).
+        // Burn 300 ms of CPU, by the kernel's own clock of this process's CPU time (not
+        // wall time, which a starved machine stretches): the counter must move by what
+        // that clock moved, to a 10 ms tick, so it counts sub-second amounts (a
+        // whole-seconds counter would move by 0 or 1). Other tests' threads burn CPU in
+        // this process too; both figures include them.
         let cpu_now = |c: &ProcessCollector| {
             let f = c
                 .collect()
@@ -230,16 +233,21 @@ mod tests {
                 .unwrap();
             f.get_metric()[0].get_counter().get_value()
         };
+        let clock = || {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+            t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+        };
+        let clock_before = clock();
         let before = cpu_now(&c);
-        let start = std::time::Instant::now();
         let mut x = 0u64;
-        while start.elapsed() < std::time::Duration::from_millis(300) {
+        while clock() < clock_before + 0.3 {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
         let delta = cpu_now(&c) - before;
+        let clock_delta = clock() - clock_before;
         assert!(
-            delta > 0.0 && delta < 1.0,
-            "300 ms of spinning counted as {delta} CPU seconds"
+            delta >= 0.3 - 0.02 && delta <= clock_delta + 0.02,
+            "{clock_delta} CPU seconds by the clock counted as {delta}"
         );
     }
 }

@@ -3,7 +3,8 @@
 //! ones, carry on.
 
 use localrun::examples;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[tokio::test]
 async fn misbehaving_guests_fail_only_their_own_request() {
@@ -16,19 +17,25 @@ async fn misbehaving_guests_fail_only_their_own_request() {
     let client = examples::client();
     let base = server.url("traffic");
 
-    // Keep hello busy while the others misbehave: none of its requests may fail.
+    // Keep hello busy until the others have all misbehaved: none of its requests may
+    // fail, and some must have run while failing requests were in flight (counted when
+    // one was in flight both when a hello request left and when its answer came).
+    let failing = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
     let hello = {
         let client = client.clone();
         let url = format!("{base}/hello/");
+        let (failing, done) = (failing.clone(), done.clone());
         tokio::spawn(async move {
-            let mut answered = 0;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-            while tokio::time::Instant::now() < deadline {
+            let (mut answered, mut overlapped) = (0, 0);
+            while !done.load(Ordering::SeqCst) {
+                let during = failing.load(Ordering::SeqCst) > 0;
                 let (status, v) = crate::get_json(&client, &url).await;
                 assert_eq!(status, 200, "hello failed while others misbehaved: {v}");
                 answered += 1;
+                overlapped += usize::from(during && failing.load(Ordering::SeqCst) > 0);
             }
-            answered
+            (answered, overlapped)
         })
     };
 
@@ -43,8 +50,11 @@ async fn misbehaving_guests_fail_only_their_own_request() {
     let runs = cases.map(|(path, status, message)| {
         let client = client.clone();
         let url = format!("{base}/{path}");
+        let failing = failing.clone();
         tokio::spawn(async move {
+            failing.fetch_add(1, Ordering::SeqCst);
             let (got, v) = crate::get_json(&client, &url).await;
+            failing.fetch_sub(1, Ordering::SeqCst);
             assert_eq!(got, status, "{url}: {v}");
             let error = v["error"].as_str().unwrap_or_default();
             assert!(
@@ -56,8 +66,12 @@ async fn misbehaving_guests_fail_only_their_own_request() {
     for run in runs {
         run.await.unwrap();
     }
-    let answered = hello.await.unwrap();
-    assert!(answered > 0);
+    done.store(true, Ordering::SeqCst);
+    let (answered, overlapped) = hello.await.unwrap();
+    assert!(
+        overlapped > 0,
+        "no hello request ran while the others failed ({answered} answered in all)"
+    );
 
     // The host is still fine, and counted each failure by reason.
     let (status, _) = crate::get_json(&client, &format!("{base}/misbehave/counter")).await;

@@ -259,12 +259,23 @@ async fn wait_for_compiler(client: &reqwest::Client, server: &Service, name: &st
 
 /// A new component is served at once from Winch's quick compile; Cranelift's optimized
 /// code swaps in from the background and is cached, so deploying the same bytes again
-/// goes straight to it.
+/// goes straight to it. The background compile is held (a debug-build hook) until the
+/// test has been answered by Winch's code, so that answer cannot have come from
+/// Cranelift's.
 #[tokio::test]
 async fn a_first_deploy_serves_baseline_code_until_optimized_code_swaps_in() {
     let store = tempfile::tempdir().unwrap();
     let client = examples::client();
-    let server = start_with_store(store.path(), &[]);
+    let gate = tempfile::tempdir().unwrap();
+    let open = gate.path().join("open");
+    let empty = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"));
+    command
+        .args(crate::args(empty.path()))
+        .args(["--store-dir", store.path().to_str().unwrap()])
+        .args(["--deploy-token", TOKEN])
+        .env("RUNTIME_TIER_UP_HOLD", &open);
+    let server = Service::start_with(&mut command, &["traffic", "ops"]).unwrap();
     let status = put(&client, &server, "hash", artifacts::HASH_COMPONENT, "")
         .await
         .status();
@@ -278,7 +289,18 @@ async fn a_first_deploy_serves_baseline_code_until_optimized_code_swaps_in() {
     let url = format!("{}/hash/?rounds=3&size=5", server.url("traffic"));
     let (status, before) = crate::get_json(&client, &url).await;
     assert_eq!(status, 200, "{before}");
+    // Still Winch's code after the answer, and the compile that would replace it held:
+    // Winch's code answered.
+    let (_, v) = crate::get_json(&client, &api(&server, "hash")).await;
+    assert_eq!(v["compiler"], "winch", "{v}");
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(&text, r#"faas_compiles_total{result="compiled"}"#),
+        None,
+        "{text}"
+    );
 
+    std::fs::write(&open, b"").unwrap();
     wait_for_compiler(&client, &server, "hash", "cranelift").await;
     let (status, after) = crate::get_json(&client, &url).await;
     assert_eq!(
