@@ -217,7 +217,10 @@ impl PreciseTimer {
         // SAFETY: `register` is unsafe because the reactor must not outlive the descriptor
         // it watches. Here the AsyncFd owns the OwnedFd: nothing else can close it, and
         // dropping the AsyncFd deregisters it before the descriptor is closed.
-        #[allow(unsafe_code)]
+        #[expect(
+            unsafe_code,
+            reason = "AsyncFd::register, sound as the AsyncFd owns the fd"
+        )]
         let fd = unsafe { AsyncFd::register(fd) }.map_err(std::io::Error::from)?;
         Ok(Self { fd })
     }

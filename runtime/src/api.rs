@@ -18,6 +18,7 @@ use service_ops::ops;
 use crate::config::Secret;
 use crate::control::{ControlPlane, DeployError};
 use crate::limits::Settings;
+use crate::metrics::DeployResult;
 use crate::name::FunctionName;
 
 #[derive(Debug)]
@@ -87,7 +88,7 @@ impl Api {
     /// 401 with a token configured, 403 without one (a request not addressed to this
     /// machine).
     fn unauthorized(&self) -> Reply {
-        self.control.count_deployment("unauthorized");
+        self.control.count_deployment(DeployResult::Unauthorized);
         if self.token.is_none() {
             return ops::json_error(
                 403,
@@ -119,7 +120,7 @@ impl Api {
         };
         read.map_err(|e| match e {
             BodyError::TooLarge { limit } => {
-                self.control.count_deployment("invalid");
+                self.control.count_deployment(DeployResult::Invalid);
                 let mut reply = ops::json_error(
                     413,
                     &format!("component is larger than --max-deploy-bytes ({limit} bytes)"),
@@ -153,7 +154,7 @@ impl Api {
         let target = name.clone();
         match tokio::task::spawn_blocking(move || control.remove(&target)).await {
             Ok(Ok(true)) => {
-                self.control.count_deployment("deleted");
+                self.control.count_deployment(DeployResult::Deleted);
                 tracing::info!(function = %name, "deleted");
                 Response::builder()
                     .status(204)
@@ -161,11 +162,11 @@ impl Api {
                     .expect("static response")
             }
             Ok(Ok(false)) => {
-                self.control.count_deployment("not_found");
+                self.control.count_deployment(DeployResult::NotFound);
                 ops::json_error(404, &format!("no function named {name:?}"))
             }
             Ok(Err(e)) => {
-                self.control.count_deployment("failed");
+                self.control.count_deployment(DeployResult::Failed);
                 ops::json_error(500, &format!("removing {name:?} from the store: {e}"))
             }
             Err(e) => ops::json_error(500, &format!("removing {name:?}: {e}")),
@@ -194,7 +195,7 @@ impl Api {
         let settings = match settings_from_query(query) {
             Ok(settings) => settings,
             Err(message) => {
-                self.control.count_deployment("invalid");
+                self.control.count_deployment(DeployResult::Invalid);
                 return ops::json_error(400, &message);
             }
         };
@@ -205,9 +206,8 @@ impl Api {
             tokio::task::spawn_blocking(move || control.deploy(target, &wasm, settings)).await;
         match result {
             Ok(Ok((deployed, function))) => {
-                let result = deployed.result();
-                self.control.count_deployment(result);
-                tracing::info!(function = %name, result, "deployed");
+                self.control.count_deployment(deployed.result());
+                tracing::info!(function = %name, result = deployed.result().label(), "deployed");
                 let status = match deployed {
                     crate::control::Deployed::Created => 201,
                     crate::control::Deployed::Replaced => 200,
@@ -215,17 +215,17 @@ impl Api {
                 json(status, &function.describe(true))
             }
             Ok(Err(DeployError::Invalid(e))) => {
-                self.control.count_deployment("invalid");
+                self.control.count_deployment(DeployResult::Invalid);
                 tracing::info!(function = %name, "deploy refused: {e}");
                 ops::json_error(e.status(), &e.to_string())
             }
             Ok(Err(e @ DeployError::Store(_))) => {
-                self.control.count_deployment("failed");
+                self.control.count_deployment(DeployResult::Failed);
                 tracing::error!(function = %name, "deploy failed: {e}");
                 ops::json_error(500, &e.to_string())
             }
             Err(e) => {
-                self.control.count_deployment("failed");
+                self.control.count_deployment(DeployResult::Failed);
                 ops::json_error(500, &format!("deploy of {name:?} failed: {e}"))
             }
         }
@@ -324,6 +324,39 @@ fn tokens_match(given: &str, token: &str) -> bool {
     Sha256::digest(given.as_bytes())
         .ct_eq(&Sha256::digest(token.as_bytes()))
         .into()
+}
+
+/// The PUT query string that carries `settings`: what [`settings_from_query`] reads back
+/// as the same settings. The CLI builds its deploys with it, so the two cannot drift.
+pub fn settings_to_query(settings: &Settings) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    let numbers = [
+        (
+            "memory_mib",
+            settings.memory_mib.map(|v| v.get().to_string()),
+        ),
+        ("timeout_secs", settings.timeout_secs.map(|v| v.to_string())),
+        (
+            "max_concurrency",
+            settings.max_concurrency.map(|v| v.to_string()),
+        ),
+        (
+            "max_body_bytes",
+            settings.max_body_bytes.map(|v| v.to_string()),
+        ),
+    ];
+    for (key, value) in numbers {
+        if let Some(value) = value {
+            query.append_pair(key, &value);
+        }
+    }
+    for (key, value) in &settings.env {
+        query.append_pair("env", &format!("{key}={value}"));
+    }
+    for host in &settings.allowed_outbound_hosts {
+        query.append_pair("allow", host);
+    }
+    query.finish()
 }
 
 /// Settings from the PUT query string. Unknown parameters are an error, not ignored: a

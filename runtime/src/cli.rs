@@ -26,13 +26,13 @@ pub enum Command {
         file: PathBuf,
         /// Linear-memory cap in MiB.
         #[arg(long)]
-        memory_mib: Option<u64>,
+        memory_mib: Option<service_ops::Mib>,
         /// Wall-clock timeout per request in seconds.
         #[arg(long)]
         timeout_secs: Option<f64>,
         /// Instances at once.
         #[arg(long)]
-        max_concurrency: Option<u32>,
+        max_concurrency: Option<std::num::NonZeroU32>,
         /// Largest request body in bytes.
         #[arg(long)]
         max_body_bytes: Option<u64>,
@@ -92,20 +92,26 @@ impl Command {
             } => {
                 let wasm =
                     std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                let mut query: Vec<(&str, String)> = Vec::new();
-                let numbers = [
-                    ("memory_mib", memory_mib.map(|v| v.to_string())),
-                    ("timeout_secs", timeout_secs.map(|v| v.to_string())),
-                    ("max_concurrency", max_concurrency.map(|v| v.to_string())),
-                    ("max_body_bytes", max_body_bytes.map(|v| v.to_string())),
-                ];
-                query.extend(numbers.into_iter().filter_map(|(k, v)| Some((k, v?))));
-                query.extend(env.into_iter().map(|v| ("env", v)));
-                query.extend(allow.into_iter().map(|v| ("allow", v)));
-                let request = http
-                    .put(client.endpoint(Some(&name)))
-                    .query(&query)
-                    .body(wasm);
+                let mut settings = crate::limits::Settings {
+                    memory_mib,
+                    timeout_secs,
+                    max_concurrency,
+                    max_body_bytes,
+                    allowed_outbound_hosts: allow,
+                    ..Default::default()
+                };
+                for pair in env {
+                    let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty())
+                    else {
+                        bail!("--env takes KEY=VALUE, got {pair:?}");
+                    };
+                    settings.env.insert(key.to_string(), value.to_string());
+                }
+                let mut url = reqwest::Url::parse(&client.endpoint(Some(&name)))
+                    .context("the runtime's URL")?;
+                let query = crate::api::settings_to_query(&settings);
+                url.set_query((!query.is_empty()).then_some(query.as_str()));
+                let request = http.put(url).body(wasm);
                 let body = send(client.authorize(request)).await?;
                 println!(
                     "deployed {name}: {} ({})",

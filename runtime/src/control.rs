@@ -18,7 +18,7 @@ use crate::function::Function;
 use crate::function::{Compiled, Compiler};
 use crate::invoke::{Invoker, Shared};
 use crate::loader::{self, LoadError, Loader};
-use crate::metrics::FaasMetrics;
+use crate::metrics::{DeployResult, FaasMetrics};
 use crate::name::FunctionName;
 use crate::registry::Registry;
 use crate::store::{FunctionStore, Record};
@@ -33,11 +33,11 @@ pub enum Deployed {
 }
 
 impl Deployed {
-    /// The `faas_deployments_total{result}` label.
-    pub fn result(self) -> &'static str {
+    /// How `faas_deployments_total` counts it.
+    pub(crate) fn result(self) -> DeployResult {
         match self {
-            Deployed::Created => "created",
-            Deployed::Replaced => "replaced",
+            Deployed::Created => DeployResult::Created,
+            Deployed::Replaced => DeployResult::Replaced,
         }
     }
 }
@@ -433,8 +433,11 @@ impl ControlPlane {
     }
 
     /// Counts a deploy API call by its result.
-    pub fn count_deployment(&self, result: &str) {
-        self.faas.deployments.with_label_values(&[result]).inc();
+    pub(crate) fn count_deployment(&self, result: DeployResult) {
+        self.faas
+            .deployments
+            .with_label_values(&[result.label()])
+            .inc();
     }
 
     /// Winch's loader, built on first use; `None` (Cranelift only) when turned off or

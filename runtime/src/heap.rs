@@ -11,7 +11,10 @@ pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own allocator state under its locks; it has
     // no preconditions and does not touch memory still in use.
-    #[allow(unsafe_code)]
+    #[expect(
+        unsafe_code,
+        reason = "glibc's malloc_trim, a C call without preconditions"
+    )]
     unsafe {
         libc::malloc_trim(0);
     }

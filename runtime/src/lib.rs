@@ -16,22 +16,24 @@
 //! - [`engine`] (wasmtime's configuration), [`host`] (what a guest can reach),
 //!   [`limits`], [`metrics`].
 
-pub mod admission;
+// Public: what the tests, the benchmarks and the CLI reach (the deploy query, settings
+// and limits, names, the store's records and digests); the rest is the runtime's own.
+mod admission;
 pub mod api;
 mod cli;
 mod config;
-pub mod control;
-pub mod engine;
-pub mod function;
+mod control;
+mod engine;
+mod function;
 mod heap;
 mod host;
-pub mod invoke;
+mod invoke;
 pub mod limits;
-pub mod loader;
+mod loader;
 mod metrics;
 pub mod name;
 mod outbound;
-pub mod registry;
+mod registry;
 mod server;
 pub mod store;
 mod tier_up;

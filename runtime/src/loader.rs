@@ -235,7 +235,10 @@ impl Artifact for Component {
     }
     fn load_cached(engine: &Engine, code: &[u8]) -> wasmtime::Result<Self> {
         // SAFETY: see the trait: code this runtime compiled, checked against its SHA-256.
-        #[allow(unsafe_code)]
+        #[expect(
+            unsafe_code,
+            reason = "deserialising machine code we compiled and checked"
+        )]
         unsafe {
             Component::deserialize(engine, code)
         }
@@ -252,7 +255,10 @@ impl Artifact for Module {
     }
     fn load_cached(engine: &Engine, code: &[u8]) -> wasmtime::Result<Self> {
         // SAFETY: see the trait: code this runtime compiled, checked against its SHA-256.
-        #[allow(unsafe_code)]
+        #[expect(
+            unsafe_code,
+            reason = "deserialising machine code we compiled and checked"
+        )]
         unsafe {
             Module::deserialize(engine, code)
         }

@@ -51,6 +51,19 @@ reasons! {
 }
 
 reasons! {
+    /// What a call to the deploy API came to: `faas_deployments_total{result}`.
+    DeployResult {
+        Created => "created",
+        Replaced => "replaced",
+        Invalid => "invalid",
+        Deleted => "deleted",
+        NotFound => "not_found",
+        Unauthorized => "unauthorized",
+        Failed => "failed",
+    }
+}
+
+reasons! {
     /// Why a request was refused before an instance was made:
     /// `faas_rejections_total{reason}`.
     RejectionReason {
@@ -366,7 +379,7 @@ impl FaasMetrics {
             functions: IntGauge::new("faas_functions_deployed", "Functions currently deployed.")?,
             deployments: counter(
                 "faas_deployments_total",
-                "Deploy API calls by result (created, replaced, invalid, deleted, not_found, unauthorized, failed).",
+                &format!("Deploy API calls by result ({}).", DeployResult::labels()),
                 &["result"],
             )?,
             compiles: counter(

@@ -53,6 +53,29 @@ proptest! {
         }
     }
 
+    /// The CLI's query (`settings_to_query`) is read back by the API as the same
+    /// settings, whatever they hold.
+    #[test]
+    fn settings_survive_the_deploy_query_both_ways(
+        pairs in prop::collection::vec(
+            (prop::sample::select(vec!["memory_mib", "timeout_secs", "max_concurrency", "max_body_bytes", "env", "allow"]),
+             "[-=a-zA-Z0-9.:% &+\\[\\]/]{0,24}"),
+            0..8,
+        )
+    ) {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &pairs {
+            query.append_pair(k, v);
+        }
+        if let Ok(settings) = runtime::api::settings_from_query(Some(&query.finish()))
+            // NaN is not equal to itself (the limits refuse it later anyway).
+            && settings.timeout_secs.is_none_or(|t| !t.is_nan())
+        {
+            let again = runtime::api::settings_from_query(Some(&runtime::api::settings_to_query(&settings)));
+            prop_assert_eq!(again, Ok(settings));
+        }
+    }
+
     #[test]
     fn any_settings_file_is_settings_or_an_error(text in ".{0,300}") {
         if let Ok(settings) = Settings::parse(&text) {

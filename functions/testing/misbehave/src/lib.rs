@@ -135,7 +135,10 @@ fn residue(pages: usize) -> Result {
     }
     // SAFETY: `memory.grow` just added these pages to linear memory, so the range is in
     // bounds, and nothing else (the allocator included) knows of them or uses them.
-    #[allow(unsafe_code)]
+    #[expect(
+        unsafe_code,
+        reason = "reading pages memory.grow just added, as the probe must"
+    )]
     let bytes =
         unsafe { std::slice::from_raw_parts_mut((first_page << 16) as *mut u8, pages << 16) };
     let nonzero = bytes.iter().filter(|b| **b != 0).count();

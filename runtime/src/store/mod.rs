@@ -17,6 +17,10 @@
 //! hold environment values, the cache holds machine code the runtime runs). A store that
 //! another user owns or can write is refused at start.
 //!
+//! The store in files: `manifests` (what is deployed: `Record`s and their blobs),
+//! `cache` (compiled code and its checksums), and `files` (writing a file so that a
+//! crash leaves the old one or the new one, and keeping the store private).
+//!
 //! A deploy writes the blob first, then the manifest; each file is written to a temporary
 //! name, fsynced, renamed over the final name, and the directory fsynced. A manifest
 //! therefore only ever names a complete blob; a crash between the two leaves an unused
@@ -31,44 +35,19 @@
 //! locks, which the kernel drops with a process that dies, and which shared file
 //! systems made for this (NFSv4, CephFS, EFS) carry between machines.
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+mod cache;
+mod files;
+mod manifests;
+
+pub use manifests::{Record, digest, unix_now};
+
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::limits::Settings;
-use crate::name::FunctionName;
-
-impl Record {
-    /// A new version of `name` made of `wasm`, deployed now. The digest is computed
-    /// here, once per deploy; everything after (cache key, store blob) reuses it.
-    pub fn new(name: FunctionName, wasm: &[u8], settings: Settings) -> Self {
-        Self {
-            name,
-            digest: digest(wasm),
-            size: wasm.len() as u64,
-            settings,
-            deployed_at: unix_now(),
-        }
-    }
-}
-
-/// One deployed version, as the manifest records it and the API shows it. A loaded
-/// [`crate::function::Function`] holds its record; nothing copies its fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// Checked when the manifest is read: one that names no valid function does not
-    /// parse.
-    pub name: FunctionName,
-    /// `sha256:<hex>` of the component bytes.
-    pub digest: String,
-    pub size: u64,
-    pub settings: Settings,
-    /// Seconds since the Unix epoch.
-    pub deployed_at: u64,
-}
+use files::make_private;
+use manifests::blob_file_name;
 
 #[derive(Debug, Clone)]
 pub struct FunctionStore {
@@ -118,11 +97,6 @@ pub enum StoreError {
          (runtimes that share a store all run with --shared-store)"
     )]
     InUse(String),
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
 impl FunctionStore {
@@ -237,19 +211,6 @@ impl FunctionStore {
         &self.quarantined
     }
 
-    /// A manifest that names the function its file is named after, and whose blob is
-    /// there and matches its digest.
-    fn check_manifest(&self, path: &Path, record: &Record) -> Result<(), String> {
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        if *record.name != *stem {
-            return Err(format!("it names function {:?}", record.name));
-        }
-        self.wasm(record).map(drop).map_err(|e| e.to_string())
-    }
-
     /// Moves `path` (in `sub`) to `quarantine/`, under a name that keeps where it came
     /// from and when, and logs why.
     fn quarantine(&self, path: &Path, sub: &str, reason: String) -> io::Result<Quarantined> {
@@ -264,197 +225,8 @@ impl FunctionStore {
         Ok(Quarantined { file, reason })
     }
 
-    /// Moves the manifest of `name` aside: its function could not be loaded at start.
-    pub fn quarantine_function(
-        &self,
-        name: &FunctionName,
-        reason: String,
-    ) -> io::Result<Quarantined> {
-        let _writing = self.write_lock()?;
-        let path = self.manifest_path(name);
-        self.quarantine(&path, "functions", reason)
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Durably records `record`, whose component is `wasm`, as the current version of
-    /// its name: the blob first, then the manifest that names it.
-    pub fn put(&self, record: &Record, wasm: &[u8]) -> io::Result<()> {
-        debug_assert_eq!(record.size, wasm.len() as u64);
-        // The manifest's file is named after the record, so what is written always reads
-        // back as this function (`open` quarantines a manifest whose name differs); a
-        // `FunctionName` is a file name, never a path.
-        let _writing = self.write_lock()?;
-        let blob = self.dir.join("blobs").join(blob_file_name(&record.digest));
-        if !blob.exists() {
-            write_file(&blob, wasm, "blob")?;
-        }
-        let manifest = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        write_file(&self.manifest_path(&record.name), &manifest, "manifest")
-    }
-
-    /// Removes `name`; its blob goes too unless another function uses it. False if
-    /// there was no such function.
-    pub fn remove(&self, name: &FunctionName) -> io::Result<bool> {
-        let _writing = self.write_lock()?;
-        let path = self.manifest_path(name);
-        let record = match read_record(&path) {
-            Ok(record) => record,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        fs::remove_file(&path)?;
-        sync_dir(&self.dir.join("functions"))?;
-        if !self.list()?.iter().any(|r| r.digest == record.digest) {
-            let _ = fs::remove_file(self.dir.join("blobs").join(blob_file_name(&record.digest)));
-        }
-        Ok(true)
-    }
-
-    /// Every deployed version, by name.
-    pub fn list(&self) -> io::Result<Vec<Record>> {
-        let mut records = self
-            .manifests()?
-            .into_iter()
-            .map(|(path, record)| {
-                record.map_err(|reason| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {reason}", path.display()),
-                    )
-                })
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        records.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(records)
-    }
-
-    /// Every manifest file, each with its record or why it does not parse.
-    pub fn manifests(&self) -> io::Result<Vec<(PathBuf, Result<Record, String>)>> {
-        let mut manifests = Vec::new();
-        for entry in fs::read_dir(self.dir.join("functions"))? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let record = match read_record(&path) {
-                    Ok(record) => Ok(record),
-                    // Deleted since the directory was read.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => Err(e.to_string()),
-                };
-                manifests.push((path, record));
-            }
-        }
-        Ok(manifests)
-    }
-
-    /// The deployed version of `name` and its component bytes, read together under the
-    /// write lock (so the blob cannot be removed between the two); `None` if `name` is
-    /// not deployed.
-    pub fn read(&self, name: &FunctionName) -> io::Result<Option<(Record, Vec<u8>)>> {
-        let _writing = self.write_lock()?;
-        let record = match read_record(&self.manifest_path(name)) {
-            Ok(record) => record,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let wasm = self.wasm(&record)?;
-        Ok(Some((record, wasm)))
-    }
-
-    /// Every deployed version with its component bytes, read together under the write
-    /// lock.
-    pub fn read_all(&self) -> io::Result<Vec<(Record, Vec<u8>)>> {
-        let _writing = self.write_lock()?;
-        self.list()?
-            .into_iter()
-            .map(|record| {
-                let wasm = self.wasm(&record)?;
-                Ok((record, wasm))
-            })
-            .collect()
-    }
-
-    /// The component bytes of `record`, checked against its digest.
-    pub fn wasm(&self, record: &Record) -> io::Result<Vec<u8>> {
-        let bytes = fs::read(self.dir.join("blobs").join(blob_file_name(&record.digest)))?;
-        if digest(&bytes) != record.digest {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "blob of {} does not match its digest {}",
-                    record.name, record.digest
-                ),
-            ));
-        }
-        Ok(bytes)
-    }
-
-    /// Where compiled code for `key` lives.
-    pub fn cache_path(&self, key: &str) -> PathBuf {
-        self.dir.join("cache").join(format!("{key}.cwasm"))
-    }
-
-    /// Where the SHA-256 of the compiled code for `key` lives.
-    fn checksum_path(&self, key: &str) -> PathBuf {
-        self.dir.join("cache").join(format!("{key}.sha256"))
-    }
-
-    /// Caches compiled `code` under `key`: the code, then its SHA-256.
-    pub fn put_compiled(&self, key: &str, code: &[u8]) -> io::Result<()> {
-        let _writing = self.write_lock()?;
-        write_file(&self.cache_path(key), code, "cache")?;
-        write_file(&self.checksum_path(key), digest(code).as_bytes(), "cache")
-    }
-
-    /// The compiled code cached under `key`, if there is any: `Ok(None)` when there is
-    /// none, an error when there is some that does not match the SHA-256 recorded with
-    /// it (or has none), in which case it has been moved to `quarantine/`.
-    pub fn compiled(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
-        let path = self.cache_path(key);
-        let code = match fs::read(&path) {
-            Ok(code) => code,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let sum_path = self.checksum_path(key);
-        let recorded = fs::read_to_string(&sum_path).unwrap_or_default();
-        if recorded.trim() == digest(&code) {
-            return Ok(Some(code));
-        }
-        // Another runtime sharing the store may be between writing the code and its
-        // SHA-256: under the write lock, what is there is what it is.
-        let _writing = self.write_lock()?;
-        let code = match fs::read(&path) {
-            Ok(code) => code,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let recorded = fs::read_to_string(&sum_path).unwrap_or_default();
-        if recorded.trim() == digest(&code) {
-            return Ok(Some(code));
-        }
-        let reason = if recorded.is_empty() {
-            "no SHA-256 was recorded with it".to_string()
-        } else {
-            "it does not match the SHA-256 recorded with it".to_string()
-        };
-        self.quarantine(&path, "cache", reason.clone())?;
-        let _ = fs::remove_file(&sum_path);
-        Err(io::Error::new(io::ErrorKind::InvalidData, reason))
-    }
-
-    /// Sets a cached file that wasmtime would not load aside.
-    pub fn quarantine_compiled(&self, key: &str, reason: String) -> io::Result<Quarantined> {
-        let _writing = self.write_lock()?;
-        let path = self.cache_path(key);
-        let _ = fs::remove_file(self.checksum_path(key));
-        self.quarantine(&path, "cache", reason)
-    }
-
-    fn manifest_path(&self, name: &str) -> PathBuf {
-        self.dir.join("functions").join(format!("{name}.json"))
     }
 }
 
@@ -469,117 +241,11 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn blob_file_name(digest: &str) -> String {
-    format!("{}.wasm", digest.trim_start_matches("sha256:"))
-}
-
-fn read_record(path: &Path) -> io::Result<Record> {
-    let bytes = fs::read(path)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
-        )
-    })
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one:
-/// a temporary file of its own (created exclusively, mode 0600, removed on error),
-/// fsync, rename, fsync the directory. The crash points of [`crash_point`] are named
-/// `{what}-temp` (the temporary file is written and synced, not renamed) and `{what}`.
-fn write_file(path: &Path, bytes: &[u8], what: &str) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().expect("store paths have a parent");
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let write = || {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        crash_point(what, "-temp");
-        fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    sync_dir(dir)?;
-    crash_point(what, "");
-    Ok(())
-}
-
-/// Refuses `path` if another user owns it or can write it; otherwise takes away every
-/// permission of group and others (0700 for a directory, 0600 for a file).
-fn make_private(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta = fs::metadata(path)?;
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(StoreError::NotOurs {
-            path: path.display().to_string(),
-            owner: meta.uid(),
-            me,
-        });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(StoreError::WritableByOthers {
-            path: path.display().to_string(),
-            mode,
-        });
-    }
-    if mode & 0o077 != 0 {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))?;
-    }
-    Ok(())
-}
-
-/// Fault injection for the crash-consistency test, in debug builds only: with
-/// `RUNTIME_STORE_CRASH_AT=POINT` the process aborts (no unwinding, no cleanup, as a
-/// SIGKILL or a power cut would leave it) when a write reaches POINT: `blob-temp`,
-/// `blob`, `manifest-temp` or `manifest`. Release builds have no such hook.
-#[cfg(debug_assertions)]
-fn crash_point(what: &str, suffix: &str) {
-    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var("RUNTIME_STORE_CRASH_AT").ok());
-    if at
-        .as_deref()
-        .is_some_and(|at| at.strip_prefix(what) == Some(suffix))
-    {
-        eprintln!("RUNTIME_STORE_CRASH_AT={what}{suffix}: aborting");
-        std::process::abort();
-    }
-}
-
-#[cfg(not(debug_assertions))]
-fn crash_point(_what: &str, _suffix: &str) {}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Settings;
+    use crate::name::FunctionName;
 
     fn name(name: &str) -> FunctionName {
         FunctionName::parse(name).unwrap()
