@@ -45,22 +45,24 @@ pub struct RunnerOptions {
     pub progress: bool,
 }
 
-/// Why the runner stopped early.
+/// Why the runner stopped early: the signal that stopped it (`ctrl-c` or `SIGTERM`).
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted by ctrl-c")]
-pub struct Interrupted;
+#[error("interrupted by {0}")]
+pub struct Interrupted(pub &'static str);
 
 #[derive(Debug)]
 pub struct Runner {
     runtime: tokio::runtime::Runtime,
     client: reqwest::Client,
     options: RunnerOptions,
-    stop: tokio::sync::watch::Receiver<bool>,
+    /// Set, with the signal's name, when a signal ends the run.
+    stop: tokio::sync::watch::Receiver<Option<&'static str>>,
 }
 
 impl Runner {
-    /// Builds the generator's runtime and starts watching for ctrl-c: from here on ctrl-c
-    /// ends the current run, and the caller stops what it started and writes what it has.
+    /// Builds the generator's runtime and starts watching for ctrl-c and SIGTERM (what
+    /// `timeout`, `kill` and CI send): from here on either ends the current run, and the
+    /// caller stops what it started and writes what it has.
     pub fn new(options: RunnerOptions) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.threads.max(1))
@@ -69,11 +71,20 @@ impl Runner {
             .enable_all()
             .build()
             .context("building the load generator's runtime")?;
-        let (tx, stop) = tokio::sync::watch::channel(false);
+        let (tx, stop) = tokio::sync::watch::channel(None);
+        let mut terminate = runtime
+            .block_on(async {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            })
+            .context("watching for SIGTERM")?;
         runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nctrl-c: stopping after cleaning up");
-                let _ = tx.send(true);
+            let which = tokio::select! {
+                interrupted = tokio::signal::ctrl_c() => interrupted.is_ok().then_some("ctrl-c"),
+                terminated = terminate.recv() => terminated.map(|()| "SIGTERM"),
+            };
+            if let Some(which) = which {
+                eprintln!("\n{which}: stopping after cleaning up");
+                let _ = tx.send(Some(which));
             }
         });
         Ok(Self {
@@ -85,7 +96,7 @@ impl Runner {
     }
 
     pub fn interrupted(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.borrow().is_some()
     }
 
     /// Runs `future` on the generator's runtime (setup: deploys, health checks).
@@ -184,8 +195,8 @@ impl Runner {
         requests: u64,
         round: u32,
     ) -> anyhow::Result<Run> {
-        if self.interrupted() {
-            return Err(Interrupted.into());
+        if let Some(signal) = *self.stop.borrow() {
+            return Err(Interrupted(signal).into());
         }
         let url = format!("{}{}", side.info.url.trim_end_matches('/'), scenario.path);
         let spec = LoadSpec {
@@ -242,7 +253,7 @@ impl Runner {
         let outcome = self.runtime.block_on(async {
             tokio::select! {
                 result = load::run(&spec, progress) => Some(result),
-                _ = stop.wait_for(|stopped| *stopped) => None,
+                _ = stop.wait_for(Option::is_some) => None,
             }
         });
         ticker.abort();
@@ -257,7 +268,8 @@ impl Runner {
         };
         let side_samples = side_sampler.map(Sampler::finish);
         let generator_samples = generator_sampler.finish();
-        let result = outcome.ok_or(Interrupted)??;
+        let result =
+            outcome.ok_or_else(|| Interrupted(self.stop.borrow().unwrap_or("a signal")))??;
 
         // Samples are timed from `origin`; the load's own clock started a little later.
         let shift = result.started.duration_since(origin).as_secs_f64();

@@ -1,5 +1,5 @@
 //! A short `bench compare` against the real runtime, webserver and nginx: the report files
-//! are written and hold both sides; ctrl-c stops everything and still writes a report.
+//! are written and hold both sides; ctrl-c or SIGTERM stops everything and still writes a report.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -381,6 +381,20 @@ requests = 100000
 
 #[test]
 fn ctrl_c_stops_the_servers_and_still_writes_what_was_measured() {
+    stops_the_servers_and_still_writes_what_was_measured(rustix::process::Signal::INT, "ctrl-c");
+}
+
+/// What `timeout`, `kill` and CI send: before, it left every server bench started
+/// running.
+#[test]
+fn sigterm_stops_the_servers_and_still_writes_what_was_measured() {
+    stops_the_servers_and_still_writes_what_was_measured(rustix::process::Signal::TERM, "SIGTERM");
+}
+
+fn stops_the_servers_and_still_writes_what_was_measured(
+    signal: rustix::process::Signal,
+    name: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = compare(dir.path(), FINISHED_THEN_LONG)
         .stderr(Stdio::piped())
@@ -418,13 +432,13 @@ fn ctrl_c_stops_the_servers_and_still_writes_what_was_measured() {
     let runtime_url = runtime_url.expect("bench reported the runtime's URL first");
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::INT,
+        signal,
     )
     .unwrap();
     let status = child
         .wait_timeout(Duration::from_secs(60))
         .unwrap()
-        .expect("bench did not stop on ctrl-c");
+        .unwrap_or_else(|| panic!("bench did not stop on {name}"));
     assert_eq!(
         status.code(),
         Some(130),
@@ -438,10 +452,7 @@ fn ctrl_c_stops_the_servers_and_still_writes_what_was_measured() {
     let json = std::fs::read_to_string(dir.path().join("report/results.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(
-        json["meta"]["interrupted"]
-            .as_str()
-            .unwrap()
-            .contains("ctrl-c"),
+        json["meta"]["interrupted"].as_str().unwrap().contains(name),
         "{}",
         json["meta"]
     );
