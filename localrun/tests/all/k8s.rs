@@ -323,7 +323,7 @@ async fn probe_paths_are_served_by_the_real_programs() {
 
 #[test]
 fn volumes_name_what_is_rendered_and_the_token_secret_is_documented() {
-    let readme = std::fs::read_to_string(infra().join("../README.md")).unwrap();
+    let guide = std::fs::read_to_string(infra().join("../docs/deploy.md")).unwrap();
     for dir in kustomizations() {
         let docs = render(&dir);
         for deployment in of_kind(&docs, "Deployment") {
@@ -333,11 +333,11 @@ fn volumes_name_what_is_rendered_and_the_token_secret_is_documented() {
                 } else if let Some(name) = volume["persistentVolumeClaim"]["claimName"].as_str() {
                     named(&docs, "PersistentVolumeClaim", name);
                 } else if let Some(name) = volume["secret"]["secretName"].as_str() {
-                    // Never in git: the README has the command that creates it.
+                    // Never in git: docs/deploy.md has the command that creates it.
                     assert_eq!(name, "runtime-deploy-token");
                     assert!(
-                        readme.contains(&format!("create secret generic {name}")),
-                        "README does not say how to create the Secret {name}"
+                        guide.contains(&format!("create secret generic {name}")),
+                        "docs/deploy.md does not say how to create the Secret {name}"
                     );
                 } else {
                     assert!(!volume["emptyDir"].is_badvalue(), "{volume:?}");

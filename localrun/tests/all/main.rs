@@ -2,6 +2,7 @@
 //! that read them.
 
 mod compose;
+mod docs;
 mod infra;
 mod k8s;
 mod seed;
