@@ -1,12 +1,14 @@
 //! The deploy API and CLI against a running runtime with a durable store.
 
+use crate::Deployer;
 use localrun::{Service, examples};
 use std::path::Path;
 use std::time::Duration;
 
 const TOKEN: &str = "test-token";
 
-fn start_with_store(store: &Path, extra: &[&str]) -> Service {
+/// A runtime with a store at `store` and the test token, and its deploy API.
+fn start_with_store(store: &Path, extra: &[&str]) -> (Service, Deployer) {
     let empty = tempfile::tempdir().unwrap();
     let mut args = vec![
         "--store-dir",
@@ -15,44 +17,25 @@ fn start_with_store(store: &Path, extra: &[&str]) -> Service {
         TOKEN,
     ];
     args.extend_from_slice(extra);
-    crate::start(empty.path(), &args)
-}
-
-fn api(server: &Service, name: &str) -> String {
-    format!("{}/functions/{name}", server.url("ops"))
-}
-
-async fn put(
-    client: &reqwest::Client,
-    server: &Service,
-    name: &str,
-    wasm: &str,
-    query: &str,
-) -> reqwest::Response {
-    client
-        .put(format!("{}{query}", api(server, name)))
-        .bearer_auth(TOKEN)
-        .body(std::fs::read(wasm).unwrap())
-        .send()
-        .await
-        .unwrap()
+    let server = crate::start(empty.path(), &args);
+    let ops = Deployer::new(&server, Some(TOKEN));
+    (server, ops)
 }
 
 #[tokio::test]
 async fn deploy_list_get_delete_round_trip() {
     let store = tempfile::tempdir().unwrap();
-    let server = start_with_store(store.path(), &[]);
+    let (server, ops) = start_with_store(store.path(), &[]);
     let client = examples::client();
     let traffic = server.url("traffic");
 
-    let r = put(
-        &client,
-        &server,
-        "greet",
-        artifacts::HELLO_COMPONENT,
-        "?memory_mib=16&env=A=1",
-    )
-    .await;
+    let r = ops
+        .put_file(
+            "greet",
+            artifacts::HELLO_COMPONENT,
+            "?memory_mib=16&env=A=1",
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let v: serde_json::Value = r.json().await.unwrap();
     let wasm = std::fs::read(artifacts::HELLO_COMPONENT).unwrap();
@@ -68,40 +51,27 @@ async fn deploy_list_get_delete_round_trip() {
         (200, Some("Hello World!"))
     );
 
-    let (status, list) =
-        crate::get_json(&client, &format!("{}/functions", server.url("ops"))).await;
+    let (status, list) = ops.list().await;
     assert_eq!(status, 200);
     assert_eq!(list["functions"][0]["name"], "greet");
-    let (status, one) = crate::get_json(&client, &api(&server, "greet")).await;
+    let (status, one) = ops.get("greet").await;
     assert_eq!((status, &one["digest"]), (200, &v["digest"]));
 
     // Same name again: replaced.
     assert_eq!(
-        put(&client, &server, "greet", artifacts::HELLO_COMPONENT, "")
+        ops.put_file("greet", artifacts::HELLO_COMPONENT, "")
             .await
             .status(),
         200
     );
 
-    let r = client
-        .delete(api(&server, "greet"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(ops.delete("greet").await, 204);
     assert_eq!(
         crate::status(&client, format!("{traffic}/greet/")).await,
         404
     );
-    assert_eq!(crate::status(&client, api(&server, "greet")).await, 404);
-    let r = client
-        .delete(api(&server, "greet"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(ops.get("greet").await.0, 404);
+    assert_eq!(ops.delete("greet").await, 404);
 
     let text = crate::metrics(&client, &server).await;
     for (result, n) in [
@@ -124,36 +94,16 @@ async fn deploy_list_get_delete_round_trip() {
 #[tokio::test]
 async fn mutating_calls_need_the_token() {
     let store = tempfile::tempdir().unwrap();
-    let server = start_with_store(store.path(), &[]);
+    let (server, ops) = start_with_store(store.path(), &[]);
     let client = examples::client();
-    let wasm = std::fs::read(artifacts::HELLO_COMPONENT).unwrap();
-    let r = client
-        .put(api(&server, "x"))
-        .body(wasm.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = client
-        .put(api(&server, "x"))
-        .bearer_auth("wrong")
-        .body(wasm)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = client.delete(api(&server, "x")).send().await.unwrap();
-    assert_eq!(r.status(), 401);
+    let (without, wrong) = (ops.with_token(None), ops.with_token(Some("wrong")));
+    for deployer in [&without, &wrong] {
+        let r = deployer.put_file("x", artifacts::HELLO_COMPONENT, "").await;
+        assert_eq!(r.status(), 401, "{deployer:?}");
+    }
+    assert_eq!(without.delete("x").await, 401);
     // Reading needs no token.
-    assert_eq!(
-        client
-            .get(format!("{}/functions", server.url("ops")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(without.list().await.0, 200);
     let text = crate::metrics(&client, &server).await;
     assert_eq!(
         crate::sample(&text, r#"faas_deployments_total{result="unauthorized"}"#),
@@ -164,14 +114,9 @@ async fn mutating_calls_need_the_token() {
 #[tokio::test]
 async fn invalid_components_are_refused_and_the_old_version_keeps_serving() {
     let store = tempfile::tempdir().unwrap();
-    let server = start_with_store(store.path(), &[]);
+    let (server, ops) = start_with_store(store.path(), &[]);
     let client = examples::client();
-    assert_eq!(
-        put(&client, &server, "x", artifacts::HELLO_COMPONENT, "")
-            .await
-            .status(),
-        201
-    );
+    ops.deploy("x", artifacts::HELLO_COMPONENT, "").await;
 
     let bad: [(&str, &[u8], &str); 3] = [
         (
@@ -192,13 +137,7 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_serving() {
         ),
     ];
     for (what, bytes, message) in bad {
-        let r = client
-            .put(api(&server, "x"))
-            .bearer_auth(TOKEN)
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap();
+        let r = ops.put("x", bytes.to_vec(), "").await;
         assert_eq!(r.status(), 422, "{what}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert!(
@@ -211,16 +150,13 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_serving() {
             "the old version stopped serving after a bad {what}"
         );
     }
-    let r = put(
-        &client,
-        &server,
-        "x",
-        artifacts::HELLO_COMPONENT,
-        "?memory_mb=3",
-    )
-    .await;
+    let r = ops
+        .put_file("x", artifacts::HELLO_COMPONENT, "?memory_mb=3")
+        .await;
     assert_eq!(r.status(), 400);
-    let r = put(&client, &server, "Bad_Name", artifacts::HELLO_COMPONENT, "").await;
+    let r = ops
+        .put_file("Bad_Name", artifacts::HELLO_COMPONENT, "")
+        .await;
     assert_eq!(r.status(), 400);
     // 2^44 + 1 MiB once wrapped to a 1 MiB limit when turned into bytes; over the pool's
     // slot size (--max-memory-mib 256 in tests) is refused too.
@@ -229,7 +165,7 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_serving() {
         ("?memory_mib=257", "from 1 to 256"),
         ("?memory_mib=0", "from 1 to 256"),
     ] {
-        let r = put(&client, &server, "x", artifacts::HELLO_COMPONENT, query).await;
+        let r = ops.put_file("x", artifacts::HELLO_COMPONENT, query).await;
         assert_eq!(r.status(), 400, "{query}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert!(
@@ -237,24 +173,8 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_serving() {
             "{query}: {v}"
         );
     }
-    let (_, v) = crate::get_json(&client, &api(&server, "x")).await;
+    let (_, v) = ops.get("x").await;
     assert_eq!(v["limits"]["memory_bytes"], 128 << 20, "{v}");
-}
-
-/// Polls the deploy API until `name` runs code from `compiler`.
-async fn wait_for_compiler(client: &reqwest::Client, server: &Service, name: &str, compiler: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, v) = crate::get_json(client, &api(server, name)).await;
-        if v["compiler"] == compiler {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} never ran {compiler} code: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A new component is served at once from Winch's quick compile; Cranelift's optimized
@@ -276,7 +196,9 @@ async fn a_first_deploy_serves_baseline_code_until_optimized_code_swaps_in() {
         .args(["--deploy-token", TOKEN])
         .env("RUNTIME_TIER_UP_HOLD", &open);
     let server = Service::start_with(&mut command, &["traffic", "ops"]).unwrap();
-    let status = put(&client, &server, "hash", artifacts::HASH_COMPONENT, "")
+    let ops = Deployer::new(&server, Some(TOKEN));
+    let status = ops
+        .put_file("hash", artifacts::HASH_COMPONENT, "")
         .await
         .status();
     assert_eq!(status, 201);
@@ -291,7 +213,7 @@ async fn a_first_deploy_serves_baseline_code_until_optimized_code_swaps_in() {
     assert_eq!(status, 200, "{before}");
     // Still Winch's code after the answer, and the compile that would replace it held:
     // Winch's code answered.
-    let (_, v) = crate::get_json(&client, &api(&server, "hash")).await;
+    let (_, v) = ops.get("hash").await;
     assert_eq!(v["compiler"], "winch", "{v}");
     let text = crate::metrics(&client, &server).await;
     assert_eq!(
@@ -301,7 +223,7 @@ async fn a_first_deploy_serves_baseline_code_until_optimized_code_swaps_in() {
     );
 
     std::fs::write(&open, b"").unwrap();
-    wait_for_compiler(&client, &server, "hash", "cranelift").await;
+    ops.wait_for_compiler("hash", "cranelift").await;
     let (status, after) = crate::get_json(&client, &url).await;
     assert_eq!(
         (status, &after),
@@ -316,11 +238,12 @@ async fn a_first_deploy_serves_baseline_code_until_optimized_code_swaps_in() {
     );
 
     // Known bytes: the cached optimized code, no baseline step.
-    let status = put(&client, &server, "hash2", artifacts::HASH_COMPONENT, "")
+    let status = ops
+        .put_file("hash2", artifacts::HASH_COMPONENT, "")
         .await
         .status();
     assert_eq!(status, 201);
-    let (_, v) = crate::get_json(&client, &api(&server, "hash2")).await;
+    let (_, v) = ops.get("hash2").await;
     assert_eq!(v["compiler"], "cranelift", "{v}");
     let text = crate::metrics(&client, &server).await;
     assert_eq!(
@@ -334,12 +257,13 @@ async fn a_first_deploy_serves_baseline_code_until_optimized_code_swaps_in() {
 async fn without_baseline_compile_a_deploy_waits_for_cranelift() {
     let store = tempfile::tempdir().unwrap();
     let client = examples::client();
-    let server = start_with_store(store.path(), &["--baseline-compile=false"]);
-    let status = put(&client, &server, "hello", artifacts::HELLO_COMPONENT, "")
+    let (server, ops) = start_with_store(store.path(), &["--baseline-compile=false"]);
+    let status = ops
+        .put_file("hello", artifacts::HELLO_COMPONENT, "")
         .await
         .status();
     assert_eq!(status, 201);
-    let (_, v) = crate::get_json(&client, &api(&server, "hello")).await;
+    let (_, v) = ops.get("hello").await;
     assert_eq!(v["compiler"], "cranelift", "{v}");
     let text = crate::metrics(&client, &server).await;
     assert_eq!(
@@ -353,20 +277,10 @@ async fn without_baseline_compile_a_deploy_waits_for_cranelift() {
 async fn deploys_survive_a_restart_without_recompiling() {
     let store = tempfile::tempdir().unwrap();
     let client = examples::client();
-    let mut server = start_with_store(store.path(), &[]);
-    assert_eq!(
-        put(
-            &client,
-            &server,
-            "greet",
-            artifacts::HELLO_COMPONENT,
-            "?timeout_secs=2"
-        )
-        .await
-        .status(),
-        201
-    );
-    wait_for_compiler(&client, &server, "greet", "cranelift").await;
+    let (mut server, ops) = start_with_store(store.path(), &[]);
+    ops.deploy("greet", artifacts::HELLO_COMPONENT, "?timeout_secs=2")
+        .await;
+    ops.wait_for_compiler("greet", "cranelift").await;
     let text = crate::metrics(&client, &server).await;
     assert_eq!(
         crate::sample(&text, r#"faas_compiles_total{result="compiled"}"#),
@@ -376,14 +290,14 @@ async fn deploys_survive_a_restart_without_recompiling() {
     let status = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
 
-    let server = start_with_store(store.path(), &[]);
+    let (server, ops) = start_with_store(store.path(), &[]);
     let (status, body) =
         crate::get_json(&client, &format!("{}/greet/", server.url("traffic"))).await;
     assert_eq!(
         (status, body["message"].as_str()),
         (200, Some("Hello World!"))
     );
-    let (_, v) = crate::get_json(&client, &api(&server, "greet")).await;
+    let (_, v) = ops.get("greet").await;
     assert_eq!(
         v["limits"]["timeout_secs"], 2.0,
         "settings were not restored: {v}"
@@ -408,8 +322,8 @@ async fn deploys_survive_a_restart_without_recompiling() {
 async fn compiled_code_from_another_engine_or_damaged_is_recompiled_once() {
     let store = tempfile::tempdir().unwrap();
     let client = examples::client();
-    let server = start_with_store(store.path(), &["--baseline-compile=false"]);
-    let r = put(&client, &server, "greet", artifacts::HELLO_COMPONENT, "").await;
+    let (server, ops) = start_with_store(store.path(), &["--baseline-compile=false"]);
+    let r = ops.put_file("greet", artifacts::HELLO_COMPONENT, "").await;
     assert_eq!(r.status(), 201);
     drop(server);
     let cache = store.path().join("cache");
@@ -440,7 +354,7 @@ async fn compiled_code_from_another_engine_or_damaged_is_recompiled_once() {
             }
             _ => std::fs::write(only_file(), b"not machine code").unwrap(),
         }
-        let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+        let (server, _) = start_with_store(store.path(), &["--baseline-compile=false"]);
         let text = crate::metrics(&client, &server).await;
         assert_eq!(compiles(&text, "compiled"), Some(1.0), "{damage}: {text}");
         assert_eq!(compiles(&text, "cached"), None, "{damage}: {text}");
@@ -460,7 +374,7 @@ async fn compiled_code_from_another_engine_or_damaged_is_recompiled_once() {
         assert_eq!(status, 200, "{damage}");
         drop(server);
 
-        let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+        let (server, _) = start_with_store(store.path(), &["--baseline-compile=false"]);
         let text = crate::metrics(&client, &server).await;
         assert_eq!(
             compiles(&text, "cached"),
@@ -482,14 +396,9 @@ async fn compiled_code_from_another_engine_or_damaged_is_recompiled_once() {
 #[tokio::test]
 async fn redeploying_under_load_fails_no_request() {
     let store = tempfile::tempdir().unwrap();
-    let server = start_with_store(store.path(), &[]);
+    let (server, ops) = start_with_store(store.path(), &[]);
     let client = examples::client();
-    assert_eq!(
-        put(&client, &server, "f", artifacts::HELLO_COMPONENT, "")
-            .await
-            .status(),
-        201
-    );
+    ops.deploy("f", artifacts::HELLO_COMPONENT, "").await;
 
     let load = crate::Load::start(&client, &[format!("{}/f/", server.url("traffic"))], 4);
     for i in 0..20 {
@@ -499,7 +408,7 @@ async fn redeploying_under_load_fails_no_request() {
             artifacts::HELLO_COMPONENT
         };
         assert_eq!(
-            put(&client, &server, "f", wasm, "").await.status(),
+            ops.put_file("f", wasm, "").await.status(),
             200,
             "redeploy {i}"
         );
@@ -534,14 +443,8 @@ async fn a_crash_at_any_point_of_a_deploy_leaves_the_old_or_the_new_version() {
         ("manifest", &new),
     ] {
         let store = tempfile::tempdir().unwrap();
-        let server = start_with_store(store.path(), &[]);
-        let r = client
-            .put(api(&server, "victim"))
-            .bearer_auth(TOKEN)
-            .body(old_wasm.clone())
-            .send()
-            .await
-            .unwrap();
+        let (server, ops) = start_with_store(store.path(), &[]);
+        let r = ops.put("victim", old_wasm.clone(), "").await;
         assert_eq!(r.status(), 201);
         drop(server);
 
@@ -558,7 +461,7 @@ async fn a_crash_at_any_point_of_a_deploy_leaves_the_old_or_the_new_version() {
             .env("RUNTIME_STORE_CRASH_AT", point);
         let mut server = Service::start_with(&mut command, &["traffic", "ops"]).unwrap();
         let put = client
-            .put(api(&server, "victim"))
+            .put(Deployer::new(&server, None).url("victim"))
             .bearer_auth(TOKEN)
             .body(new_wasm.clone())
             .send()
@@ -568,8 +471,8 @@ async fn a_crash_at_any_point_of_a_deploy_leaves_the_old_or_the_new_version() {
         assert!(!status.success(), "{point}: {status:?}");
         drop(server);
 
-        let server = start_with_store(store.path(), &[]);
-        let (status, v) = crate::get_json(&client, &api(&server, "victim")).await;
+        let (server, ops) = start_with_store(store.path(), &[]);
+        let (status, v) = ops.get("victim").await;
         assert_eq!(status, 200, "{point}: {v}");
         assert_eq!(&v["digest"], survivor.as_str(), "{point}");
         let (status, _) = crate::get_json(
@@ -596,7 +499,7 @@ async fn a_crash_at_any_point_of_a_deploy_leaves_the_old_or_the_new_version() {
 #[test]
 fn cli_deploy_list_rm() {
     let store = tempfile::tempdir().unwrap();
-    let server = start_with_store(store.path(), &[]);
+    let (server, _) = start_with_store(store.path(), &[]);
     let url = server.url("ops");
     let cli = |args: &[&str], token: Option<&str>| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"));
@@ -690,19 +593,13 @@ async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
 #[tokio::test]
 async fn the_request_head_is_judged_before_any_body_is_read() {
     let store = tempfile::tempdir().unwrap();
-    let server = start_with_store(store.path(), &[]);
-    let client = examples::client();
-    assert_eq!(
-        put(&client, &server, "keep", artifacts::HELLO_COMPONENT, "")
-            .await
-            .status(),
-        201
-    );
-    let ops = server.addr("ops");
+    let (server, ops) = start_with_store(store.path(), &[]);
+    ops.deploy("keep", artifacts::HELLO_COMPONENT, "").await;
+    let addr = server.addr("ops");
     let huge = "content-length: 1000000000000\r\nexpect: 100-continue\r\n";
     // No token: 401 at once, without reading (or asking for) the body.
     let answer = raw(
-        ops,
+        addr,
         &format!("PUT /functions/x HTTP/1.1\r\nhost: t\r\n{huge}\r\n"),
     )
     .await;
@@ -710,7 +607,7 @@ async fn the_request_head_is_judged_before_any_body_is_read() {
     assert!(!answer.contains("100 Continue"), "{answer:?}");
     // With the token: the declared length alone is refused.
     let answer = raw(
-        ops,
+        addr,
         &format!(
             "PUT /functions/x HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {TOKEN}\r\n{huge}\r\n"
         ),
@@ -727,7 +624,7 @@ async fn the_request_head_is_judged_before_any_body_is_read() {
         ("GET", "/functions/Keep"),
     ] {
         let answer = raw(
-            ops,
+            addr,
             &format!(
                 "{method} {path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
             ),
@@ -743,33 +640,25 @@ async fn the_request_head_is_judged_before_any_body_is_read() {
             "{answer:?}"
         );
     }
-    let (status, _) = crate::get_json(&client, &api(&server, "keep")).await;
+    let (status, _) = ops.get("keep").await;
     assert_eq!(status, 200, "the valid function is untouched");
 }
 
 #[tokio::test]
 async fn environment_values_are_shown_only_with_the_token() {
     let store = tempfile::tempdir().unwrap();
-    let server = start_with_store(store.path(), &[]);
+    let (server, ops) = start_with_store(store.path(), &[]);
     let client = examples::client();
-    let r = put(
-        &client,
-        &server,
-        "x",
-        artifacts::HELLO_COMPONENT,
-        "?env=SECRET=hunter2",
-    )
-    .await;
+    let r = ops
+        .put_file("x", artifacts::HELLO_COMPONENT, "?env=SECRET=hunter2")
+        .await;
     assert_eq!(r.status(), 201);
     let deployed: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
         deployed["settings"]["env"]["SECRET"], "hunter2",
         "the deployer sees it"
     );
-    for url in [
-        api(&server, "x"),
-        format!("{}/functions", server.url("ops")),
-    ] {
+    for url in [ops.url("x"), format!("{}/functions", server.url("ops"))] {
         let text = client.get(&url).send().await.unwrap().text().await.unwrap();
         assert!(!text.contains("hunter2"), "{url}: {text}");
         assert!(text.contains("SECRET"), "{url}: the key is listed: {text}");
@@ -790,19 +679,14 @@ async fn environment_values_are_shown_only_with_the_token() {
 async fn broken_store_entries_are_set_aside_and_the_rest_start() {
     let store = tempfile::tempdir().unwrap();
     let client = examples::client();
-    let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+    let (server, ops) = start_with_store(store.path(), &["--baseline-compile=false"]);
     for name in ["good", "lost", "garbled", "renamed"] {
-        let r = put(
-            &client,
-            &server,
-            name,
-            artifacts::HELLO_COMPONENT,
-            "?env=A=1",
-        )
-        .await;
+        let r = ops
+            .put_file(name, artifacts::HELLO_COMPONENT, "?env=A=1")
+            .await;
         assert_eq!(r.status(), 201, "{name}");
     }
-    let r = put(&client, &server, "other", artifacts::SLEEP_COMPONENT, "").await;
+    let r = ops.put_file("other", artifacts::SLEEP_COMPONENT, "").await;
     assert_eq!(r.status(), 201);
     drop(server);
 
@@ -824,7 +708,7 @@ async fn broken_store_entries_are_set_aside_and_the_rest_start() {
     )
     .unwrap();
 
-    let server = start_with_store(store.path(), &["--baseline-compile=false"]);
+    let (server, ops) = start_with_store(store.path(), &["--baseline-compile=false"]);
     for (name, status) in [
         ("good", 200),
         ("other", 200),
@@ -832,7 +716,7 @@ async fn broken_store_entries_are_set_aside_and_the_rest_start() {
         ("garbled", 404),
         ("renamed", 404),
     ] {
-        let (got, _) = crate::get_json(&client, &api(&server, name)).await;
+        let (got, _) = ops.get(name).await;
         assert_eq!(got, status, "{name}");
     }
     let (status, _) = crate::get_json(&client, &format!("{}/good/", server.url("traffic"))).await;
@@ -860,17 +744,9 @@ async fn the_store_is_private_and_one_others_can_write_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("store");
-    let client = examples::client();
-    let server = start_with_store(&dir, &[]);
-    let r = put(
-        &client,
-        &server,
-        "x",
-        artifacts::HELLO_COMPONENT,
-        "?env=SECRET=s",
-    )
-    .await;
-    assert_eq!(r.status(), 201);
+    let (server, ops) = start_with_store(&dir, &[]);
+    ops.deploy("x", artifacts::HELLO_COMPONENT, "?env=SECRET=s")
+        .await;
     drop(server);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
@@ -925,7 +801,7 @@ async fn the_token_may_come_from_a_file_and_the_scheme_in_any_case() {
         ("Basic from-a-file", 401),
     ] {
         let r = client
-            .put(api(&server, "x"))
+            .put(Deployer::new(&server, None).url("x"))
             .header("authorization", header)
             .body(wasm.clone())
             .send()
@@ -939,17 +815,17 @@ async fn the_token_may_come_from_a_file_and_the_scheme_in_any_case() {
 async fn without_a_token_only_requests_to_localhost_may_change_anything() {
     let dir = tempfile::tempdir().unwrap();
     let server = crate::start(dir.path(), &[]);
-    let ops = server.addr("ops");
+    let addr = server.addr("ops");
     // What a web page would send after rebinding its own name to 127.0.0.1.
     let answer = raw(
-        ops,
+        addr,
         "DELETE /functions/x HTTP/1.1\r\nhost: attacker.example:8081\r\nconnection: close\r\n\r\n",
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer:?}");
     for host in ["localhost:8081", "127.0.0.1", "[::1]:8081"] {
         let answer = raw(
-            ops,
+            addr,
             &format!("DELETE /functions/x HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),
         )
         .await;
@@ -965,14 +841,9 @@ async fn without_a_token_only_requests_to_localhost_may_change_anything() {
 #[tokio::test]
 async fn a_deleted_functions_series_go_with_it() {
     let store = tempfile::tempdir().unwrap();
-    let server = start_with_store(store.path(), &[]);
+    let (server, ops) = start_with_store(store.path(), &[]);
     let client = examples::client();
-    assert_eq!(
-        put(&client, &server, "gone", artifacts::MISBEHAVE_COMPONENT, "")
-            .await
-            .status(),
-        201
-    );
+    ops.deploy("gone", artifacts::MISBEHAVE_COMPONENT, "").await;
     for path in ["counter", "trap"] {
         let url = format!("{}/gone/{path}", server.url("traffic"));
         let _ = client.get(url).send().await.unwrap();
@@ -986,13 +857,7 @@ async fn a_deleted_functions_series_go_with_it() {
         text.contains(r#"http_server_requests_total{function="gone",method="GET",status="500"}"#),
         "{text}"
     );
-    let r = client
-        .delete(api(&server, "gone"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(ops.delete("gone").await, 204);
     let text = crate::metrics(&client, &server).await;
     let left: Vec<_> = text
         .lines()
@@ -1004,7 +869,7 @@ async fn a_deleted_functions_series_go_with_it() {
 #[tokio::test]
 async fn background_compiles_run_on_one_thread_and_the_latest_deploy_wins() {
     let store = tempfile::tempdir().unwrap();
-    let server = start_with_store(store.path(), &[]);
+    let (server, ops) = start_with_store(store.path(), &[]);
     let client = examples::client();
     let tier_up_threads = || {
         std::fs::read_dir(format!("/proc/{}/task", server.pid()))
@@ -1018,14 +883,9 @@ async fn background_compiles_run_on_one_thread_and_the_latest_deploy_wins() {
     let mut most = 0;
     for i in 0..8 {
         let name = format!("f{i}");
-        let r = put(
-            &client,
-            &server,
-            &name,
-            artifacts::HELLO_COMPONENT,
-            &format!("?env=V={i}"),
-        )
-        .await;
+        let r = ops
+            .put_file(&name, artifacts::HELLO_COMPONENT, &format!("?env=V={i}"))
+            .await;
         assert_eq!(r.status(), 201, "{name}");
         most = most.max(tier_up_threads());
     }
@@ -1037,16 +897,16 @@ async fn background_compiles_run_on_one_thread_and_the_latest_deploy_wins() {
     .into_iter()
     .enumerate()
     {
-        let r = put(&client, &server, "last", path, "").await;
+        let r = ops.put_file("last", path, "").await;
         assert!(r.status().is_success(), "{i}");
         most = most.max(tier_up_threads());
     }
     assert_eq!(most, 1, "background compile threads at once");
     for i in 0..8 {
-        wait_for_compiler(&client, &server, &format!("f{i}"), "cranelift").await;
+        ops.wait_for_compiler(&format!("f{i}"), "cranelift").await;
     }
-    wait_for_compiler(&client, &server, "last", "cranelift").await;
-    let (_, v) = crate::get_json(&client, &api(&server, "last")).await;
+    ops.wait_for_compiler("last", "cranelift").await;
+    let (_, v) = ops.get("last").await;
     let hash = std::fs::read(artifacts::HASH_COMPONENT).unwrap();
     assert_eq!(v["size"], hash.len(), "the last deploy's code: {v}");
     let (status, v) = crate::get_json(

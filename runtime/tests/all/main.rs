@@ -1,8 +1,9 @@
 //! The runtime as users run it: the real binary on 127.0.0.1, real components, real
-//! sockets. Every test deploys through a functions directory (for now the only way in).
+//! sockets. Tests deploy through a functions directory or the deploy API ([`Deployer`]).
 
 mod containment;
 mod deploy;
+mod deployer;
 mod functions;
 mod isolation;
 mod limits;
@@ -14,6 +15,7 @@ mod startup;
 mod under_load;
 mod wagi;
 
+pub use deployer::Deployer;
 use localrun::Service;
 use std::path::Path;
 

@@ -3,6 +3,7 @@
 //! deploys converge on the one written last, and a replica that dies mid-deploy leaves
 //! the others and the store consistent and catches up when it comes back.
 
+use crate::Deployer;
 use localrun::{Service, examples};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,44 +37,27 @@ fn replica_with(store: &Path, extra: &[&str], env: &[(&str, &str)]) -> Service {
     Service::start_with(&mut command, &["traffic", "ops"]).expect("replica starts")
 }
 
-fn api(server: &Service, name: &str) -> String {
-    format!("{}/functions/{name}", server.url("ops"))
+/// `server`'s deploy API, with the token every replica shares.
+fn ops(server: &Service) -> Deployer {
+    Deployer::new(server, Some(TOKEN))
 }
 
-async fn put(client: &reqwest::Client, server: &Service, name: &str, wasm: &[u8]) -> u16 {
-    client
-        .put(api(server, name))
-        .bearer_auth(TOKEN)
-        .body(wasm.to_vec())
-        .send()
+/// Deploys `wasm` as `name` through `server`; the status it answered.
+async fn put(server: &Service, name: &str, wasm: &[u8]) -> u16 {
+    ops(server)
+        .put(name, wasm.to_vec(), "")
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
 
-/// The digest `server` serves for `name`, `None` if it has no such function.
-async fn digest(client: &reqwest::Client, server: &Service, name: &str) -> Option<String> {
-    let (status, v) = crate::get_json(client, &api(server, name)).await;
-    match status {
-        200 => Some(v["digest"].as_str().unwrap().to_string()),
-        404 => None,
-        other => panic!("GET {}: {other}: {v}", api(server, name)),
-    }
-}
-
 /// Waits until every replica shows `expected` for `name`; how long that took.
-async fn converge(
-    client: &reqwest::Client,
-    replicas: &[&Service],
-    name: &str,
-    expected: Option<&str>,
-) -> Duration {
+async fn converge(replicas: &[&Service], name: &str, expected: Option<&str>) -> Duration {
     let start = Instant::now();
     loop {
         let mut seen = Vec::new();
         for server in replicas {
-            seen.push(digest(client, server, name).await);
+            seen.push(ops(server).digest(name).await);
         }
         if seen.iter().all(|d| d.as_deref() == expected) {
             return start.elapsed();
@@ -116,8 +100,8 @@ async fn a_deploy_or_delete_through_one_replica_reaches_all() {
     let client = examples::client();
     let (hello, hello_digest) = wasm(artifacts::HELLO_COMPONENT);
 
-    assert_eq!(put(&client, &replicas[0], "greet", &hello).await, 201);
-    let took = converge(&client, &all, "greet", Some(&hello_digest)).await;
+    assert_eq!(put(&replicas[0], "greet", &hello).await, 201);
+    let took = converge(&all, "greet", Some(&hello_digest)).await;
     eprintln!("deploy converged on 3 replicas in {took:?}");
     for server in &replicas {
         assert_eq!(traffic(&client, server, "/greet/").await, 200);
@@ -136,14 +120,8 @@ async fn a_deploy_or_delete_through_one_replica_reaches_all() {
     }
 
     // Delete through the second: all three answer 404, API and traffic.
-    let r = client
-        .delete(api(&replicas[1], "greet"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let took = converge(&client, &all, "greet", None).await;
+    assert_eq!(ops(&replicas[1]).delete("greet").await, 204);
+    let took = converge(&all, "greet", None).await;
     eprintln!("delete converged on 3 replicas in {took:?}");
     for server in &replicas {
         assert_eq!(traffic(&client, server, "/greet/").await, 404);
@@ -152,10 +130,10 @@ async fn a_deploy_or_delete_through_one_replica_reaches_all() {
     }
 
     // A replica that starts later catches up from the store.
-    assert_eq!(put(&client, &replicas[2], "late", &hello).await, 201);
+    assert_eq!(put(&replicas[2], "late", &hello).await, 201);
     let late = replica(store.path(), &flags);
     assert_eq!(
-        digest(&client, &late, "late").await.as_deref(),
+        ops(&late).digest("late").await.as_deref(),
         Some(hello_digest.as_str())
     );
 }
@@ -170,8 +148,8 @@ async fn redeploys_spread_over_replicas_under_load_fail_no_request() {
         wasm(artifacts::HELLO_COMPONENT),
         wasm(artifacts::PLAIN_WASI_COMPONENT),
     ];
-    assert_eq!(put(&client, &replicas[0], "f", &versions[0].0).await, 201);
-    converge(&client, &all, "f", Some(&versions[0].1)).await;
+    assert_eq!(put(&replicas[0], "f", &versions[0].0).await, 201);
+    converge(&all, "f", Some(&versions[0].1)).await;
 
     let urls: Vec<String> = replicas
         .iter()
@@ -181,11 +159,11 @@ async fn redeploys_spread_over_replicas_under_load_fail_no_request() {
     for i in 0..20 {
         let (bytes, _) = &versions[(i + 1) % 2];
         let through = &replicas[i % 3];
-        assert_eq!(put(&client, through, "f", bytes).await, 200, "redeploy {i}");
+        assert_eq!(put(through, "f", bytes).await, 200, "redeploy {i}");
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // The last deploy (i = 19) was version 0.
-    converge(&client, &all, "f", Some(&versions[0].1)).await;
+    converge(&all, "f", Some(&versions[0].1)).await;
     let (total, failed) = load.stop().await;
     assert!(
         failed.is_empty(),
@@ -216,13 +194,12 @@ async fn concurrent_deploys_of_one_name_converge_on_the_last_written() {
     let store = tempfile::tempdir().unwrap();
     let replicas: Vec<Service> = (0..3).map(|_| replica(store.path(), &[])).collect();
     let all: Vec<&Service> = replicas.iter().collect();
-    let client = examples::client();
     let (hello, hello_digest) = wasm(artifacts::HELLO_COMPONENT);
     let (hash, hash_digest) = wasm(artifacts::HASH_COMPONENT);
     for round in 0..3 {
         let (a, b) = tokio::join!(
-            put(&client, &replicas[0], "race", &hello),
-            put(&client, &replicas[1], "race", &hash),
+            put(&replicas[0], "race", &hello),
+            put(&replicas[1], "race", &hash),
         );
         assert!(
             [200, 201].contains(&a) && [200, 201].contains(&b),
@@ -231,7 +208,7 @@ async fn concurrent_deploys_of_one_name_converge_on_the_last_written() {
         // Whichever manifest was renamed into place last is what every replica serves.
         let winner = manifest_digest(store.path(), "race");
         assert!(winner == hello_digest || winner == hash_digest);
-        converge(&client, &all, "race", Some(&winner)).await;
+        converge(&all, "race", Some(&winner)).await;
         eprintln!("round {round}: converged on {winner}");
     }
 }
@@ -251,17 +228,11 @@ async fn a_replica_killed_during_a_deploy_leaves_the_rest_consistent_and_catches
         &[],
         &[("RUNTIME_STORE_CRASH_AT", "manifest-temp")],
     );
-    assert_eq!(put(&client, &first, "f", &hello).await, 201);
-    converge(
-        &client,
-        &[&first, &second, &third],
-        "f",
-        Some(&hello_digest),
-    )
-    .await;
+    assert_eq!(put(&first, "f", &hello).await, 201);
+    converge(&[&first, &second, &third], "f", Some(&hello_digest)).await;
 
     let r = client
-        .put(api(&third, "f"))
+        .put(ops(&third).url("f"))
         .bearer_auth(TOKEN)
         .body(hash.clone())
         .send()
@@ -272,17 +243,17 @@ async fn a_replica_killed_during_a_deploy_leaves_the_rest_consistent_and_catches
 
     // The lock died with it: another replica deploys (which needs the lock), and once
     // both have applied that deploy, neither serves the dead one's version of f.
-    assert_eq!(put(&client, &second, "g", &hash).await, 201);
-    converge(&client, &[&first, &second], "g", Some(&hash_digest)).await;
+    assert_eq!(put(&second, "g", &hash).await, 201);
+    converge(&[&first, &second], "g", Some(&hash_digest)).await;
     assert_eq!(manifest_digest(store.path(), "f"), hello_digest);
-    converge(&client, &[&first, &second], "f", Some(&hello_digest)).await;
+    converge(&[&first, &second], "f", Some(&hello_digest)).await;
 
     // A real SIGKILL while a deploy through the second is under way: sent as soon as the
     // new version's blob (bytes the store has not held before) starts to appear.
     let (sleep, sleep_digest) = wasm(artifacts::SLEEP_COMPONENT);
     let blob = sleep_digest.trim_start_matches("sha256:").to_string();
     let deploy = {
-        let (client, url) = (client.clone(), api(&second, "f"));
+        let (client, url) = (client.clone(), ops(&second).url("f"));
         tokio::spawn(async move {
             client
                 .put(url)
@@ -320,7 +291,7 @@ async fn a_replica_killed_during_a_deploy_leaves_the_rest_consistent_and_catches
         }
         Err(_) => assert!(stored == hello_digest || stored == sleep_digest, "{stored}"),
     }
-    converge(&client, &[&first], "f", Some(&stored)).await;
+    converge(&[&first], "f", Some(&stored)).await;
     let probe = if stored == sleep_digest {
         "/f/?min_ms=1&max_ms=2"
     } else {
@@ -331,8 +302,8 @@ async fn a_replica_killed_during_a_deploy_leaves_the_rest_consistent_and_catches
     // Both come back and catch up; the restart clears what the dead left behind.
     let third = replica(store.path(), &[]);
     let second = replica(store.path(), &[]);
-    converge(&client, &[&first, &second, &third], "f", Some(&stored)).await;
-    converge(&client, &[&first, &second, &third], "g", Some(&hash_digest)).await;
+    converge(&[&first, &second, &third], "f", Some(&stored)).await;
+    converge(&[&first, &second, &third], "g", Some(&hash_digest)).await;
     for sub in ["blobs", "functions", "cache"] {
         let names: Vec<String> = std::fs::read_dir(store.path().join(sub))
             .unwrap()

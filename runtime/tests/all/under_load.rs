@@ -128,15 +128,9 @@ async fn a_memory_flood_is_refused_within_the_budget_and_the_runtime_lives() {
 
     // A function whose limit alone is over the budget could never get an instance: its
     // deploy is refused, saying why.
-    let deploy = client
-        .put(format!(
-            "{}/functions/hog?memory_mib=1024",
-            server.url("ops")
-        ))
-        .body(std::fs::read(artifacts::MEMORY_COMPONENT).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let deploy = crate::Deployer::new(&server, None)
+        .put_file("hog", artifacts::MEMORY_COMPONENT, "?memory_mib=1024")
+        .await;
     assert_eq!(deploy.status(), 400);
     let error = deploy.text().await.unwrap();
     assert!(

@@ -2,6 +2,7 @@
 //! the CGI response out, every way of failing with its status while components beside
 //! it keep answering, and the same sandbox.
 
+use crate::Deployer;
 use localrun::examples;
 
 const SETTINGS: &str =
@@ -77,11 +78,10 @@ async fn the_request_and_the_response_round_trip_through_cgi() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
     }
 
-    let (status, v) =
-        crate::get_json(&client, &format!("{}/functions/probe", server.url("ops"))).await;
+    let (status, v) = Deployer::new(&server, None).get("probe").await;
     assert_eq!(status, 200);
     assert_eq!(v["kind"], "wagi");
-    let (_, v) = crate::get_json(&client, &format!("{}/functions/hello", server.url("ops"))).await;
+    let (_, v) = Deployer::new(&server, None).get("hello").await;
     assert_eq!(v["kind"], "wasi-http");
 }
 
@@ -223,14 +223,10 @@ async fn a_module_that_is_not_a_command_is_refused_at_deploy() {
         &["--store-dir", store.path().to_str().unwrap()],
     );
     let client = examples::client();
-    let url = format!("{}/functions/empty", server.url("ops"));
+    // No token: deploys from localhost are allowed.
+    let ops = Deployer::new(&server, None);
     // The smallest valid core module: no imports, no exports.
-    let r = client
-        .put(&url)
-        .body(&b"\0asm\x01\0\0\0"[..])
-        .send()
-        .await
-        .unwrap();
+    let r = ops.put("empty", &b"\0asm\x01\0\0\0"[..], "").await;
     assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("_start"));
     // A command that imports something besides WASI 0.1: `env.f`, called by `_start`.
@@ -242,7 +238,7 @@ async fn a_module_that_is_not_a_command_is_refused_at_deploy() {
         7, 10, 1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 1, // export _start: func 1
         10, 4, 1, 2, 0, 0x0b, // its body: nothing
     ];
-    let r = client.put(&url).body(imports_env).send().await.unwrap();
+    let r = ops.put("empty", imports_env, "").await;
     assert_eq!(r.status(), 422);
     let text = r.text().await.unwrap();
     assert!(
@@ -251,15 +247,13 @@ async fn a_module_that_is_not_a_command_is_refused_at_deploy() {
         "{text}"
     );
     // Outbound HTTP is for components: a module has no sockets to use it with.
-    let r = client
-        .put(format!(
-            "{}/functions/probe?allow=api.example.com",
-            server.url("ops")
-        ))
-        .body(std::fs::read(artifacts::WAGI_PROBE_MODULE).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = ops
+        .put_file(
+            "probe",
+            artifacts::WAGI_PROBE_MODULE,
+            "?allow=api.example.com",
+        )
+        .await;
     assert_eq!(r.status(), 422);
     assert!(
         r.text()
@@ -267,12 +261,9 @@ async fn a_module_that_is_not_a_command_is_refused_at_deploy() {
             .unwrap()
             .contains("allowed_outbound_hosts is for wasi:http components")
     );
-    let r = client
-        .put(format!("{}/functions/probe", server.url("ops")))
-        .body(std::fs::read(artifacts::WAGI_PROBE_MODULE).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = ops
+        .put_file("probe", artifacts::WAGI_PROBE_MODULE, "")
+        .await;
     assert_eq!(r.status(), 201);
     assert_eq!(
         crate::status(&client, format!("{}/probe/status", server.url("traffic"))).await,
@@ -330,7 +321,7 @@ async fn every_example_answers_the_same_through_both_abis() {
         .await
         .unwrap();
     for name in ["hello", "sleep", "hash", "memory"] {
-        let (_, v) = crate::get_json(&client, &format!("{}/functions/{name}", p1.url("ops"))).await;
+        let (_, v) = Deployer::new(&p1, None).get(name).await;
         assert_eq!(v["kind"], "wagi", "{name}");
     }
     for case in examples::cases() {
@@ -362,8 +353,7 @@ async fn the_c_example_answers() {
         c,
         answer(&client, "GET", &format!("{traffic}/hello/"), b"").await
     );
-    let (_, v) =
-        crate::get_json(&client, &format!("{}/functions/hello-c", server.url("ops"))).await;
+    let (_, v) = Deployer::new(&server, None).get("hello-c").await;
     assert_eq!(v["kind"], "wagi");
 }
 
@@ -426,12 +416,9 @@ async fn a_module_importing_wasi_unstable_runs() {
         &["--store-dir", store.path().to_str().unwrap()],
     );
     let client = examples::client();
-    let r = client
-        .put(format!("{}/functions/old", server.url("ops")))
-        .body(wasi_unstable_command())
-        .send()
-        .await
-        .unwrap();
+    let r = Deployer::new(&server, None)
+        .put("old", wasi_unstable_command(), "")
+        .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let r = client
         .get(format!("{}/old/", server.url("traffic")))
