@@ -148,6 +148,15 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_DECOMMIT_BATCH_SIZE", default_value = "1")]
     pub decommit_batch_size: NonZeroUsize,
 
+    /// Most deployed functions with their code in memory at once. A stored function is
+    /// loaded by its first request (from the compiled-code cache, mapped); past this
+    /// many, the least recently used is unloaded and its next request loads it again (a
+    /// cold start). Names that deploy the same component share one copy of its code.
+    /// Functions from --functions-dir, and deploys without --store-dir, stay loaded and
+    /// do not count.
+    #[arg(long, env = "RUNTIME_MAX_LOADED_FUNCTIONS", default_value = "1000")]
+    pub max_loaded_functions: NonZeroUsize,
+
     /// Serve a newly deployed component first with code from Winch, wasmtime's baseline
     /// compiler (about 4x faster to compile, slower to run), while Cranelift compiles
     /// the optimized code in the background; that version then swaps in. A deploy whose

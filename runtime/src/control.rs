@@ -14,13 +14,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::admission::{MemoryBudget, PoolShares};
-use crate::function::Function;
-use crate::function::{Compiled, Compiler};
+use crate::function::{Compiled, Compiler, Function, Kind, Ready};
 use crate::invoke::{Invoker, Shared};
 use crate::loader::{self, LoadError, Loader};
-use crate::metrics::{DeployResult, FaasMetrics};
+use crate::metrics::{ColdStart, DeployResult, FaasMetrics, ReadAtScrape};
 use crate::name::FunctionName;
 use crate::registry::Registry;
+use crate::resident::Resident;
 use crate::store::{FunctionStore, Record};
 use crate::tier_up::TierUp;
 use crate::{Config, engine, heap};
@@ -90,6 +90,8 @@ pub struct ControlPlane {
     tier_up: TierUp,
     ticker: Arc<engine::EpochTicker>,
     invoker: Arc<Invoker>,
+    /// Which deployed functions have their code in memory.
+    resident: Arc<Resident>,
     /// The traffic listener's HTTP metrics, whose series of a deleted function go with it.
     http: Option<service_ops::HttpMetrics>,
     /// The stored version of each name this runtime has applied (restored, deployed, or
@@ -148,8 +150,20 @@ impl ControlPlane {
             shared.memory.clone(),
             shared.pool.clone(),
         )?))?;
+        let resident = Arc::new(Resident::new(
+            config.max_loaded_functions.get(),
+            optimizing.clone(),
+            store.clone(),
+        ));
+        prom.register(Box::new(resident_gauges(&resident)?))?;
         let control = Self {
-            invoker: Arc::new(Invoker::new(registry.clone(), faas.clone(), shared)),
+            invoker: Arc::new(Invoker::new(
+                registry.clone(),
+                resident.clone(),
+                faas.clone(),
+                shared,
+            )),
+            resident,
             registry,
             store,
             faas,
@@ -195,60 +209,67 @@ impl ControlPlane {
         self
     }
 
-    /// Loads `--functions-dir`, then the store, whose deploys win over files of the
-    /// same name.
+    /// Loads `--functions-dir` (compiled and checked now, a bad file stops the start
+    /// with its name; their code stays in memory), then the store, whose deploys win
+    /// over files of the same name. A stored function is only its record until its
+    /// first request loads its code ([`crate::resident`]): a restart reads manifests,
+    /// not code.
     fn restore(&self) -> Result<(), RestoreError> {
-        let mut found = Vec::new();
         if let Some(dir) = &self.config.functions_dir {
             for (record, wasm) in loader::read_dir(dir)? {
                 let origin = dir.join(format!("{}.wasm", record.name));
-                found.push((origin.display().to_string(), record, wasm, false));
+                let function = self
+                    .optimizing
+                    .load(record, &wasm, true, ColdStart::FirstRequest)
+                    .map_err(|source| RestoreError::Load {
+                        origin: origin.display().to_string(),
+                        source,
+                    })?;
+                if let Some(ready) = function.code() {
+                    tracing::info!(
+                        function = %function.name(),
+                        compile_seconds = ready.compiled.seconds,
+                        from_cache = ready.compiled.from_cache,
+                        "loaded"
+                    );
+                }
+                self.install(function);
             }
         }
-        if let Some(store) = &self.store {
-            for (record, wasm) in store.read_all()? {
-                found.push((
-                    format!("stored function {}", record.name),
-                    record,
-                    wasm,
-                    true,
-                ));
-            }
-        }
-        for (origin, record, wasm, stored) in found {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut kinds: HashMap<String, Kind> = HashMap::new();
+        for record in store.list()? {
             let name = record.name.clone();
-            if stored {
-                self.applied().insert(record.name.clone(), record.clone());
-            }
-            let function = match self.optimizing.load(record, &wasm) {
-                Ok(function) => function,
-                // A stored function that no longer loads (a runtime upgrade took an
-                // import away, say) is set aside so that the others start; a file in
-                // --functions-dir is the operator's, and stops the start with its name.
-                // In a shared store it stays: other runtimes may still run it.
-                Err(source) if stored => {
-                    match &self.store {
-                        Some(store) if store.is_shared() => {
-                            self.faas.sync_errors.inc();
-                            tracing::error!(function = %name, "not serving the stored version: {source}");
-                        }
-                        Some(store) => {
-                            store.quarantine_function(&name, source.to_string())?;
-                            self.applied().remove(&name);
-                            self.faas.quarantined.inc();
-                        }
-                        None => {}
+            self.applied().insert(name.clone(), record.clone());
+            let kind = match kinds.get(&record.digest) {
+                Some(kind) => Ok(*kind),
+                None => store.wasm_header(&record).map(|head| Kind::of(&head)),
+            };
+            let found = kind
+                .map_err(LoadError::from)
+                .and_then(|kind| Ok((kind, self.optimizing.limits(&record)?)));
+            let (kind, limits) = match found {
+                Ok(found) => found,
+                // A stored function this runtime cannot run (its settings are past a
+                // ceiling lowered since, say) is set aside so that the others start. In
+                // a shared store it stays: other runtimes may still run it.
+                Err(source) => {
+                    if store.is_shared() {
+                        self.faas.sync_errors.inc();
+                        tracing::error!(function = %name, "not serving the stored version: {source}");
+                    } else {
+                        store.quarantine_function(&name, source.to_string())?;
+                        self.applied().remove(&name);
+                        self.faas.quarantined.inc();
                     }
                     continue;
                 }
-                Err(source) => return Err(RestoreError::Load { origin, source }),
             };
-            tracing::info!(
-                function = %function.name(),
-                compile_seconds = function.compiled.seconds,
-                from_cache = function.compiled.from_cache,
-                "loaded"
-            );
+            kinds.insert(record.digest.clone(), kind);
+            let function =
+                Function::new(record, kind, limits, None, false, ColdStart::FirstRequest);
             self.install(function);
         }
         Ok(())
@@ -291,13 +312,21 @@ impl ControlPlane {
     }
 
     /// Loads a new version: from Winch's quick compile unless Cranelift's code is
-    /// already cached (Cranelift's then swaps in from the background: true).
+    /// already cached (Cranelift's then swaps in from the background: true). Without a
+    /// store its code could not be loaded again, so it stays in memory.
     fn load_new(&self, record: Record, wasm: &[u8]) -> Result<(Function, bool), LoadError> {
         let baseline = match self.optimizing.is_cached(&record.digest) {
             true => None,
             false => self.baseline_loader(),
         };
-        let function = baseline.unwrap_or(&self.optimizing).load(record, wasm)?;
+        let cold = match self.registry.get(&record.name) {
+            Some(_) => ColdStart::Redeployed,
+            None => ColdStart::FirstRequest,
+        };
+        let pinned = self.store.is_none();
+        let function = baseline
+            .unwrap_or(&self.optimizing)
+            .load(record, wasm, pinned, cold)?;
         heap::release_free_memory();
         Ok((function, baseline.is_some()))
     }
@@ -421,7 +450,11 @@ impl ControlPlane {
     /// Takes `name` out of the registry and its series out of the metrics; false if it
     /// was not there.
     fn unregister(&self, name: &str) -> bool {
-        let removed = self.registry.remove(name).is_some();
+        let removed = self.registry.remove(name);
+        if let Some(removed) = &removed {
+            self.resident.retire(removed);
+        }
+        let removed = removed.is_some();
         self.faas.functions.set(self.registry.len() as i64);
         if removed {
             self.faas.forget_function(name);
@@ -468,7 +501,7 @@ impl ControlPlane {
                 if !control.registry.is_current(&expected) {
                     return;
                 }
-                match control.optimizing.load(expected.record.clone(), &wasm) {
+                match control.optimizing.ready(&expected.record, &wasm) {
                     Ok(optimized) => control.swap_optimized(&expected, optimized),
                     Err(e) => tracing::error!(
                         function = %expected.name(),
@@ -480,44 +513,69 @@ impl ControlPlane {
         });
     }
 
-    /// Swaps `optimized` in for `expected`, unless a newer deploy or a delete replaced
-    /// `expected` meanwhile.
-    fn swap_optimized(&self, expected: &Arc<Function>, optimized: Function) {
-        let name = optimized.name().clone();
-        let compiled = optimized.compiled;
-        if self.registry.replace_if_current(expected, optimized) {
-            self.count_compile(&name, compiled);
-            tracing::info!(
-                function = %name,
-                compile_seconds = compiled.seconds,
-                "optimized code swapped in"
-            );
+    /// Swaps `optimized` code in for `expected`'s, unless a newer deploy or a delete
+    /// replaced `expected` meanwhile. Requests running finish on the code they started
+    /// with.
+    fn swap_optimized(&self, expected: &Arc<Function>, optimized: Ready) {
+        let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.registry.is_current(expected) {
+            return;
         }
+        let compiled = optimized.compiled;
+        expected.set_code(Arc::new(optimized));
+        self.resident.loaded(expected);
+        self.count_compile(expected.name(), compiled);
+        tracing::info!(
+            function = %expected.name(),
+            compile_seconds = compiled.seconds,
+            "optimized code swapped in"
+        );
     }
 
     /// Installs `function`, returning whether it replaced a version, and the installed one.
     fn install(&self, function: Function) -> (Deployed, Arc<Function>) {
-        self.count_compile(function.name(), function.compiled);
+        if let Some(ready) = function.code() {
+            self.count_compile(function.name(), ready.compiled);
+        }
         let function = Arc::new(function);
         let deployed = match self.registry.insert(function.clone()) {
-            Some(_) => Deployed::Replaced,
+            Some(replaced) => {
+                self.resident.retire(&replaced);
+                Deployed::Replaced
+            }
             None => Deployed::Created,
         };
+        if function.code().is_some() {
+            self.resident.loaded(&function);
+        }
         self.faas.functions.set(self.registry.len() as i64);
         (deployed, function)
     }
 
     fn count_compile(&self, name: &str, compiled: Compiled) {
-        if compiled.cache_set_aside {
-            self.faas.quarantined.inc();
-        }
-        self.faas
-            .compile_duration
-            .with_label_values(&[name])
-            .observe(compiled.seconds);
-        self.faas
-            .compiles
-            .with_label_values(&[compiled.result()])
-            .inc();
+        self.faas.count_ready(
+            name,
+            compiled.result(),
+            compiled.seconds,
+            compiled.cache_set_aside,
+        );
     }
+}
+
+/// `runtime_loaded_functions` and `runtime_loaded_code_bytes`, read at scrape time.
+fn resident_gauges(resident: &Arc<Resident>) -> prometheus::Result<ReadAtScrape> {
+    let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+    let (count, bytes) = (resident.clone(), resident.clone());
+    ReadAtScrape::new(vec![
+        (
+            "runtime_loaded_functions",
+            "Functions whose code is in memory now (--functions-dir ones always; deployed ones from their first request until unloaded past --max-loaded-functions).",
+            Box::new(move || gauge(count.count())),
+        ),
+        (
+            "runtime_loaded_code_bytes",
+            "Bytes of machine code the loaded functions map, code shared by several names counted once.",
+            Box::new(move || gauge(bytes.code_bytes())),
+        ),
+    ])
 }

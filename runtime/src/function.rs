@@ -1,9 +1,10 @@
-//! A deployed function version: its store record, its pre-instantiated code (a wasi:http
-//! component or a WASI 0.1 core module served the WAGI way), its limits and sandbox
-//! settings, ready to be instantiated per request.
+//! A deployed function version: its store record, its limits and sandbox settings, and,
+//! while it is in memory, its pre-instantiated code (a wasi:http component or a WASI 0.1
+//! core module served the WAGI way), shared with every name that deployed the same
+//! component, ready to be instantiated per request.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -11,26 +12,39 @@ use serde::Serialize;
 
 use crate::host::{Host, WagiHost};
 use crate::limits::Limits;
-use crate::metrics::InvocationMetrics;
+use crate::metrics::{ColdStart, InvocationMetrics};
 use crate::store::Record;
 
 pub struct Function {
     /// What was deployed: name, digest, size, settings, when. The store keeps the same.
     pub record: Record,
-    pub code: Code,
+    /// Which ABI its code serves, known without loading it.
+    pub kind: Kind,
     /// `record.settings` applied to the runtime's defaults.
     pub limits: Limits,
     pub env: Arc<[(String, String)]>,
     pub allowed_hosts: Arc<[String]>,
     /// One permit per instance allowed at once.
     pub permits: Arc<Semaphore>,
-    /// True until the first invocation in this process: that one is the cold start.
-    pub cold: AtomicBool,
     /// This function's per-invocation metric series, resolved at its first request
     /// and handed to the executor that runs it.
     pub metrics: OnceLock<Arc<InvocationMetrics>>,
-    /// How its code was made ready.
-    pub compiled: Compiled,
+    /// Whether its code stays in memory for good: functions from `--functions-dir` do
+    /// (they are the operator's, checked at start); deployed ones may be unloaded.
+    pub pinned: bool,
+    /// Its code while in memory; `None` before its first request after a restart and
+    /// after it was unloaded.
+    code: RwLock<Option<Arc<Ready>>>,
+    /// Held while its code loads, so concurrent first requests load it once.
+    pub(crate) loading: tokio::sync::Mutex<()>,
+    /// When it last served, on the resident set's clock: the least recently used
+    /// is unloaded first.
+    pub(crate) last_used: AtomicU64,
+    /// Why its next invocation is a cold start ([`ColdStart`] as `u8`; 0 once warm).
+    cold: AtomicU8,
+    /// Replaced or deleted: code it loads now serves the requests that hold it, and is
+    /// never counted as resident.
+    pub(crate) retired: AtomicBool,
 }
 
 impl std::fmt::Debug for Function {
@@ -38,9 +52,18 @@ impl std::fmt::Debug for Function {
         f.debug_struct("Function")
             .field("record", &self.record)
             .field("limits", &self.limits)
-            .field("compiled", &self.compiled)
+            .field("pinned", &self.pinned)
+            .field("compiled", &self.code().map(|ready| ready.compiled))
             .finish_non_exhaustive()
     }
+}
+
+/// Code ready to instantiate, and how it was made ready.
+#[derive(Debug)]
+pub struct Ready {
+    /// Shared by every name that deployed the same component (and compiler).
+    pub code: Arc<Code>,
+    pub compiled: Compiled,
 }
 
 /// Which compiler made a function's running code.
@@ -72,6 +95,8 @@ pub struct Compiled {
     /// True when cached code was found but set aside (it failed its SHA-256 or would
     /// not load), so the code was compiled afresh.
     pub cache_set_aside: bool,
+    /// True when another name held the same component's code, now shared.
+    pub shared: bool,
     /// How long compiling (or loading cached code) and pre-instantiating took.
     pub seconds: f64,
 }
@@ -79,10 +104,11 @@ pub struct Compiled {
 impl Compiled {
     /// The `faas_compiles_total{result}` label.
     pub fn result(&self) -> &'static str {
-        match (self.from_cache, self.compiler) {
-            (true, _) => "cached",
-            (false, Compiler::Winch) => "baseline",
-            (false, Compiler::Cranelift) => "compiled",
+        match (self.shared, self.from_cache, self.compiler) {
+            (true, _, _) => "shared",
+            (false, true, _) => "cached",
+            (false, false, Compiler::Winch) => "baseline",
+            (false, false, Compiler::Cranelift) => "compiled",
         }
     }
 }
@@ -97,38 +123,121 @@ pub enum Code {
 
 impl std::fmt::Debug for Code {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.kind())
+        f.write_str(self.kind().label())
     }
 }
 
 impl Code {
-    /// What `GET /functions/{name}` calls it.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            Code::Http(_) => "wasi-http",
-            Code::Wagi(_) => "wagi",
+            Code::Http(_) => Kind::Http,
+            Code::Wagi(_) => Kind::Wagi,
+        }
+    }
+
+    /// Bytes of machine code (and its data) it maps.
+    pub fn image_bytes(&self) -> usize {
+        let range = match self {
+            Code::Http(pre) => pre.instance_pre().component().image_range(),
+            Code::Wagi(pre) => pre.module().image_range(),
+        };
+        (range.end as usize).saturating_sub(range.start as usize)
+    }
+}
+
+/// Which ABI a function's code serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A component exporting `wasi:http/incoming-handler`.
+    Http,
+    /// A WASI 0.1 command module, served the WAGI way.
+    Wagi,
+}
+
+impl Kind {
+    /// Told from the first bytes of the WebAssembly binary: a core module's header
+    /// differs from a component's.
+    pub fn of(wasm: &[u8]) -> Self {
+        match wasmparser::Parser::is_core_wasm(wasm) {
+            true => Kind::Wagi,
+            false => Kind::Http,
+        }
+    }
+
+    /// What `GET /functions/{name}` calls it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Http => "wasi-http",
+            Kind::Wagi => "wagi",
         }
     }
 }
 
 impl Function {
-    pub fn new(record: Record, code: Code, limits: Limits, compiled: Compiled) -> Self {
+    /// A function of `record` with `limits` and, if given, its code; its first
+    /// invocation will count as a cold start for `cold`.
+    pub fn new(
+        record: Record,
+        kind: Kind,
+        limits: Limits,
+        code: Option<Ready>,
+        pinned: bool,
+        cold: ColdStart,
+    ) -> Self {
         let settings = &record.settings;
         Self {
             env: settings.env.clone().into_iter().collect(),
             allowed_hosts: settings.allowed_outbound_hosts.clone().into(),
             permits: Arc::new(Semaphore::new(limits.max_concurrency.get() as usize)),
-            cold: AtomicBool::new(true),
             metrics: OnceLock::new(),
+            pinned,
+            code: RwLock::new(code.map(Arc::new)),
+            loading: tokio::sync::Mutex::new(()),
+            last_used: AtomicU64::new(0),
+            cold: AtomicU8::new(cold_code(cold)),
+            retired: AtomicBool::new(false),
             record,
-            code,
+            kind,
             limits,
-            compiled,
         }
     }
 
     pub fn name(&self) -> &Arc<str> {
         self.record.name.as_arc()
+    }
+
+    /// Its code, if in memory.
+    pub fn code(&self) -> Option<Arc<Ready>> {
+        self.code.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `ready` in place of whatever code it had (a load, or optimized code
+    /// replacing the baseline's); requests running keep the code they started with.
+    pub fn set_code(&self, ready: Arc<Ready>) {
+        *self.code.write().unwrap_or_else(|e| e.into_inner()) = Some(ready);
+    }
+
+    /// Drops its code to make room; the next request loads it again, a cold start.
+    /// Requests running keep the code they started with.
+    pub fn unload(&self) -> Option<Arc<Ready>> {
+        let code = self.code.write().unwrap_or_else(|e| e.into_inner()).take();
+        if code.is_some() {
+            self.cold
+                .store(cold_code(ColdStart::Evicted), Ordering::Relaxed);
+        }
+        code
+    }
+
+    /// Whether this invocation is a cold start, and why: true once per version and
+    /// once after each unload.
+    pub fn take_cold_start(&self) -> Option<ColdStart> {
+        if self.cold.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let code = self.cold.swap(0, Ordering::Relaxed);
+        ColdStart::ALL
+            .get(usize::from(code).checked_sub(1)?)
+            .copied()
     }
 
     /// What the deploy API shows about this version; environment values only if
@@ -141,13 +250,16 @@ impl Function {
             settings,
             deployed_at,
         } = &self.record;
+        let code = self.code();
         serde_json::json!({
             "name": name,
             "digest": digest,
             "size": size,
             "deployed_at": deployed_at,
-            "kind": self.code.kind(),
-            "compiler": self.compiled.compiler,
+            "kind": self.kind.label(),
+            "compiler": code.as_ref().map(|ready| ready.compiled.compiler),
+            "loaded": code.is_some(),
+            "pinned": self.pinned,
             "settings": if reveal_env { serde_json::json!(settings) } else { hide_env(settings) },
             "limits": {
                 "memory_bytes": self.limits.memory.bytes(),
@@ -168,4 +280,10 @@ fn hide_env(settings: &crate::limits::Settings) -> serde_json::Value {
         }
     }
     value
+}
+
+/// `cold` as its place in [`ColdStart::ALL`] plus one: 0 is "warm".
+fn cold_code(cold: ColdStart) -> u8 {
+    let at = ColdStart::ALL.iter().position(|c| *c == cold);
+    at.map_or(0, |at| at as u8 + 1)
 }

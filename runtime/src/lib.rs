@@ -10,6 +10,8 @@
 //! - [`invoke`]: the data plane: admission, then one executor per ABI (wasi:http, WAGI)
 //!   over one runner of fresh instances, with one failure type that is also where
 //!   failures are counted;
+//! - [`resident`]: which functions have their code in memory: loaded by a first request,
+//!   the least recently used unloaded past `--max-loaded-functions`;
 //! - [`name`]: a function's name, checked once where it enters;
 //! - [`admission`]: what all functions share and none may take whole (instance memory,
 //!   pool slots);
@@ -34,6 +36,7 @@ mod metrics;
 pub mod name;
 mod outbound;
 mod registry;
+mod resident;
 mod server;
 pub mod store;
 mod tier_up;

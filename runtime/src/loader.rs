@@ -1,16 +1,21 @@
 //! Compilation, behind one value: a [`Loader`] holds an engine, its linker, the default
 //! limits and (for Cranelift) the compiled-code cache, and turns a record plus component
-//! bytes into a ready [`Function`]. Deploy, restore and tier-up all load through it.
+//! bytes into [`Ready`] code or a whole [`Function`]. Deploy, restore, a first request
+//! and tier-up all load through it. Code is shared per component: names that deploy the
+//! same bytes hold one compiled, pre-instantiated copy while any of them is loaded.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Module};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::function::{Code, Compiled, Compiler, Function};
+use crate::function::{Code, Compiled, Compiler, Function, Kind, Ready};
 use crate::host::{Host, WagiHost};
 use crate::limits::{Limits, Settings, SettingsError};
+use crate::metrics::ColdStart;
 use crate::name::{FunctionName, NameError};
 use crate::store::{FunctionStore, Record};
 
@@ -37,6 +42,9 @@ pub enum LoadError {
     OutboundForModule,
     #[error("invalid settings: {0}")]
     Settings(#[from] SettingsError),
+    /// The stored component could not be read (a first load after a restart).
+    #[error("reading the stored component: {0}")]
+    Store(#[from] std::io::Error),
 }
 
 impl LoadError {
@@ -49,6 +57,7 @@ impl LoadError {
             | LoadError::NotAHandler(_)
             | LoadError::NotACommand
             | LoadError::OutboundForModule => 422,
+            LoadError::Store(_) => 500,
         }
     }
 }
@@ -67,6 +76,10 @@ pub struct Loader {
     ceilings: crate::limits::Ceilings,
     /// Where compiled code is cached; `None` compiles every time.
     cache: Option<FunctionStore>,
+    /// The code in memory, by component digest: what a name that deploys (or loads)
+    /// the same bytes shares instead of loading another copy. An entry lives while
+    /// any function holds its code.
+    shared: Arc<Mutex<HashMap<String, Weak<Code>>>>,
 }
 
 impl std::fmt::Debug for Loader {
@@ -97,6 +110,7 @@ impl Loader {
             defaults: config.default_limits(),
             ceilings: config.ceilings(),
             cache,
+            shared: Default::default(),
         })
     }
 
@@ -104,44 +118,150 @@ impl Loader {
         &self.engine
     }
 
-    /// Compiles `wasm` (or loads its compiled code from the cache), links it, and checks
-    /// it is a wasi:http handler (a component) or a WASI 0.1 command (a core module,
-    /// served the WAGI way) with settings the runtime allows.
-    pub fn load(&self, record: Record, wasm: &[u8]) -> Result<Function, LoadError> {
-        let limits = record.settings.limits(&self.defaults, &self.ceilings)?;
+    /// The limits `record`'s settings give under this runtime's defaults and ceilings.
+    pub fn limits(&self, record: &Record) -> Result<Limits, LoadError> {
+        Ok(record.settings.limits(&self.defaults, &self.ceilings)?)
+    }
+
+    /// A function from `record` and its component `wasm`, with its code ready (see
+    /// [`Self::ready`]); its first invocation counts as a cold start for `cold`.
+    pub fn load(
+        &self,
+        record: Record,
+        wasm: &[u8],
+        pinned: bool,
+        cold: ColdStart,
+    ) -> Result<Function, LoadError> {
+        let limits = self.limits(&record)?;
+        let ready = self.ready(&record, wasm)?;
+        let kind = ready.code.kind();
+        Ok(Function::new(
+            record,
+            kind,
+            limits,
+            Some(ready),
+            pinned,
+            cold,
+        ))
+    }
+
+    /// Code for `record` from its component `wasm`: shared with a name that holds the
+    /// same component's code, or loaded from the compiled-code cache, or compiled (and
+    /// cached); linked, and checked to be a wasi:http handler (a component) or a WASI
+    /// 0.1 command (a core module, served the WAGI way) with settings the runtime allows.
+    pub fn ready(&self, record: &Record, wasm: &[u8]) -> Result<Ready, LoadError> {
+        let kind = Kind::of(wasm);
+        check_settings(record, kind)?;
+        if let Some(ready) = self.in_memory(&record.digest, kind) {
+            return Ok(ready);
+        }
         let start = Instant::now();
-        let link = |what| move |e: wasmtime::Error| LoadError::Link(what, format!("{e:#}"));
-        let (code, from_cache, cache_set_aside) = if wasmparser::Parser::is_core_wasm(wasm) {
-            if !record.settings.allowed_outbound_hosts.is_empty() {
-                return Err(LoadError::OutboundForModule);
+        let (code, from_cache, cache_set_aside) = match kind {
+            Kind::Wagi => {
+                let (module, from_cache, set_aside) =
+                    self.compile::<Module>(wasm, &record.digest)?;
+                (self.link_module(&module)?, from_cache, set_aside)
             }
-            let (module, from_cache, set_aside) = self.compile::<Module>(wasm, &record.digest)?;
-            let start = module.get_export("_start").and_then(|e| e.func().cloned());
-            if !start.is_some_and(|f| f.params().len() == 0 && f.results().len() == 0) {
-                return Err(LoadError::NotACommand);
+            Kind::Http => {
+                let (component, from_cache, set_aside) =
+                    self.compile::<Component>(wasm, &record.digest)?;
+                (self.link_component(&component)?, from_cache, set_aside)
             }
-            let pre = self
-                .wagi_linker
-                .instantiate_pre(&module)
-                .map_err(link(Module::KIND))?;
-            (Code::Wagi(pre), from_cache, set_aside)
-        } else {
-            let (component, from_cache, set_aside) =
-                self.compile::<Component>(wasm, &record.digest)?;
-            let pre = self
-                .linker
-                .instantiate_pre(&component)
-                .map_err(link(Component::KIND))?;
-            let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
-            (Code::Http(pre), from_cache, set_aside)
         };
-        let compiled = Compiled {
-            compiler: self.compiler,
-            from_cache,
-            cache_set_aside,
-            seconds: start.elapsed().as_secs_f64(),
+        Ok(self.share(&record.digest, code, from_cache, cache_set_aside, start))
+    }
+
+    /// Code for `record` (a `kind` function) without its component: shared with a name
+    /// that holds it, or loaded from the compiled-code cache, whose file is mapped, not
+    /// copied. `None` when neither has it (then [`Self::ready`] compiles it), and with
+    /// it whether cached code was found but set aside (it failed its SHA-256 or would
+    /// not load).
+    pub fn ready_cached(
+        &self,
+        record: &Record,
+        kind: Kind,
+    ) -> Result<(Option<Ready>, bool), LoadError> {
+        check_settings(record, kind)?;
+        if let Some(ready) = self.in_memory(&record.digest, kind) {
+            return Ok((Some(ready), false));
+        }
+        let start = Instant::now();
+        let code = match kind {
+            Kind::Wagi => match self.cached::<Module>(&record.digest) {
+                (Some(module), _) => self.link_module(&module)?,
+                (None, set_aside) => return Ok((None, set_aside)),
+            },
+            Kind::Http => match self.cached::<Component>(&record.digest) {
+                (Some(component), _) => self.link_component(&component)?,
+                (None, set_aside) => return Ok((None, set_aside)),
+            },
         };
-        Ok(Function::new(record, code, limits, compiled))
+        let ready = self.share(&record.digest, code, true, false, start);
+        Ok((Some(ready), false))
+    }
+
+    /// The code of component `digest` if a function holds it now.
+    fn in_memory(&self, digest: &str, kind: Kind) -> Option<Ready> {
+        let start = Instant::now();
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let code = shared.get(digest)?.upgrade()?;
+        // Same digest, same bytes: the kind cannot differ; checked all the same.
+        (code.kind() == kind).then(|| Ready {
+            code,
+            compiled: Compiled {
+                compiler: self.compiler,
+                from_cache: true,
+                cache_set_aside: false,
+                shared: true,
+                seconds: start.elapsed().as_secs_f64(),
+            },
+        })
+    }
+
+    /// Makes `code` the one names deploying `digest` share, and ready.
+    fn share(
+        &self,
+        digest: &str,
+        code: Code,
+        from_cache: bool,
+        cache_set_aside: bool,
+        start: Instant,
+    ) -> Ready {
+        let code = Arc::new(code);
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|_, code| code.strong_count() > 0);
+        shared.insert(digest.to_string(), Arc::downgrade(&code));
+        Ready {
+            code,
+            compiled: Compiled {
+                compiler: self.compiler,
+                from_cache,
+                cache_set_aside,
+                shared: false,
+                seconds: start.elapsed().as_secs_f64(),
+            },
+        }
+    }
+
+    fn link_module(&self, module: &Module) -> Result<Code, LoadError> {
+        let start = module.get_export("_start").and_then(|e| e.func().cloned());
+        if !start.is_some_and(|f| f.params().len() == 0 && f.results().len() == 0) {
+            return Err(LoadError::NotACommand);
+        }
+        let pre = self
+            .wagi_linker
+            .instantiate_pre(module)
+            .map_err(link(Module::KIND))?;
+        Ok(Code::Wagi(pre))
+    }
+
+    fn link_component(&self, component: &Component) -> Result<Code, LoadError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(link(Component::KIND))?;
+        let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
+        Ok(Code::Http(pre))
     }
 
     /// Whether the cache holds this engine's code for the component `digest`.
@@ -167,21 +287,11 @@ impl Loader {
         let Some(cache) = &self.cache else {
             return Ok((compile()?, false, false));
         };
-        let mut set_aside = false;
-        let key = self.cache_key(digest);
-        match cache.compiled(&key) {
-            Ok(None) => {}
-            Ok(Some(code)) => match C::load_cached(&self.engine, &code) {
-                Ok(component) => return Ok((component, true, false)),
-                Err(e) => {
-                    let _ = cache.quarantine_compiled(&key, format!("{e:#}"));
-                    set_aside = true;
-                }
-            },
-            // Did not match its SHA-256: already set aside and logged; compile afresh.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => set_aside = true,
-            Err(e) => tracing::warn!("reading compiled code for {digest}: {e}"),
+        let (cached, set_aside) = self.cached::<C>(digest);
+        if let Some(code) = cached {
+            return Ok((code, true, false));
         }
+        let key = self.cache_key(digest);
         let component = compile()?;
         match C::serialize(&component) {
             Ok(bytes) => {
@@ -192,6 +302,32 @@ impl Loader {
             Err(e) => tracing::warn!("serialising compiled code: {e:#}"),
         }
         Ok((component, false, set_aside))
+    }
+
+    /// This engine's cached code for component `digest`, mapped from its file, and
+    /// whether cached code was found but set aside (it failed its SHA-256 or would not
+    /// load).
+    fn cached<C: Artifact>(&self, digest: &str) -> (Option<C>, bool) {
+        let Some(cache) = &self.cache else {
+            return (None, false);
+        };
+        let key = self.cache_key(digest);
+        match cache.compiled(&key) {
+            Ok(None) => (None, false),
+            Ok(Some(path)) => match C::load_cached(&self.engine, &path) {
+                Ok(code) => (Some(code), false),
+                Err(e) => {
+                    let _ = cache.quarantine_compiled(&key, format!("{e:#}"));
+                    (None, true)
+                }
+            },
+            // Did not match its SHA-256: already set aside and logged.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => (None, true),
+            Err(e) => {
+                tracing::warn!("reading compiled code for {digest}: {e}");
+                (None, false)
+            }
+        }
     }
 
     /// The component's digest and a SHA-256 of the engine's compatibility hash: stable
@@ -222,7 +358,20 @@ trait Artifact: Sized {
     /// the store, which is private to the runtime's user (checked at open), and matches
     /// the SHA-256 recorded when it was written; wasmtime checks the header and engine
     /// compatibility.
-    fn load_cached(engine: &Engine, code: &[u8]) -> wasmtime::Result<Self>;
+    fn load_cached(engine: &Engine, file: &Path) -> wasmtime::Result<Self>;
+}
+
+/// Settings a function of `kind` may not have.
+fn check_settings(record: &Record, kind: Kind) -> Result<(), LoadError> {
+    if kind == Kind::Wagi && !record.settings.allowed_outbound_hosts.is_empty() {
+        return Err(LoadError::OutboundForModule);
+    }
+    Ok(())
+}
+
+/// A link error of a `what`, with wasmtime's chain of causes.
+fn link(what: &'static str) -> impl Fn(wasmtime::Error) -> LoadError {
+    move |e| LoadError::Link(what, format!("{e:#}"))
 }
 
 impl Artifact for Component {
@@ -233,14 +382,15 @@ impl Artifact for Component {
     fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
         Component::serialize(self)
     }
-    fn load_cached(engine: &Engine, code: &[u8]) -> wasmtime::Result<Self> {
+    fn load_cached(engine: &Engine, file: &Path) -> wasmtime::Result<Self> {
         // SAFETY: see the trait: code this runtime compiled, checked against its SHA-256.
+        // The store replaces files by rename, never in place, so the mapping stays whole.
         #[expect(
             unsafe_code,
             reason = "deserialising machine code we compiled and checked"
         )]
         unsafe {
-            Component::deserialize(engine, code)
+            Component::deserialize_file(engine, file)
         }
     }
 }
@@ -253,14 +403,14 @@ impl Artifact for Module {
     fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
         Module::serialize(self)
     }
-    fn load_cached(engine: &Engine, code: &[u8]) -> wasmtime::Result<Self> {
-        // SAFETY: see the trait: code this runtime compiled, checked against its SHA-256.
+    fn load_cached(engine: &Engine, file: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: as for components.
         #[expect(
             unsafe_code,
             reason = "deserialising machine code we compiled and checked"
         )]
         unsafe {
-            Module::deserialize(engine, code)
+            Module::deserialize_file(engine, file)
         }
     }
 }

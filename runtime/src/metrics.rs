@@ -47,6 +47,20 @@ reasons! {
         ErrorResponse => "error_response",
         BadCgi => "bad_cgi",
         Exit => "exit",
+        Load => "load",
+    }
+}
+
+reasons! {
+    /// Why an invocation is a function's cold start (the first of its version in this
+    /// process, or the first after its code was unloaded): `faas_coldstarts_total{reason}`.
+    ColdStart {
+        /// Its first request since it was deployed by name or restored at start.
+        FirstRequest => "first_request",
+        /// Its first request after its code was unloaded to make room.
+        Evicted => "evicted",
+        /// The first request to a new version of a name that was serving another.
+        Redeployed => "redeployed",
     }
 }
 
@@ -83,6 +97,7 @@ pub struct FaasMetrics {
     pub invoke_duration: HistogramVec,
     pub init_duration: HistogramVec,
     pub coldstarts: IntCounterVec,
+    pub load_duration: HistogramVec,
     pub errors: IntCounterVec,
     pub timeouts: IntCounterVec,
     pub mem_usage: HistogramVec,
@@ -265,6 +280,47 @@ impl prometheus::core::Collector for AdmissionCollector {
     }
 }
 
+/// How a [`ReadAtScrape`] gauge reads its value.
+pub type Read = Box<dyn Fn() -> i64 + Send + Sync>;
+
+/// Gauges read at scrape time from whatever owns the value: each a name, a help text
+/// and how to read it.
+pub struct ReadAtScrape {
+    gauges: Vec<(IntGauge, Read)>,
+}
+
+impl ReadAtScrape {
+    pub fn new(gauges: Vec<(&str, &str, Read)>) -> prometheus::Result<Self> {
+        let gauges = gauges
+            .into_iter()
+            .map(|(name, help, read)| Ok((IntGauge::new(name, help)?, read)))
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Self { gauges })
+    }
+}
+
+impl std::fmt::Debug for ReadAtScrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAtScrape").finish_non_exhaustive()
+    }
+}
+
+impl prometheus::core::Collector for ReadAtScrape {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauges.iter().flat_map(|(g, _)| g.desc()).collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauges
+            .iter()
+            .flat_map(|(gauge, read)| {
+                gauge.set(read());
+                gauge.collect()
+            })
+            .collect()
+    }
+}
+
 /// The wasmtime version this binary was built with, from the workspace's `Cargo.lock`.
 pub fn wasmtime_version() -> &'static str {
     const LOCK: &str = include_str!("../../Cargo.lock");
@@ -279,8 +335,11 @@ impl FaasMetrics {
     /// names does not grow the exposition without bound. Instances still running keep
     /// their handles; what they count afterwards is simply not exported.
     pub fn forget_function(&self, name: &str) {
-        for vec in [&self.invocations, &self.coldstarts, &self.timeouts] {
+        for vec in [&self.invocations, &self.timeouts] {
             let _ = vec.remove_label_values(&[name]);
+        }
+        for reason in ColdStart::ALL {
+            let _ = self.coldstarts.remove_label_values(&[name, reason.label()]);
         }
         for vec in [
             &self.invoke_duration,
@@ -297,6 +356,18 @@ impl FaasMetrics {
         for reason in RejectionReason::ALL {
             let _ = self.rejections.remove_label_values(&[name, reason.label()]);
         }
+    }
+
+    /// Counts a function version's code made ready (`faas_compiles_total{result}`, its
+    /// time in `faas_compile_duration_seconds`) and cached code set aside on the way.
+    pub fn count_ready(&self, name: &str, result: &str, seconds: f64, set_aside: bool) {
+        if set_aside {
+            self.quarantined.inc();
+        }
+        self.compile_duration
+            .with_label_values(&[name])
+            .observe(seconds);
+        self.compiles.with_label_values(&[result]).inc();
     }
 
     pub fn for_function(&self, name: &str) -> InvocationMetrics {
@@ -333,8 +404,19 @@ impl FaasMetrics {
             )?,
             coldstarts: counter(
                 "faas_coldstarts_total",
-                "First invocations of a function version in this process.",
-                f,
+                &format!(
+                    "Cold starts: the first invocation of a function version in this process, and the first after its code was unloaded, by function and reason ({}).",
+                    ColdStart::labels()
+                ),
+                &["function", "reason"],
+            )?,
+            load_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "faas_load_duration_seconds",
+                    "Time a cold start waited for its function's code to be loaded (from memory another name shares, the compiled-code cache, or a compile), by cold-start reason; instantiation is faas_init_duration_seconds.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["reason"],
             )?,
             errors: counter(
                 "faas_errors_total",
@@ -384,7 +466,7 @@ impl FaasMetrics {
             )?,
             compiles: counter(
                 "faas_compiles_total",
-                "Function versions made ready, by how: compiled (Cranelift), baseline (Winch, served while Cranelift compiles), or cached (compiled code loaded from the store).",
+                "Function versions made ready, by how: compiled (Cranelift), baseline (Winch, served while Cranelift compiles), cached (compiled code loaded from the store), or shared (another name held the same component's code).",
                 &["result"],
             )?,
             quarantined: IntCounter::new(
@@ -405,6 +487,7 @@ impl FaasMetrics {
         registry.register(Box::new(m.invoke_duration.clone()))?;
         registry.register(Box::new(m.init_duration.clone()))?;
         registry.register(Box::new(m.coldstarts.clone()))?;
+        registry.register(Box::new(m.load_duration.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.timeouts.clone()))?;
         registry.register(Box::new(m.mem_usage.clone()))?;

@@ -33,19 +33,6 @@ impl Registry {
         replaced
     }
 
-    /// Replaces `expected` with `function` if `expected` is still the installed version of
-    /// its name (a newer deploy or a delete wins); true if it did.
-    pub fn replace_if_current(&self, expected: &Arc<Function>, function: Function) -> bool {
-        let mut functions = self.functions.write().expect("registry lock");
-        match functions.get_mut(&**expected.name()) {
-            Some(current) if Arc::ptr_eq(current, expected) => {
-                *current = Arc::new(function);
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Whether `function` is the installed version of its name.
     pub fn is_current(&self, function: &Arc<Function>) -> bool {
         self.get(function.name())

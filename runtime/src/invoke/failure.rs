@@ -57,6 +57,9 @@ pub enum Failure {
     /// A WAGI module exited with a non-zero code and wrote nothing (500).
     #[error("exited with code {0} without a response")]
     Exit(i32),
+    /// Its code was not in memory and could not be loaded (500).
+    #[error("could not be loaded: {0}")]
+    Load(String),
 }
 
 /// How a failure is counted.
@@ -90,6 +93,7 @@ impl Failure {
             Failure::ErrorResponse(_) => Error(ErrorReason::ErrorResponse),
             Failure::BadCgi(_) => Error(ErrorReason::BadCgi),
             Failure::Exit(_) => Error(ErrorReason::Exit),
+            Failure::Load(_) => Error(ErrorReason::Load),
         }
     }
 
@@ -106,7 +110,8 @@ impl Failure {
             | Failure::Trap(_)
             | Failure::NoResponse
             | Failure::ErrorResponse(_)
-            | Failure::Exit(_) => 500,
+            | Failure::Exit(_)
+            | Failure::Load(_) => 500,
             Failure::BadCgi(_) => 502,
         }
     }

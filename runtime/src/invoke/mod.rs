@@ -3,7 +3,8 @@
 //! 1. [`admit`]: read the body (413 too large, 408 too slow, 503 no buffer), then refuse
 //!    what must not run (503: the function's concurrency, its pool share, the memory
 //!    budget);
-//! 2. the function's ABI serves it, each in its own executor over the one runner of
+//! 2. its code, loaded first if it is not in memory ([`crate::resident`]): a cold start;
+//! 3. the function's ABI serves it, each in its own executor over the one runner of
 //!    fresh instances ([`instance`]: the ticket held, timing, the timeout, epoch ticks,
 //!    the outcome classified): [`wasi_http`] calls a component's
 //!    `wasi:http/incoming-handler`, [`wagi`] runs a WASI 0.1 module's `_start` with the
@@ -31,9 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::admission::{MemoryBudget, PoolShares};
-use crate::function::Function;
+use crate::function::{Code, Function};
 use crate::metrics::FaasMetrics;
 use crate::registry::Registry;
+use crate::resident::Resident;
 
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -41,6 +43,7 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Debug)]
 pub struct Invoker {
     registry: Arc<Registry>,
+    resident: Arc<Resident>,
     faas: FaasMetrics,
     shared: Shared,
     next_request_id: AtomicU64,
@@ -56,9 +59,15 @@ pub struct Shared {
 }
 
 impl Invoker {
-    pub fn new(registry: Arc<Registry>, faas: FaasMetrics, shared: Shared) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        resident: Arc<Resident>,
+        faas: FaasMetrics,
+        shared: Shared,
+    ) -> Self {
         Self {
             registry,
+            resident,
             faas,
             shared,
             next_request_id: AtomicU64::new(1),
@@ -92,19 +101,40 @@ impl Invoker {
         B::Error: Into<BoxError>,
     {
         let admitted = admit::admit(function, request, &self.shared, self.registry.len()).await?;
+        let (ready, loaded) = self
+            .resident
+            .code(function)
+            .await
+            .map_err(|e| Failure::Load(e.to_string()))?;
+        if loaded.is_some() {
+            let compiled = ready.compiled;
+            self.faas.count_ready(
+                function.name(),
+                compiled.result(),
+                compiled.seconds,
+                compiled.cache_set_aside,
+            );
+        }
         let metrics = function
             .metrics
             .get_or_init(|| Arc::new(self.faas.for_function(function.name())));
-        if function.cold.swap(false, Ordering::Relaxed) {
+        if let Some(reason) = function.take_cold_start() {
+            let reason = reason.label();
             self.faas
                 .coldstarts
-                .with_label_values(&[&**function.name()])
+                .with_label_values(&[&**function.name(), reason])
                 .inc();
-            tracing::info!(function = %function.name(), request_id, "cold start");
+            if let Some(loaded) = loaded {
+                self.faas
+                    .load_duration
+                    .with_label_values(&[reason])
+                    .observe(loaded.seconds);
+            }
+            tracing::info!(function = %function.name(), request_id, reason, "cold start");
         }
         metrics.invocations.inc();
-        match &function.code {
-            crate::function::Code::Http(pre) => {
+        match &*ready.code {
+            Code::Http(pre) => {
                 let (request, ticket) = (admitted.request, admitted.ticket);
                 let metrics = metrics.clone();
                 wasi_http::serve(
@@ -112,7 +142,7 @@ impl Invoker {
                 )
                 .await
             }
-            crate::function::Code::Wagi(pre) => {
+            Code::Wagi(pre) => {
                 let (request, ticket) = (admitted.request, admitted.ticket);
                 wagi::serve(function, metrics, pre, request, ticket, request_id).await
             }

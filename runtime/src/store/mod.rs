@@ -104,8 +104,9 @@ impl FunctionStore {
     /// refuses one another user owns or can write, or another runtime is using. Clears
     /// what an interrupted write left behind (temporary files, blobs no manifest names)
     /// and moves aside, to `quarantine/`, every manifest that does not parse, names
-    /// another function than its file, or whose blob is missing or does not match its
-    /// digest: the rest start (see [`FunctionStore::quarantined`]).
+    /// another function than its file, or whose blob is missing or not the size it
+    /// records: the rest start (see [`FunctionStore::quarantined`]). Blobs are checked
+    /// against their digests when read.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_as(dir, false)
     }

@@ -2,25 +2,9 @@
 
 use crate::Deployer;
 use localrun::{Service, examples};
-use std::path::Path;
 use std::time::Duration;
 
-const TOKEN: &str = "test-token";
-
-/// A runtime with a store at `store` and the test token, and its deploy API.
-fn start_with_store(store: &Path, extra: &[&str]) -> (Service, Deployer) {
-    let empty = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "--store-dir",
-        store.to_str().unwrap(),
-        "--deploy-token",
-        TOKEN,
-    ];
-    args.extend_from_slice(extra);
-    let server = crate::start(empty.path(), &args);
-    let ops = Deployer::new(&server, Some(TOKEN));
-    (server, ops)
-}
+use crate::{TOKEN, start_with_store};
 
 #[tokio::test]
 async fn deploy_list_get_delete_round_trip() {
@@ -237,20 +221,36 @@ async fn a_first_deploy_serves_baseline_code_until_optimized_code_swaps_in() {
         "{text}"
     );
 
-    // Known bytes: the cached optimized code, no baseline step.
-    let status = ops
-        .put_file("hash2", artifacts::HASH_COMPONENT, "")
-        .await
-        .status();
-    assert_eq!(status, 201);
-    let (_, v) = ops.get("hash2").await;
-    assert_eq!(v["compiler"], "cranelift", "{v}");
-    let text = crate::metrics(&client, &server).await;
-    assert_eq!(
-        crate::sample(&text, r#"faas_compiles_total{result="cached"}"#),
-        Some(1.0),
-        "{text}"
-    );
+    // Known bytes: the optimized code, no baseline step; shared with the name that
+    // holds it, or from the cache once none does.
+    for (name, result) in [("hash2", "shared"), ("hash3", "cached")] {
+        if name == "hash3" {
+            for gone in ["hash", "hash2"] {
+                assert_eq!(ops.delete(gone).await, 204);
+            }
+        }
+        let status = ops
+            .put_file(name, artifacts::HASH_COMPONENT, "")
+            .await
+            .status();
+        assert_eq!(status, 201);
+        let (_, v) = ops.get(name).await;
+        assert_eq!(v["compiler"], "cranelift", "{v}");
+        let text = crate::metrics(&client, &server).await;
+        assert_eq!(
+            crate::sample(
+                &text,
+                &format!(r#"faas_compiles_total{{result="{result}"}}"#)
+            ),
+            Some(1.0),
+            "{name}: {text}"
+        );
+        assert_eq!(
+            crate::sample(&text, r#"faas_compiles_total{result="baseline"}"#),
+            Some(1.0),
+            "{name}: {text}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -354,7 +354,11 @@ async fn compiled_code_from_another_engine_or_damaged_is_recompiled_once() {
             }
             _ => std::fs::write(only_file(), b"not machine code").unwrap(),
         }
+        // A restart loads nothing; the first request meets the cache.
         let (server, _) = start_with_store(store.path(), &["--baseline-compile=false"]);
+        let (status, _) =
+            crate::get_json(&client, &format!("{}/greet/", server.url("traffic"))).await;
+        assert_eq!(status, 200, "{damage}");
         let text = crate::metrics(&client, &server).await;
         assert_eq!(compiles(&text, "compiled"), Some(1.0), "{damage}: {text}");
         assert_eq!(compiles(&text, "cached"), None, "{damage}: {text}");
@@ -369,12 +373,12 @@ async fn compiled_code_from_another_engine_or_damaged_is_recompiled_once() {
             Some(set_aside),
             "{damage}"
         );
-        let (status, _) =
-            crate::get_json(&client, &format!("{}/greet/", server.url("traffic"))).await;
-        assert_eq!(status, 200, "{damage}");
         drop(server);
 
         let (server, _) = start_with_store(store.path(), &["--baseline-compile=false"]);
+        let (status, _) =
+            crate::get_json(&client, &format!("{}/greet/", server.url("traffic"))).await;
+        assert_eq!(status, 200, "{damage}, restarted");
         let text = crate::metrics(&client, &server).await;
         assert_eq!(
             compiles(&text, "cached"),

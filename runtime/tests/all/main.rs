@@ -2,6 +2,7 @@
 //! sockets. Tests deploy through a functions directory or the deploy API ([`Deployer`]).
 
 mod containment;
+mod density;
 mod deploy;
 mod deployer;
 mod functions;
@@ -49,6 +50,25 @@ pub fn start(dir: &Path, extra: &[&str]) -> Service {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Service::start(env!("CARGO_BIN_EXE_runtime"), &args, &["traffic", "ops"])
         .expect("runtime starts")
+}
+
+/// The deploy token of the runtimes the tests deploy to.
+pub const TOKEN: &str = "test-token";
+
+/// Starts the runtime with its store at `store`, [`TOKEN`] and `extra` flags, and returns
+/// it with its deploy API.
+pub fn start_with_store(store: &Path, extra: &[&str]) -> (Service, Deployer) {
+    let empty = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--store-dir",
+        store.to_str().unwrap(),
+        "--deploy-token",
+        TOKEN,
+    ];
+    args.extend_from_slice(extra);
+    let server = start(empty.path(), &args);
+    let ops = Deployer::new(&server, Some(TOKEN));
+    (server, ops)
 }
 
 /// The flags that make the runtime serve `dir` on free loopback ports.

@@ -32,7 +32,10 @@ async fn metrics_pass_promtool_and_cover_the_faas_family() {
         Some(2.0)
     );
     assert_eq!(
-        crate::sample(&text, r#"faas_coldstarts_total{function="hello"}"#),
+        crate::sample(
+            &text,
+            r#"faas_coldstarts_total{function="hello",reason="first_request"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(
