@@ -209,6 +209,10 @@ async fn every_dashboard_panel_returns_data() {
             store.path().to_str().unwrap(),
             "--deploy-token",
             "t",
+            // Room for one deployed function: the two deployed below take turns, so
+            // every request to them is a cold start that loads its code.
+            "--max-loaded-functions",
+            "1",
         ],
         &["traffic", "ops"],
     )
@@ -264,14 +268,19 @@ async fn every_dashboard_panel_returns_data() {
     let prometheus = format!("http://127.0.0.1:{prometheus_port}");
 
     // Traffic on both sides for a while, with failures of every kind on the runtime.
-    let deploy = client
-        .put(format!("{}/functions/hello-again", runtime.url("ops")))
-        .bearer_auth("t")
-        .body(std::fs::read(artifacts::HELLO_COMPONENT).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deploy.status(), 201);
+    for (name, wasm) in [
+        ("hello-again", artifacts::HELLO_COMPONENT),
+        ("hash-again", artifacts::HASH_COMPONENT),
+    ] {
+        let deploy = client
+            .put(format!("{}/functions/{name}", runtime.url("ops")))
+            .bearer_auth("t")
+            .body(std::fs::read(wasm).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deploy.status(), 201, "{name}");
+    }
     let end = std::time::Instant::now() + std::time::Duration::from_secs(8);
     while std::time::Instant::now() < end {
         for base in [
@@ -284,6 +293,15 @@ async fn every_dashboard_panel_returns_data() {
             localrun::examples::check_all(&client, &base).await.unwrap();
         }
         let base = runtime.url("traffic");
+        for path in ["hello-again/", "hash-again/?rounds=1"] {
+            let status = client
+                .get(format!("{base}/{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200, "{path}");
+        }
         let busy = tokio::spawn(client.get(format!("{base}/misbehave/sleep?ms=300")).send());
         // Ready when its instance is alive: then the next request finds it at its limit.
         let series = r#"faas_active_instances{function="misbehave"}"#;
