@@ -21,6 +21,8 @@ use crate::limits::Settings;
 use crate::metrics::DeployResult;
 use crate::name::FunctionName;
 
+/// The deploy API on the ops listener: routes `/functions` calls to the control plane,
+/// after the token and the request head are checked.
 #[derive(Debug)]
 pub struct Api {
     control: ControlPlane,
@@ -32,6 +34,9 @@ pub struct Api {
 type Reply = Response<Full<Bytes>>;
 
 impl Api {
+    /// The API over `control`, taking changes only with `token` (or, without one, only
+    /// from localhost), components up to `max_deploy_bytes` uploaded within
+    /// `body_timeout`.
     pub fn new(
         control: ControlPlane,
         token: Option<Secret>,

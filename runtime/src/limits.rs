@@ -73,6 +73,7 @@ pub enum SettingsError {
 }
 
 impl Settings {
+    /// Settings from a `NAME.toml` file's text; unknown keys are refused.
     pub fn parse(text: &str) -> Result<Self, SettingsError> {
         toml::from_str(text).map_err(|e| SettingsError::Syntax(e.to_string()))
     }

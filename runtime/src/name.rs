@@ -20,6 +20,7 @@ pub struct FunctionName(Arc<str>);
 pub struct NameError(pub String);
 
 impl FunctionName {
+    /// `name` if it is one a function may have (see [`NameError`] for the rule).
     pub fn parse(name: &str) -> Result<Self, NameError> {
         let ok = !name.is_empty()
             && name.len() <= 63
@@ -33,6 +34,7 @@ impl FunctionName {
         }
     }
 
+    /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -49,6 +49,9 @@ use std::sync::Arc;
 use files::make_private;
 use manifests::blob_file_name;
 
+/// The durable store (`--store-dir`): deployed components by digest (`blobs/`), one
+/// manifest per function (`functions/`), compiled code (`cache/`), and what was set aside
+/// (`quarantine/`). Cheap to clone: clones share its locks.
 #[derive(Debug, Clone)]
 pub struct FunctionStore {
     dir: PathBuf,
@@ -226,6 +229,7 @@ impl FunctionStore {
         Ok(Quarantined { file, reason })
     }
 
+    /// Where the store is.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
