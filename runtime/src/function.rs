@@ -37,8 +37,8 @@ pub struct Function {
     code: RwLock<Option<Arc<Ready>>>,
     /// Held while its code loads, so concurrent first requests load it once.
     pub(crate) loading: tokio::sync::Mutex<()>,
-    /// When it last served, on the resident set's clock: the least recently used
-    /// is unloaded first.
+    /// The id of the last request it served: the least recently used is unloaded
+    /// first.
     pub(crate) last_used: AtomicU64,
     /// Why its next invocation is a cold start ([`ColdStart`] as `u8`; 0 once warm).
     cold: AtomicU8,

@@ -6,7 +6,7 @@
 //! waits for another function's, and concurrent first requests to one function load it
 //! once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,8 +22,6 @@ pub struct Resident {
     loader: Loader,
     /// Where a function's component is read from when the cache has no code for it.
     store: Option<FunctionStore>,
-    /// Ticks at every request: a function's `last_used` is a reading of it.
-    clock: AtomicU64,
     /// Every function with code in memory (pinned ones too), taken only when a load
     /// finishes, an unload happens or a function is replaced or deleted; never while
     /// loading.
@@ -51,18 +49,18 @@ impl Resident {
             max_loaded,
             loader,
             store,
-            clock: AtomicU64::new(0),
             loaded: Mutex::new(Vec::new()),
         }
     }
 
     /// `function`'s code, loading it first if it is not in memory (then also how long
-    /// that took). Marks it used now.
+    /// that took). Marks it used at `now`: any count that grows with every request (the
+    /// request id), so the hot path adds no shared counter of its own.
     pub async fn code(
         self: &Arc<Self>,
         function: &Arc<Function>,
+        now: u64,
     ) -> Result<(Arc<Ready>, Option<Loaded>), LoadError> {
-        let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         function.last_used.store(now, Ordering::Relaxed);
         if let Some(ready) = function.code() {
             return Ok((ready, None));

@@ -103,7 +103,7 @@ impl Invoker {
         let admitted = admit::admit(function, request, &self.shared, self.registry.len()).await?;
         let (ready, loaded) = self
             .resident
-            .code(function)
+            .code(function, request_id)
             .await
             .map_err(|e| Failure::Load(e.to_string()))?;
         if loaded.is_some() {
