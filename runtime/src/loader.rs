@@ -145,59 +145,46 @@ impl Loader {
         ))
     }
 
-    /// Code for `record` from its component `wasm`: shared with a name that holds the
-    /// same component's code, or loaded from the compiled-code cache, or compiled (and
-    /// cached); linked, and checked to be a wasi:http handler (a component) or a WASI
-    /// 0.1 command (a core module, served the WAGI way) with settings the runtime allows.
+    /// Code for `record` from its component `wasm` (see [`Self::ready_with`]).
     pub fn ready(&self, record: &Record, wasm: &[u8]) -> Result<Ready, LoadError> {
-        let kind = Kind::of(wasm);
+        self.ready_with(record, Kind::of(wasm), || Ok(wasm.to_vec()))
+    }
+
+    /// Code for `record`, a `kind` function: shared with a name that holds the same
+    /// component's code, else loaded from the compiled-code cache (its file mapped, not
+    /// copied), else compiled (and cached) from the component `wasm` gives, which is
+    /// asked for only then; linked, and checked to be a wasi:http handler (a component)
+    /// or a WASI 0.1 command (a core module, served the WAGI way) with settings the
+    /// runtime allows.
+    pub fn ready_with(
+        &self,
+        record: &Record,
+        kind: Kind,
+        wasm: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> Result<Ready, LoadError> {
         check_settings(record, kind)?;
         if let Some(ready) = self.in_memory(&record.digest, kind) {
             return Ok(ready);
         }
         let start = Instant::now();
-        let (code, from_cache, cache_set_aside) = match kind {
-            Kind::Wagi => {
-                let (module, from_cache, set_aside) =
-                    self.compile::<Module>(wasm, &record.digest)?;
-                (self.link_module(&module)?, from_cache, set_aside)
-            }
-            Kind::Http => {
-                let (component, from_cache, set_aside) =
-                    self.compile::<Component>(wasm, &record.digest)?;
-                (self.link_component(&component)?, from_cache, set_aside)
-            }
-        };
-        Ok(self.share(&record.digest, code, from_cache, cache_set_aside, start))
-    }
-
-    /// Code for `record` (a `kind` function) without its component: shared with a name
-    /// that holds it, or loaded from the compiled-code cache, whose file is mapped, not
-    /// copied. `None` when neither has it (then [`Self::ready`] compiles it), and with
-    /// it whether cached code was found but set aside (it failed its SHA-256 or would
-    /// not load).
-    pub fn ready_cached(
-        &self,
-        record: &Record,
-        kind: Kind,
-    ) -> Result<(Option<Ready>, bool), LoadError> {
-        check_settings(record, kind)?;
-        if let Some(ready) = self.in_memory(&record.digest, kind) {
-            return Ok((Some(ready), false));
-        }
-        let start = Instant::now();
-        let code = match kind {
-            Kind::Wagi => match self.cached::<Module>(&record.digest) {
-                (Some(module), _) => self.link_module(&module)?,
-                (None, set_aside) => return Ok((None, set_aside)),
+        let digest = &record.digest;
+        let (code, from_cache, set_aside) = match kind {
+            Kind::Wagi => match self.cached::<Module>(digest) {
+                (Some(module), _) => (self.link_module(&module)?, true, false),
+                (None, set_aside) => {
+                    let module = self.compile::<Module>(&wasm()?, digest)?;
+                    (self.link_module(&module)?, false, set_aside)
+                }
             },
-            Kind::Http => match self.cached::<Component>(&record.digest) {
-                (Some(component), _) => self.link_component(&component)?,
-                (None, set_aside) => return Ok((None, set_aside)),
+            Kind::Http => match self.cached::<Component>(digest) {
+                (Some(component), _) => (self.link_component(&component)?, true, false),
+                (None, set_aside) => {
+                    let component = self.compile::<Component>(&wasm()?, digest)?;
+                    (self.link_component(&component)?, false, set_aside)
+                }
             },
         };
-        let ready = self.share(&record.digest, code, true, false, start);
-        Ok((Some(ready), false))
+        Ok(self.share(digest, code, from_cache, set_aside, start))
     }
 
     /// The code of component `digest` if a function holds it now.
@@ -271,37 +258,24 @@ impl Loader {
             .is_some_and(|cache| cache.cache_path(&self.cache_key(digest)).exists())
     }
 
-    /// Compiled code is cached under a key made of the component's digest and the
-    /// engine's compatibility hash (wasmtime version, target, every setting that changes
-    /// codegen), so a restart or a redeploy of known bytes loads machine code instead of
-    /// compiling, and an engine change never loads incompatible code.
-    fn compile<C: Artifact>(
-        &self,
-        wasm: &[u8],
-        digest: &str,
-    ) -> Result<(C, bool, bool), LoadError> {
-        let compile = || {
-            C::compile(&self.engine, wasm)
-                .map_err(|e| LoadError::Compile(C::KIND, format!("{e:#}")))
-        };
-        let Some(cache) = &self.cache else {
-            return Ok((compile()?, false, false));
-        };
-        let (cached, set_aside) = self.cached::<C>(digest);
-        if let Some(code) = cached {
-            return Ok((code, true, false));
-        }
-        let key = self.cache_key(digest);
-        let component = compile()?;
-        match C::serialize(&component) {
-            Ok(bytes) => {
-                if let Err(e) = cache.put_compiled(&key, &bytes) {
-                    tracing::warn!("caching compiled code for {digest}: {e}");
+    /// Compiles `wasm` and caches its code under a key made of the component's digest
+    /// and the engine's compatibility hash (wasmtime version, target, every setting that
+    /// changes codegen), so a restart or a redeploy of known bytes loads machine code
+    /// instead of compiling, and an engine change never loads incompatible code.
+    fn compile<C: Artifact>(&self, wasm: &[u8], digest: &str) -> Result<C, LoadError> {
+        let code = C::compile(&self.engine, wasm)
+            .map_err(|e| LoadError::Compile(C::KIND, format!("{e:#}")))?;
+        if let Some(cache) = &self.cache {
+            match C::serialize(&code) {
+                Ok(bytes) => {
+                    if let Err(e) = cache.put_compiled(&self.cache_key(digest), &bytes) {
+                        tracing::warn!("caching compiled code for {digest}: {e}");
+                    }
                 }
+                Err(e) => tracing::warn!("serialising compiled code: {e:#}"),
             }
-            Err(e) => tracing::warn!("serialising compiled code: {e:#}"),
         }
-        Ok((component, false, set_aside))
+        Ok(code)
     }
 
     /// This engine's cached code for component `digest`, mapped from its file, and

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::function::{Function, Kind, Ready};
+use crate::function::{Function, Ready};
 use crate::loader::{LoadError, Loader};
 use crate::store::FunctionStore;
 
@@ -92,22 +92,15 @@ impl Resident {
     /// stored component (checked against its digest as it is read).
     fn load(&self, function: &Function) -> Result<Ready, LoadError> {
         let record = &function.record;
-        let (cached, set_aside) = self.loader.ready_cached(record, function.kind)?;
-        if let Some(ready) = cached {
-            return Ok(ready);
-        }
-        let Some(store) = &self.store else {
-            // Without a store nothing is ever unloaded: functions from --functions-dir
-            // and deploys held in memory only are pinned.
-            return Err(LoadError::Store(std::io::Error::other(
-                "the function's code is not in memory and there is no store to load it from",
-            )));
-        };
-        let wasm = store.wasm(record)?;
-        debug_assert_eq!(Kind::of(&wasm), function.kind);
-        let mut ready = self.loader.ready(record, &wasm)?;
-        ready.compiled.cache_set_aside |= set_aside;
-        Ok(ready)
+        self.loader
+            .ready_with(record, function.kind, || match &self.store {
+                Some(store) => store.wasm(record),
+                // Without a store nothing is ever unloaded: functions from --functions-dir
+                // and deploys held in memory only are pinned.
+                None => Err(std::io::Error::other(
+                    "the function's code is not in memory and there is no store to load it from",
+                )),
+            })
     }
 
     /// Records that `function`'s code is in memory (a deploy, a load, a swap); unloads
