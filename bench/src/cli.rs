@@ -221,6 +221,15 @@ pub struct CompareArgs {
     /// `scripts/install-wasmtime-cli` installs one.
     #[arg(long, value_name = "WASMTIME")]
     pub peer: Option<PathBuf>,
+    /// Scenarios spread over applications: at most this many webserver processes on the
+    /// traditional side (one per application; ~6 MiB each); a scenario over more runs on
+    /// the serverless side alone.
+    #[arg(long, default_value_t = 1000)]
+    pub fleet_max_servers: usize,
+    /// Scenarios spread over applications: distinct components among the runtime's
+    /// functions (copies of the one the scenario names, each its own compiled code).
+    #[arg(long, default_value_t = 100)]
+    pub fleet_components: usize,
 }
 
 /// A side `bench compare` can start.

@@ -112,27 +112,73 @@ impl Runtime {
         }
         // A first deploy is served by Winch's quickly compiled code until Cranelift's
         // swaps in from the background: measure the steady state, not that window.
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         for (name, _) in functions {
-            let url = format!("{ops}/functions/{name}");
-            loop {
-                let info: serde_json::Value = client.get(&url).send().await?.json().await?;
-                if info["compiler"] == "cranelift" {
-                    break;
-                }
-                ensure!(
-                    std::time::Instant::now() < deadline,
-                    "{name} still runs {} code two minutes after its deploy",
-                    info["compiler"]
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_for_cranelift(client, &ops, name).await?;
         }
         Ok(limits)
     }
 }
 
-const LOOPBACK: [&str; 4] = ["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
+/// Waits (up to two minutes) until the runtime at `ops` runs Cranelift's code for `name`.
+pub(crate) async fn wait_for_cranelift(
+    client: &reqwest::Client,
+    ops: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let url = format!("{ops}/functions/{name}");
+    loop {
+        let info: serde_json::Value = client.get(&url).send().await?.json().await?;
+        if info["compiler"] == "cranelift" {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{name} still runs {} code two minutes after its deploy",
+            info["compiler"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub(crate) const LOOPBACK: [&str; 4] = ["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
+
+/// What only `compare` can do for the scenarios: cold starts (fresh processes) and the
+/// fleets' idle figures.
+#[derive(Debug)]
+struct Extras {
+    fleets: Option<crate::fleet::Fleets>,
+    runtime_bin: PathBuf,
+    webserver_bin: PathBuf,
+    peer: Option<PathBuf>,
+    abi: Abi,
+}
+
+impl crate::Servers for Extras {
+    fn cold_starts(
+        &mut self,
+        runner: &Runner,
+        scenario: &crate::scenario::Scenario,
+    ) -> anyhow::Result<Vec<crate::report::ColdSeries>> {
+        let function = service_ops::traffic::function_name(&scenario.path);
+        let wasm = crate::fleet::component(self.abi.functions(), function)?;
+        let plan = crate::fleet::ColdPlan {
+            runtime_bin: &self.runtime_bin,
+            webserver_bin: &self.webserver_bin,
+            // The peer serves hello's component alone.
+            peer: self
+                .peer
+                .as_deref()
+                .filter(|_| function == PEER_FUNCTION && self.abi == Abi::P2),
+            wasm: &wasm,
+        };
+        crate::fleet::cold_starts(&plan, runner, scenario)
+    }
+
+    fn fleet(&self) -> Option<crate::report::Fleet> {
+        self.fleets.as_ref().map(crate::fleet::Fleets::report)
+    }
+}
 
 /// Everything `compare` started; stopped on drop (also on error or ctrl-c).
 #[derive(Debug)]
@@ -197,6 +243,25 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let runner = Runner::new(args.common.runner_options())?;
 
     let local = start(args, &runtime_bin, &webserver_bin, &runner)?;
+    let fleets = match crate::fleet::spread_of(&scenarios)? {
+        None => None,
+        Some((function, applications)) => {
+            let wasm = crate::fleet::component(args.serverless_abi.functions(), &function)?;
+            Some(crate::fleet::Fleets::start(
+                &crate::fleet::FleetPlan {
+                    runtime_bin: &runtime_bin,
+                    webserver_bin: &webserver_bin,
+                    function: &function,
+                    wasm: &wasm,
+                    applications,
+                    components: args.fleet_components,
+                    max_servers: args.fleet_max_servers,
+                    nginx_workers: args.nginx_workers(),
+                },
+                &runner,
+            )?)
+        }
+    };
     let runtime_side = |name: &str, runtime: &Runtime, abi: Abi| Side {
         info: SideInfo {
             name: name.into(),
@@ -209,9 +274,13 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         }),
         metrics_url: Some(format!("{}/metrics", runtime.service.url("ops"))),
         serves: None,
+        fleet: None,
     };
     let mut sides = vec![
-        runtime_side(figures::SERVERLESS, &local.runtime, args.serverless_abi),
+        Side {
+            fleet: fleets.as_ref().and_then(|f| f.runtime_target.clone()),
+            ..runtime_side(figures::SERVERLESS, &local.runtime, args.serverless_abi)
+        },
         Side {
             info: SideInfo {
                 name: figures::TRADITIONAL.into(),
@@ -227,6 +296,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             }),
             metrics_url: Some(format!("{}/metrics", local.webserver.url("ops"))),
             serves: None,
+            fleet: fleets.as_ref().and_then(|f| f.traditional_target.clone()),
         },
     ];
     if args.wants(SideKind::Direct) {
@@ -242,6 +312,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             }),
             metrics_url: Some(format!("{}/metrics", local.webserver.url("ops"))),
             serves: None,
+            fleet: None,
         });
     }
     if let Some(wagi) = &local.runtime_wagi {
@@ -267,6 +338,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             // accepted connections); the client's counts stand alone.
             metrics_url: None,
             serves: None,
+            fleet: None,
         });
     }
     if let Some(node) = &local.seed_node {
@@ -285,6 +357,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             }),
             metrics_url: Some(format!("{}/metrics", node.service.url("ops"))),
             serves: None,
+            fleet: None,
         });
     }
     if let Some(peer) = &local.peer {
@@ -303,6 +376,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             }),
             metrics_url: None,
             serves: Some(vec![PEER_FUNCTION.into()]),
+            fleet: None,
         });
     }
 
@@ -334,6 +408,13 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             .insert("node (seed-node)".into(), node.version().to_string());
     }
     let cost = args.common.cost.model()?;
+    let mut extras = Extras {
+        fleets,
+        runtime_bin,
+        webserver_bin,
+        peer: args.peer.clone(),
+        abi: args.serverless_abi,
+    };
     let outcome = crate::run_scenarios(
         &runner,
         &scenarios,
@@ -342,7 +423,11 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         cost,
         args.common.repeat,
         &args.common.out,
+        Some(&mut extras),
     );
+    if let Some(fleets) = &mut extras.fleets {
+        fleets.stop();
+    }
     local.stop();
     outcome
 }

@@ -185,6 +185,88 @@ impl Prices {
     }
 }
 
+/// What `applications` applications, each asked `rate` requests per second, cost a month.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FleetCost {
+    /// On the function platform: billed per request, nothing while idle.
+    pub function: f64,
+    /// One always-on server per application, each sized for its own rate and memory.
+    pub server_each: f64,
+    /// All of them on one always-on host sized for their total rate and memory.
+    pub one_host: f64,
+}
+
+/// How an always-on deployment of many applications is sized: CPU seconds per request,
+/// memory per application (one server per application), and for one host the memory of
+/// all of them (`host_bytes(applications)`).
+#[derive(Debug, Clone, Copy)]
+pub struct FleetShape<F: Fn(f64) -> f64> {
+    pub cpu_seconds: f64,
+    pub per_application_bytes: f64,
+    pub host_bytes: F,
+}
+
+impl Prices {
+    /// [`FleetCost`] of `applications` applications at `rate` each, a function request
+    /// costing `per_request`.
+    pub fn fleet<F: Fn(f64) -> f64>(
+        &self,
+        applications: f64,
+        rate: f64,
+        per_request: f64,
+        shape: &FleetShape<F>,
+    ) -> FleetCost {
+        FleetCost {
+            function: applications * rate * SECONDS_PER_MONTH * per_request,
+            server_each: applications
+                * self
+                    .server_for(rate, shape.cpu_seconds, shape.per_application_bytes)
+                    .monthly,
+            one_host: self
+                .server_for(
+                    applications * rate,
+                    shape.cpu_seconds,
+                    (shape.host_bytes)(applications),
+                )
+                .monthly,
+        }
+    }
+
+    /// The fewest applications, each at `rate`, from which one host for all of them costs
+    /// no more than the function platform (searched up to 10^7); `None` if the function
+    /// platform stays cheaper.
+    pub fn break_even_applications<F: Fn(f64) -> f64>(
+        &self,
+        rate: f64,
+        per_request: f64,
+        shape: &FleetShape<F>,
+    ) -> Option<u64> {
+        let cheaper = |n: u64| {
+            let cost = self.fleet(n as f64, rate, per_request, shape);
+            cost.one_host <= cost.function
+        };
+        // The host's price is a staircase in the applications' memory: walk up in 1%
+        // steps to a count where it is cheaper, then narrow down to the first one.
+        let (mut low, mut high) = (0u64, 1u64);
+        while !cheaper(high) {
+            low = high;
+            high = (high + high / 100).max(high + 1);
+            if high > 10_000_000 {
+                return None;
+            }
+        }
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            if cheaper(mid) {
+                high = mid;
+            } else {
+                low = mid;
+            }
+        }
+        Some(high)
+    }
+}
+
 /// An always-on server's size and monthly price.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Server {
@@ -235,6 +317,43 @@ mod tests {
         // 1000 req/s × 1 ms = 1 core, / 0.6 = 1.67 → 1.75 vCPU; 600 MiB × 2 → 1.5 GB.
         let s = p.server_for(1000.0, 0.001, 600.0 * 1048576.0);
         assert_eq!((s.vcpu, s.gb), (1.75, 1.5));
+    }
+
+    #[test]
+    fn many_quiet_applications_cost_per_request_on_functions_and_per_server_otherwise() {
+        let p = Prices::builtin();
+        let per_request = p.function_per_request(0.0004);
+        let shape = FleetShape {
+            cpu_seconds: 0.0002,
+            per_application_bytes: 6.0 * 1048576.0,
+            host_bytes: |n: f64| n * 6.0 * 1048576.0,
+        };
+        // 1000 applications at 0.01 req/s: 26.28 M requests a month on functions.
+        let cost = p.fleet(1000.0, 0.01, per_request, &shape);
+        assert!(close(
+            cost.function,
+            1000.0 * 0.01 * SECONDS_PER_MONTH * per_request
+        ));
+        // Each application's own server is the smallest one: 0.25 vCPU, 0.5 GB.
+        let smallest = (0.25 * 0.04048 + 0.5 * 0.004445) * 730.0;
+        assert!(close(cost.server_each, 1000.0 * smallest));
+        // One host: 10 req/s × 0.2 ms = 0.002 cores → 0.25 vCPU; 6000 MiB × 2 → 12 GB.
+        assert!(close(
+            cost.one_host,
+            (0.25 * 0.04048 + 12.0 * 0.004445) * 730.0
+        ));
+        // The break-even count: the first n where one host is no dearer, and n - 1 is.
+        let n = p
+            .break_even_applications(0.1, per_request, &shape)
+            .expect("at 0.1 req/s each a host wins from some count");
+        let at = |n: u64| p.fleet(n as f64, 0.1, per_request, &shape);
+        assert!(at(n).one_host <= at(n).function);
+        assert!(at(n - 1).one_host > at(n - 1).function, "{n}");
+        // At one request an hour each, the host's memory costs more than the requests.
+        assert_eq!(
+            p.break_even_applications(1.0 / 3600.0, per_request, &shape),
+            None
+        );
     }
 
     #[test]

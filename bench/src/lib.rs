@@ -12,6 +12,7 @@ pub mod cli;
 pub mod compare;
 pub mod cost;
 pub mod diff;
+pub mod fleet;
 pub mod load;
 pub mod machine;
 pub mod report;
@@ -20,7 +21,7 @@ pub mod sample;
 pub mod scenario;
 
 use anyhow::Context;
-use report::{Meta, Report, ScenarioResult};
+use report::{ColdSeries, Fleet, Meta, Report, ScenarioResult};
 use runner::{Runner, Side};
 use scenario::Scenario;
 use std::collections::BTreeMap;
@@ -80,10 +81,25 @@ pub fn versions_and_settings(nginx: Option<&Path>, settings: BTreeMap<String, St
     }
 }
 
+/// What only a command that starts the servers can do: measure cold starts (it starts
+/// fresh processes), and say what its fleets of applications hold when idle.
+pub trait Servers {
+    /// The series of a cold-start scenario.
+    fn cold_starts(
+        &mut self,
+        runner: &Runner,
+        scenario: &Scenario,
+    ) -> anyhow::Result<Vec<ColdSeries>>;
+    /// The idle fleets, if any were set up.
+    fn fleet(&self) -> Option<Fleet>;
+}
+
 /// Runs every scenario on every side, `repeat` times over, and writes the report to
 /// `out`, also when a scenario fails or ctrl-c stops it (marked incomplete, with what was
 /// measured). The report's scenarios are the last repeat's; the earlier ones are kept
-/// for the section on how the ratios moved between repeats.
+/// for the section on how the ratios moved between repeats. Without `servers` (`bench
+/// run`) cold-start scenarios are left out, and the report says so.
+#[allow(clippy::too_many_arguments)]
 pub fn run_scenarios(
     runner: &Runner,
     scenarios: &[Scenario],
@@ -92,6 +108,7 @@ pub fn run_scenarios(
     cost: cost::CostModel,
     repeat: u32,
     out: &Path,
+    mut servers: Option<&mut (dyn Servers + 'static)>,
 ) -> anyhow::Result<()> {
     meta.started = now();
     for side in sides {
@@ -105,7 +122,13 @@ pub fn run_scenarios(
             eprintln!("repeat {} of {repeat}", time + 1);
             earlier_repeats.push(std::mem::take(&mut results));
         }
-        failure = run_once(runner, scenarios, sides, &mut results);
+        failure = run_once(
+            runner,
+            scenarios,
+            sides,
+            &mut results,
+            servers.as_deref_mut(),
+        );
         if failure.is_some() {
             break;
         }
@@ -113,7 +136,16 @@ pub fn run_scenarios(
     if repeat > 1 {
         meta.settings.insert("repeats".into(), repeat.to_string());
     }
-    finish(meta, sides, results, earlier_repeats, failure, cost, out)
+    let fleet = servers.and_then(|s| s.fleet());
+    finish(
+        meta,
+        sides,
+        results,
+        earlier_repeats,
+        failure,
+        (cost, fleet),
+        out,
+    )
 }
 
 /// Every scenario once, into `results`; the error that stopped it, if one did.
@@ -122,6 +154,7 @@ fn run_once(
     scenarios: &[Scenario],
     sides: &[Side],
     results: &mut Vec<ScenarioResult>,
+    mut servers: Option<&mut (dyn Servers + 'static)>,
 ) -> Option<anyhow::Error> {
     for scenario in scenarios {
         let mut result = ScenarioResult {
@@ -141,13 +174,27 @@ fn run_once(
                     p99_limit_ms: p99_limit.as_secs_f64() * 1000.0,
                     max_error_ratio,
                 }),
-                scenario::Shape::Fixed { .. } => None,
+                scenario::Shape::Fixed { .. } | scenario::Shape::Cold { .. } => None,
             },
             stability: None,
             runs: Vec::new(),
+            applications: scenario.spread.map(|s| s.applications),
+            cold: Vec::new(),
+            skipped: BTreeMap::new(),
         };
-        let outcome = runner.scenario(scenario, sides, &mut result);
-        if !result.runs.is_empty() {
+        let outcome = match (&scenario.shape, servers.as_deref_mut()) {
+            (scenario::Shape::Cold { .. }, Some(servers)) => servers
+                .cold_starts(runner, scenario)
+                .map(|series| result.cold = series),
+            (scenario::Shape::Cold { .. }, None) => {
+                let why = "only `bench compare` measures cold starts: it starts the servers";
+                eprintln!("{}: left out, {why}", scenario.name);
+                result.skipped.insert("every side".into(), why.into());
+                Ok(())
+            }
+            _ => runner.scenario(scenario, sides, &mut result),
+        };
+        if !result.runs.is_empty() || !result.cold.is_empty() || !result.skipped.is_empty() {
             results.push(result);
         }
         if let Err(e) = outcome {
@@ -163,7 +210,7 @@ fn finish(
     results: Vec<ScenarioResult>,
     earlier_repeats: Vec<Vec<ScenarioResult>>,
     failure: Option<anyhow::Error>,
-    cost: cost::CostModel,
+    (cost, fleet): (cost::CostModel, Option<Fleet>),
     out: &Path,
 ) -> anyhow::Result<()> {
     meta.finished = now();
@@ -182,6 +229,7 @@ fn finish(
         scenarios: results,
         earlier_repeats,
         cost,
+        fleet,
     };
     report.write(out)?;
     eprintln!(
@@ -220,6 +268,7 @@ fn run_against(args: &cli::RunArgs) -> anyhow::Result<()> {
                 }),
                 metrics_url: metrics.get(name).cloned(),
                 serves: None,
+                fleet: None,
             }
         })
         .collect();
@@ -234,6 +283,7 @@ fn run_against(args: &cli::RunArgs) -> anyhow::Result<()> {
             args.common.cost.model()?,
             args.common.repeat,
             &args.common.out,
+            None,
         )
         .context("running the scenarios")?;
         if !args.forever {

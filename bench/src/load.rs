@@ -58,6 +58,57 @@ pub struct LoadSpec {
     /// A request whose response has not ended this long after its release is a timeout,
     /// whether it waited for a connection or for the server.
     pub timeout: Duration,
+    /// Requests spread over many paths instead of the URL's one.
+    pub spread: Option<Arc<Spread>>,
+}
+
+/// Which path each request takes: `paths[picks[i % picks.len()]]` for the i-th request
+/// (warm-up included), so every side gets the same sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spread {
+    pub paths: Vec<String>,
+    pub picks: Vec<u32>,
+}
+
+impl Spread {
+    /// `count` picks over `paths` with Zipf popularity of `exponent`, from `seed`: the
+    /// i-th most popular path is drawn with probability proportional to `1 / i^exponent`,
+    /// and which path is the i-th most popular is a shuffle from the same seed (so
+    /// popularity does not follow the names' order).
+    pub fn zipf(paths: Vec<String>, exponent: f64, count: u64, seed: u64) -> Self {
+        use rand::seq::SliceRandom;
+        use rand::{RngExt, SeedableRng};
+        assert!(!paths.is_empty(), "a spread needs paths");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rank: Vec<u32> = (0..paths.len() as u32).collect();
+        rank.shuffle(&mut rng);
+        let zipf = rand_distr::Zipf::new(paths.len() as f64, exponent)
+            .expect("n >= 1 and exponent >= 0 are checked by the scenario");
+        let picks = (0..count.max(1))
+            .map(|_| {
+                // Zipf draws a rank from 1 to n.
+                let r = rng.sample(zipf) as usize;
+                rank[r.clamp(1, rank.len()) - 1]
+            })
+            .collect();
+        Self { paths, picks }
+    }
+
+    fn path(&self, i: u64) -> &str {
+        let pick = self.picks[(i % self.picks.len() as u64) as usize];
+        &self.paths[pick as usize]
+    }
+
+    /// How many distinct paths the first `count` requests take.
+    pub fn distinct(&self, count: u64) -> usize {
+        let mut seen = vec![false; self.paths.len()];
+        (0..count)
+            .filter(|&i| {
+                let pick = self.picks[(i % self.picks.len() as u64) as usize] as usize;
+                !std::mem::replace(&mut seen[pick], true)
+            })
+            .count()
+    }
 }
 
 impl LoadSpec {
@@ -155,11 +206,19 @@ pub enum SpecError {
 }
 
 /// A request due at `intended`, queued at `released`; `measured` is false for warm-up.
+/// `index` is its place in the run (warm-up first), which picks its path in a spread.
 #[derive(Debug, Clone, Copy)]
 struct Ticket {
     intended: Instant,
     released: Instant,
     measured: bool,
+    index: u64,
+}
+
+impl Ticket {
+    fn path<'t>(&self, target: &'t Target) -> &'t str {
+        target.path(self.index)
+    }
 }
 
 /// One connection's share of the results, merged at the end.
@@ -310,6 +369,7 @@ pub async fn run(spec: &LoadSpec, progress: Arc<Progress>) -> Result<LoadResult,
         method: spec.method.clone(),
         body: spec.body.clone(),
         timeout: spec.timeout,
+        spread: spec.spread.clone(),
     });
 
     // Connections open (and fail) before the clock starts, so the first requests do not
@@ -336,6 +396,7 @@ pub async fn run(spec: &LoadSpec, progress: Arc<Progress>) -> Result<LoadResult,
                 intended,
                 released: Instant::now(),
                 measured: i >= warmup,
+                index: i,
             };
             if tx.send(ticket).await.is_err() {
                 break;
@@ -383,6 +444,15 @@ struct Target {
     method: http::Method,
     body: Bytes,
     timeout: Duration,
+    spread: Option<Arc<Spread>>,
+}
+
+impl Target {
+    fn path(&self, index: u64) -> &str {
+        self.spread
+            .as_ref()
+            .map_or(self.path.as_str(), |s| s.path(index))
+    }
 }
 
 type Sender = SendRequest<Full<Bytes>>;
@@ -411,7 +481,7 @@ async fn worker(
 ) -> Tally {
     let mut tally = Tally::new();
     while let Ok(ticket) = queue.recv().await {
-        let outcome = send(&mut sender, &target, ticket.released).await;
+        let outcome = send(&mut sender, &target, ticket.path(&target), ticket.released).await;
         let done = Instant::now();
         progress.done.fetch_add(1, Ordering::Relaxed);
         if outcome.is_err() {
@@ -444,6 +514,7 @@ async fn worker(
 async fn send(
     sender: &mut Option<Sender>,
     target: &Target,
+    path: &str,
     released: Instant,
 ) -> Result<Instant, ErrorKind> {
     let deadline = released + target.timeout;
@@ -466,7 +537,7 @@ async fn send(
         }
         let request = http::Request::builder()
             .method(target.method.clone())
-            .uri(target.path.as_str())
+            .uri(path)
             .header(http::header::HOST, target.authority.as_str())
             .body(Full::new(target.body.clone()))
             .expect("valid request parts");
@@ -495,5 +566,37 @@ async fn send(
             *sender = None;
             Err(ErrorKind::Timeout)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn a_zipf_spread_is_the_same_for_a_seed_and_favours_few_paths() {
+        let paths: Vec<String> = (0..1000).map(|i| format!("/f-{i}/")).collect();
+        let a = Spread::zipf(paths.clone(), 1.0, 10_000, 7);
+        assert_eq!(a, Spread::zipf(paths.clone(), 1.0, 10_000, 7));
+        assert_ne!(a.picks, Spread::zipf(paths.clone(), 1.0, 10_000, 8).picks);
+        assert!(a.picks.iter().all(|&p| (p as usize) < paths.len()));
+        // With exponent 1 over 1000 names the most popular takes 1 / H(1000) ≈ 13%;
+        // uniform would give it 0.1%.
+        let mut counts = vec![0u32; paths.len()];
+        for &p in &a.picks {
+            counts[p as usize] += 1;
+        }
+        let top = *counts.iter().max().unwrap();
+        assert!((1000..=1700).contains(&top), "{top}");
+        // Most names are touched rarely or never: the long idle tail.
+        assert!(a.distinct(10_000) < 1000);
+        // Exponent 0 is uniform: no name above a few times its share.
+        let flat = Spread::zipf(paths.clone(), 0.0, 10_000, 7);
+        let mut counts = vec![0u32; paths.len()];
+        for &p in &flat.picks {
+            counts[p as usize] += 1;
+        }
+        assert!(*counts.iter().max().unwrap() < 40);
+        assert_eq!(a.path(3), paths[a.picks[3] as usize]);
     }
 }

@@ -22,9 +22,57 @@ pub struct Side {
     /// The functions it serves, if not all (the peer, `wasmtime serve`, runs one
     /// component); scenarios for others skip it.
     pub serves: Option<Vec<String>>,
+    /// Where this side serves many applications, for scenarios spread over them; a side
+    /// without one skips those scenarios.
+    pub fleet: Option<FleetTarget>,
+}
+
+/// A side's many-applications deployment: its own processes and URL.
+#[derive(Debug, Clone)]
+pub struct FleetTarget {
+    pub url: String,
+    pub processes: Option<ProcessSet>,
+    pub metrics_url: Option<String>,
+    /// `/{function}-0/` to `/{function}-{applications-1}/` answer.
+    pub applications: usize,
 }
 
 impl Side {
+    /// The side as `scenario` reaches it: itself, or for a scenario spread over
+    /// applications its fleet; `Err` says why it cannot run the scenario.
+    pub fn for_scenario(&self, scenario: &Scenario) -> Result<Side, String> {
+        let Some(spread) = scenario.spread else {
+            return if self.serves(scenario) {
+                Ok(self.clone())
+            } else {
+                Err(format!(
+                    "serves only {}",
+                    self.serves.as_deref().unwrap_or_default().join(", ")
+                ))
+            };
+        };
+        if let Some(serves) = &self.serves {
+            return Err(format!("it serves only {}", serves.join(", ")));
+        }
+        match &self.fleet {
+            Some(fleet) if fleet.applications >= spread.applications => Ok(Side {
+                info: SideInfo {
+                    url: fleet.url.clone(),
+                    ..self.info.clone()
+                },
+                processes: fleet.processes.clone(),
+                metrics_url: fleet.metrics_url.clone(),
+                serves: None,
+                fleet: None,
+            }),
+            Some(fleet) => Err(format!(
+                "its fleet holds {} applications, fewer than {}",
+                fleet.applications, spread.applications
+            )),
+            None => Err("no fleet of applications (`bench compare` sets them up)".into()),
+        }
+    }
+
     /// Whether this side serves the function `scenario` targets.
     pub fn serves(&self, scenario: &Scenario) -> bool {
         let function = service_ops::traffic::function_name(&scenario.path);
@@ -116,8 +164,26 @@ impl Runner {
         sides: &[Side],
         result: &mut ScenarioResult,
     ) -> anyhow::Result<()> {
-        let sides: Vec<&Side> = sides.iter().filter(|s| s.serves(scenario)).collect();
+        let mut reached = Vec::new();
+        for side in sides {
+            match side.for_scenario(scenario) {
+                Ok(side) => reached.push(side),
+                Err(why) => {
+                    if scenario.spread.is_some() {
+                        eprintln!(
+                            "{}: {} does not run it: {why}",
+                            scenario.name, side.info.name
+                        );
+                        result.skipped.insert(side.info.name.clone(), why);
+                    }
+                }
+            }
+        }
+        let sides: Vec<&Side> = reached.iter().collect();
         match &scenario.shape {
+            Shape::Cold { .. } => anyhow::bail!(
+                "a cold-start scenario starts and stops servers: only `bench compare` runs it"
+            ),
             Shape::Fixed { rate, requests } => {
                 // A B A B ...: at least `rounds`, then more while the headline ratios'
                 // rounds disagree, up to `max_rounds`.
@@ -208,6 +274,15 @@ impl Runner {
             warmup_requests: scenario.warmup_requests(rate),
             connections: scenario.connections,
             timeout: scenario.timeout,
+            spread: scenario.spread.map(|spread| {
+                // The same draw for every side in a round, another one each round.
+                Arc::new(load::Spread::zipf(
+                    spread.paths(&scenario.path),
+                    spread.exponent,
+                    scenario.warmup_requests(rate) + requests,
+                    u64::from(round),
+                ))
+            }),
         };
         let scrape_before = self.scrape(side);
         let steal_before = (Instant::now(), crate::machine::steal_seconds());
@@ -306,6 +381,12 @@ impl Runner {
         );
         run.server_mean_seconds = server_means;
         run.server_latency_us = server_latency;
+        if let (Some(before), Some(after)) = (&scrape_before, &scrape_after)
+            && after.labels("runtime_build_info").is_some()
+        {
+            // The runtime says what it is; its counter has no series until a first load.
+            run.cold_starts = Some(after.sum(COLD_STARTS) - before.sum(COLD_STARTS));
+        }
         eprintln!(
             "{:<18} {:<15} round {} {:>8} req/s: achieved {:>9.1}/s  p50 {:>9}  p99 {:>9}  errors {}",
             scenario.name,
@@ -369,6 +450,8 @@ impl Runner {
 
 /// Requests a side's `/metrics` counted, summed over every series.
 const REQUESTS: &str = "http_server_requests_total";
+/// Functions the runtime loaded cold.
+const COLD_STARTS: &str = "faas_coldstarts_total";
 
 /// The duration histograms whose mean over a run the report uses: the server's own view
 /// of a request, and the runtime's instantiation and guest run.

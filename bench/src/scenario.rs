@@ -22,7 +22,20 @@
 //! duration = "5s"       # per step
 //! p99_limit = "10ms"    # a step passes with p99 at most this, errors at most
 //! max_error_ratio = 0.001  # this share, and an achieved rate of 90% of the target
-//! ```
+//!
+//! [[scenario]]
+//! name = "many-1000"
+//! path = "/hello/"
+//! applications = 1000   # the rate spread over /hello-0/ .. /hello-999/, each its own
+//! zipf = 1.0            # function (serverless) or server (traditional); popularity
+//! rate = 200            # of the i-th most popular 1 / i^zipf, the same draw per side
+//! duration = "10s"
+//!
+//! [[scenario]]
+//! name = "cold-start"
+//! path = "/hello/"
+//! cold_starts = 20      # first requests to a function not loaded, and a fresh server
+//! ```                   # process's start to its first answer (`bench compare` only)
 
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
@@ -68,6 +81,9 @@ struct Def {
     rates: Option<Vec<f64>>,
     p99_limit: Option<String>,
     max_error_ratio: Option<f64>,
+    applications: Option<usize>,
+    zipf: Option<f64>,
+    cold_starts: Option<u32>,
     // The same fields as [`Settings`]: serde cannot flatten and deny unknown fields at once.
     connections: Option<usize>,
     warmup: Option<String>,
@@ -95,12 +111,49 @@ pub struct Scenario {
     pub max_rounds: u32,
     pub tolerance: f64,
     pub shape: Shape,
+    /// Requests spread over many applications instead of one (`applications`).
+    pub spread: Option<Spread>,
 }
 
+/// A fixed rate spread over `applications` names derived from the scenario's function:
+/// `/hello/` becomes `/hello-0/` .. `/hello-{N-1}/`, drawn with Zipf popularity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub applications: usize,
+    /// The i-th most popular application gets a share proportional to `1 / i^exponent`.
+    pub exponent: f64,
+}
+
+impl Spread {
+    /// The request path of application `i` for the scenario path `path` (`/hello/?x=1`
+    /// and 7: `/hello-7/?x=1`).
+    pub fn path(path: &str, i: usize) -> String {
+        let function = service_ops::traffic::function_name(path);
+        Self::with_function(path, &format!("{function}-{i}"))
+    }
+
+    /// `path` with its function's name replaced by `name`.
+    pub fn with_function(path: &str, name: &str) -> String {
+        let function = service_ops::traffic::function_name(path);
+        let rest = &path[1 + function.len()..];
+        format!("/{name}{rest}")
+    }
+
+    /// Every application's path, for [`crate::load::Spread`].
+    pub fn paths(&self, path: &str) -> Vec<String> {
+        (0..self.applications)
+            .map(|i| Self::path(path, i))
+            .collect()
+    }
+}
 #[derive(Debug, Clone)]
 pub enum Shape {
     /// One constant rate, `requests` measured requests, repeated `rounds` times per side.
     Fixed { rate: f64, requests: u64 },
+    /// Cold starts, measured by `bench compare` (it starts and stops the servers): the
+    /// first request to `samples` functions that are not loaded on the runtime, and
+    /// `samples` fresh server processes from start to first answer on every side.
+    Cold { samples: u32 },
     /// Rising rates, `step` long each, until a side's step fails the limits.
     Sweep {
         rates: Vec<f64>,
@@ -200,6 +253,66 @@ fn resolve(def: Def, defaults: &Settings, scale: f64) -> anyhow::Result<Scenario
         .with_context(|| format!("method {method:?}"))?;
     let valid_rate = |r: f64| r.is_finite() && r > 0.0;
 
+    let spread = match (def.applications, def.zipf) {
+        (None, None) => None,
+        (None, Some(_)) => bail!("zipf belongs to a scenario spread over applications"),
+        (Some(applications), zipf) => {
+            ensure!(
+                (2..=100_000).contains(&applications),
+                "applications must be 2 to 100000, got {applications}"
+            );
+            let function = service_ops::traffic::function_name(&def.path);
+            ensure!(
+                !function.is_empty() && def.path.starts_with(&format!("/{function}/")),
+                "a scenario spread over applications needs a path like /hello/, got {:?}",
+                def.path
+            );
+            let exponent = zipf.unwrap_or(1.0);
+            ensure!(
+                exponent.is_finite() && exponent >= 0.0,
+                "zipf must be 0 (all equal) or more, got {exponent}"
+            );
+            ensure!(
+                def.rate.is_some() && def.rates.is_none(),
+                "a scenario spread over applications runs at one rate (rate = ...)"
+            );
+            Some(Spread {
+                applications,
+                exponent,
+            })
+        }
+    };
+    if let Some(samples) = def.cold_starts {
+        ensure!(
+            (1..=1000).contains(&samples),
+            "cold_starts must be 1 to 1000, got {samples}"
+        );
+        ensure!(
+            def.rate.is_none()
+                && def.rates.is_none()
+                && def.requests.is_none()
+                && def.duration.is_none()
+                && spread.is_none(),
+            "a cold-start scenario has no rate, requests, duration or applications: \
+             it sends one request per fresh start"
+        );
+        let samples = ((f64::from(samples) * scale).round() as u32).max(1);
+        return Ok(Scenario {
+            name: def.name,
+            description: def.description,
+            path: def.path,
+            method,
+            body: def.body.map(Bytes::from).unwrap_or_default(),
+            connections: 1,
+            warmup: Duration::ZERO,
+            timeout,
+            rounds: 1,
+            max_rounds: 1,
+            tolerance,
+            shape: Shape::Cold { samples },
+            spread: None,
+        });
+    }
     let shape = match (def.rate, def.rates) {
         (Some(rate), None) => {
             ensure!(valid_rate(rate), "rate must be positive, got {rate}");
@@ -269,6 +382,7 @@ fn resolve(def: Def, defaults: &Settings, scale: f64) -> anyhow::Result<Scenario
         max_rounds,
         tolerance,
         shape,
+        spread,
     })
 }
 
@@ -297,6 +411,45 @@ mod tests {
                 .any(|s| matches!(s.shape, Shape::Sweep { .. })),
             "no rate sweep in {names:?}"
         );
+        // The many-applications trade, both sizes, and cold starts.
+        for n in [1000, 10_000] {
+            assert!(
+                scenarios
+                    .iter()
+                    .any(|s| s.spread.is_some_and(|s| s.applications == n)),
+                "no scenario over {n} applications in {names:?}"
+            );
+        }
+        assert!(
+            scenarios
+                .iter()
+                .any(|s| matches!(s.shape, Shape::Cold { .. })),
+            "no cold-start scenario in {names:?}"
+        );
+    }
+
+    #[test]
+    fn a_spread_names_each_application_after_the_function() {
+        assert_eq!(Spread::path("/hello/", 7), "/hello-7/");
+        assert_eq!(Spread::path("/hash/?rounds=10", 0), "/hash-0/?rounds=10");
+        assert_eq!(Spread::with_function("/hello/x?y", "cold-3"), "/cold-3/x?y");
+        let s = parse(
+            "[[scenario]]\nname = \"m\"\npath = \"/hello/\"\napplications = 3\nrate = 10\nrequests = 5",
+            1.0,
+        )
+        .unwrap();
+        let spread = s[0].spread.unwrap();
+        assert_eq!((spread.applications, spread.exponent), (3, 1.0));
+        assert_eq!(
+            spread.paths("/hello/"),
+            ["/hello-0/", "/hello-1/", "/hello-2/"]
+        );
+        let cold = parse(
+            "[[scenario]]\nname = \"c\"\npath = \"/hello/\"\ncold_starts = 20",
+            0.1,
+        )
+        .unwrap();
+        assert!(matches!(cold[0].shape, Shape::Cold { samples: 2 }));
     }
 
     #[test]
@@ -343,6 +496,30 @@ mod tests {
             (
                 "[[scenario]]\nname = \"x\"\npath = \"/\"\nrate = 1\nrequests = 1\nwarmup = \"soon\"",
                 "not a duration",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/hello/\"\nzipf = 1.0\nrate = 1\nrequests = 1",
+                "zipf belongs to a scenario spread over applications",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/hello/\"\napplications = 1\nrate = 1\nrequests = 1",
+                "applications must be 2 to 100000",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/hello\"\napplications = 10\nrate = 1\nrequests = 1",
+                "needs a path like /hello/",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/hello/\"\napplications = 10\nrates = [1, 2]\nduration = \"1s\"\np99_limit = \"1ms\"",
+                "runs at one rate",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/hello/\"\ncold_starts = 5\nrate = 1",
+                "a cold-start scenario has no rate",
+            ),
+            (
+                "[[scenario]]\nname = \"x\"\npath = \"/hello/\"\ncold_starts = 0",
+                "cold_starts must be 1 to 1000",
             ),
             (
                 "[[scenario]]\nname = \"x\"\npath = \"/\"\nrate = 1\nrequests = 1\nspeed = 3",

@@ -12,7 +12,7 @@ const PHP_TEMPLATE: &str = include_str!("../../infra/nginx/seed-php/default.conf
 /// listen ports are added by [`Nginx`]).
 #[derive(Debug, Clone)]
 pub struct Site {
-    template: &'static str,
+    template: std::borrow::Cow<'static, str>,
     vars: Vec<(&'static str, String)>,
 }
 
@@ -20,16 +20,58 @@ impl Site {
     /// A reverse proxy to the webserver at `upstream` (the traditional side).
     pub fn proxy(upstream: SocketAddr) -> Self {
         Self {
-            template: PROXY_TEMPLATE,
+            template: PROXY_TEMPLATE.into(),
             vars: vec![("WEBSERVER_UPSTREAM", upstream.to_string())],
         }
+    }
+
+    /// One application per webserver, as the seed deploys its apps: `/{prefix}-{i}/rest`
+    /// is proxied to `upstreams[i]` as `/{prefix}/rest` (query kept), with the same
+    /// upstream keep-alive and headers as [`Site::proxy`]; any other path is 404.
+    /// `prefix` is a function name (letters, digits, `-`, `_`).
+    pub fn applications(prefix: &str, upstreams: &[SocketAddr]) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !prefix.is_empty()
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "application prefix {prefix:?}: letters, digits, '-' or '_' only"
+        );
+        anyhow::ensure!(!upstreams.is_empty(), "no application to proxy to");
+        let mut text = String::new();
+        for (i, addr) in upstreams.iter().enumerate() {
+            // Few idle connections per application and worker: a thousand applications
+            // must not hold a thousand times the single app's 64.
+            text.push_str(&format!(
+                "upstream app{i} {{\n    server {addr};\n    keepalive 4;\n    \
+                 keepalive_requests 100000;\n    keepalive_timeout 9s;\n}}\n"
+            ));
+        }
+        text.push_str(&format!(
+            "server {{\n    listen ${{NGINX_PORT}};\n    access_log off;\n    \
+             client_max_body_size 16m;\n\n    \
+             location ~ ^/{prefix}-(?<app>[0-9]+)(?<rest>/.*)$ {{\n        \
+             proxy_pass http://app$app/{prefix}$rest$is_args$args;\n        \
+             proxy_http_version 1.1;\n        proxy_set_header Connection \"\";\n        \
+             proxy_set_header Host $host;\n        \
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n        \
+             proxy_set_header X-Request-Id $request_id;\n        \
+             proxy_read_timeout 120s;\n    }}\n\n    \
+             location / {{\n        return 404;\n    }}\n}}\n\n\
+             server {{\n    listen ${{NGINX_STATUS_PORT}};\n    access_log off;\n    \
+             location = /stub_status {{\n        stub_status;\n    }}\n}}\n"
+        ));
+        Ok(Self {
+            template: text.into(),
+            vars: Vec::new(),
+        })
     }
 
     /// FastCGI to PHP-FPM at `fpm`, every request to the front controller `script`
     /// (the seed's PHP stack).
     pub fn php(fpm: SocketAddr, script: &Path) -> Self {
         Self {
-            template: PHP_TEMPLATE,
+            template: PHP_TEMPLATE.into(),
             vars: vec![
                 ("PHP_FPM_UPSTREAM", fpm.to_string()),
                 ("SEED_PHP_SCRIPT", script.display().to_string()),

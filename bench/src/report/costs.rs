@@ -229,3 +229,111 @@ pub fn chart(model: &CostModel, p: &Priced, scenario: &ScenarioResult) -> Chart 
         series,
     }
 }
+
+/// Per-application rates the fleet cost table prices: one request an hour, about one a
+/// minute (0.01/s), 0.1/s and 1/s each.
+pub const FLEET_RATES: &[f64] = &[1.0 / 3600.0, 0.01, 0.1, 1.0];
+
+/// The cost of many quiet applications, from the idle fleets and the scenario spread over
+/// them that both sides ran: a table and the note under it.
+pub fn fleet_table(report: &Report) -> Option<(Table, String)> {
+    let fleet = report.fleet.as_ref()?;
+    let idle = |side: &str| fleet.idle.iter().find(|i| i.side == side);
+    let (serverless, traditional) = (idle(SERVERLESS)?, idle(TRADITIONAL)?);
+    let scenario = report
+        .scenarios
+        .iter()
+        .filter(|s| s.applications.is_some())
+        .find(|s| {
+            s.runs_of(SERVERLESS).next().is_some() && s.runs_of(TRADITIONAL).next().is_some()
+        })?;
+    let median = |side: &str, get: &dyn Fn(&super::Run) -> Option<f64>| {
+        scenario.spread_of(side, get).map(|s| s.median)
+    };
+    let function_seconds = median(SERVERLESS, &|r| {
+        r.server_mean_seconds
+            .get("http_server_request_duration_seconds")
+            .copied()
+    })
+    .or_else(|| median(SERVERLESS, &|r| Some(r.latency_us.mean / 1e6)))?;
+    let cpu = |side: &str| median(side, &|r| r.cpu_per_1000().map(|c| c / 1000.0));
+    let peak = |side: &str| {
+        median(side, &|r| {
+            r.usage
+                .map(|u| u.proportional_peak_bytes.unwrap_or(u.resident_peak_bytes) as f64)
+        })
+    };
+    let prices = &report.cost.prices;
+    let per_request = prices.function_per_request(function_seconds);
+    let per_app = traditional.per_application_bytes();
+    let webservers = crate::cost::FleetShape {
+        cpu_seconds: cpu(TRADITIONAL)?,
+        per_application_bytes: per_app,
+        host_bytes: move |n: f64| n * per_app,
+    };
+    let runtime_bytes = serverless
+        .memory_bytes()
+        .max(peak(SERVERLESS).unwrap_or(0.0));
+    let runtime = crate::cost::FleetShape {
+        cpu_seconds: cpu(SERVERLESS)?,
+        per_application_bytes: runtime_bytes,
+        host_bytes: move |_| runtime_bytes,
+    };
+    let n = traditional.applications as f64;
+    let header = vec![
+        "each application at".to_string(),
+        format!("{n:.0} applications: function platform"),
+        "one server per application".into(),
+        "one host: a webserver per application".into(),
+        "one host: our runtime".into(),
+        "a host of webservers is cheaper from".into(),
+        "a host running our runtime is cheaper from".into(),
+    ];
+    let from = |found: Option<u64>| {
+        found.map_or_else(
+            || "never (the function platform stays cheaper)".to_string(),
+            |n| format!("{n} applications"),
+        )
+    };
+    let rows = FLEET_RATES
+        .iter()
+        .map(|&rate| {
+            let cost = prices.fleet(n, rate, per_request, &webservers);
+            let ours = prices.fleet(n, rate, per_request, &runtime);
+            vec![
+                rate_and_month(rate),
+                dollars(cost.function),
+                dollars(cost.server_each),
+                dollars(cost.one_host),
+                dollars(ours.one_host),
+                from(prices.break_even_applications(rate, per_request, &webservers)),
+                from(prices.break_even_applications(rate, per_request, &runtime)),
+            ]
+        })
+        .collect();
+    let total_rate = |shape_cpu: f64, bytes: f64| {
+        prices
+            .break_even(per_request, shape_cpu, bytes)
+            .map_or_else(|| "never".to_string(), rate_and_month)
+    };
+    let note = format!(
+        "Monthly prices of {n:.0} applications that are mostly idle, from `{}` and the idle \
+         fleets. Function platform: each request billed as in the section above \
+         ({} per million requests, from the runtime's mean {:.2} ms), nothing while idle. One server \
+         per application: the smallest server each, as the seed deployed its apps. One host \
+         of webservers: sized for the total rate at the traditional side's measured CPU per \
+         request and {} per application (the idle fleet's PSS, nginx included). One host \
+         running our runtime: its measured memory ({}) for any count, since the functions \
+         it keeps loaded are bounded by --max-loaded-functions. For all {n:.0} together, \
+         the host of webservers is cheaper than the function platform from a total of {}, \
+         the host running our runtime from {}.",
+        scenario.name,
+        dollars(per_request * 1e6),
+        function_seconds * 1000.0,
+        super::figures::format(super::figures::Unit::Bytes, per_app),
+        super::figures::format(super::figures::Unit::Bytes, runtime_bytes),
+        total_rate(webservers.cpu_seconds, n * per_app),
+        total_rate(runtime.cpu_seconds, runtime_bytes),
+    );
+    Some((Table { header, rows }, note))
+}

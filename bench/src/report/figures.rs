@@ -41,6 +41,9 @@ pub struct Figure {
     pub get: fn(&Run) -> Option<f64>,
 }
 
+/// Functions loaded cold during a run, as the runtime counts them.
+pub const COLD_STARTS: &str = "cold starts (the server's count)";
+
 pub const FIGURES: &[Figure] = &[
     Figure {
         name: "achieved rate",
@@ -110,6 +113,12 @@ pub const FIGURES: &[Figure] = &[
         better: Better::Lower,
         unit: Unit::Bytes,
         get: |r| r.usage.map(|u| u.resident_mean_bytes as f64),
+    },
+    Figure {
+        name: COLD_STARTS,
+        better: Better::Neither,
+        unit: Unit::Count,
+        get: |r| r.cold_starts,
     },
     Figure {
         name: "virtual memory (peak)",

@@ -86,6 +86,20 @@ pub fn html(report: &Report) -> String {
         );
     }
 
+    if let Some(many) = &view.many {
+        let _ = write!(out, "<h2>Many applications, idle</h2>");
+        table(&mut out, &many.idle);
+        let _ = write!(out, "<p>{}</p><ul>", escape(super::view::IDLE_NOTE));
+        for note in &many.notes {
+            let _ = write!(out, "<li>{}</li>", escape(note));
+        }
+        out.push_str("</ul>");
+        if let Some((costs, note)) = &many.costs {
+            let _ = write!(out, "<h2>What many quiet applications cost</h2>");
+            table(&mut out, costs);
+            let _ = write!(out, "<p>{}</p>", escape(note));
+        }
+    }
     for scenario in &view.scenarios {
         let result = scenario.result;
         let _ = write!(out, "<h2>{}</h2>", escape(&result.name));
@@ -109,7 +123,9 @@ pub fn html(report: &Report) -> String {
             let _ = write!(out, "<li>{lead}{}</li>", escape(&bullet.text));
         }
         out.push_str("</ul><div class=\"charts\">");
-        if result.sweep.is_some() {
+        if result.runs.is_empty() {
+            // Cold starts: the table says it all.
+        } else if result.sweep.is_some() {
             out.push_str(&sweep_chart(report, result, &sides).render());
         } else {
             fixed_charts(&mut out, report, result, &sides);

@@ -36,6 +36,20 @@ pub fn markdown(report: &Report) -> String {
         table(&mut out, &super::costs::table(&report.cost, &priced));
         let _ = writeln!(out, "\n{}\n", super::costs::note(&report.cost));
     }
+    if let Some(many) = &view.many {
+        let _ = writeln!(out, "## Many applications, idle\n");
+        table(&mut out, &many.idle);
+        let _ = writeln!(out, "\n{}\n", view::IDLE_NOTE);
+        for note in &many.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        let _ = writeln!(out);
+        if let Some((costs, note)) = &many.costs {
+            let _ = writeln!(out, "## What many quiet applications cost\n");
+            table(&mut out, costs);
+            let _ = writeln!(out, "\n{note}\n");
+        }
+    }
     for scenario in &view.scenarios {
         let result = scenario.result;
         let _ = writeln!(out, "## {}\n", result.name);

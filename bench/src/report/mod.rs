@@ -53,8 +53,60 @@ pub struct Report {
     /// before it existed).
     #[serde(default)]
     pub cost: crate::cost::CostModel,
+    /// Many applications held idle, per side (`bench compare` with a scenario spread over
+    /// applications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Fleet>,
 }
 
+/// What many deployed applications cost while nothing is asked of them: each side's
+/// processes sampled for a while with no traffic, right after they were set up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Fleet {
+    pub idle: Vec<Idle>,
+    /// What a reader must know: how each side's fleet was made, what was not run and why.
+    pub notes: Vec<String>,
+}
+
+/// One side's fleet at rest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Idle {
+    pub side: String,
+    /// What the fleet is: "10,000 functions over 100 components in one runtime".
+    pub description: String,
+    pub applications: usize,
+    pub seconds: f64,
+    pub usage: crate::sample::Usage,
+}
+
+impl Idle {
+    /// The memory the fleet holds: PSS where read (processes sharing pages counted once),
+    /// else RSS.
+    pub fn memory_bytes(&self) -> f64 {
+        self.usage
+            .proportional_peak_bytes
+            .unwrap_or(self.usage.resident_peak_bytes) as f64
+    }
+
+    /// Memory per application.
+    pub fn per_application_bytes(&self) -> f64 {
+        self.memory_bytes() / self.applications.max(1) as f64
+    }
+
+    /// CPU the idle fleet burns, in cores (CPU seconds per second).
+    pub fn cores(&self) -> f64 {
+        self.usage.cpu_seconds / self.seconds.max(1e-9)
+    }
+}
+
+/// First answers from cold, one series per side and kind, in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColdSeries {
+    pub side: String,
+    /// "fresh process: start to first answer", "first request, not loaded".
+    pub what: String,
+    pub samples_ms: Vec<f64>,
+}
 /// Where and with what the figures were taken.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Meta {
@@ -93,6 +145,15 @@ pub struct ScenarioResult {
     pub stability: Option<Stability>,
     /// Every run, in the order they ran.
     pub runs: Vec<Run>,
+    /// A scenario spread over this many applications (`/hello-0/` ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applications: Option<usize>,
+    /// A cold-start scenario's series.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cold: Vec<ColdSeries>,
+    /// Sides that did not run it, and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -144,6 +205,10 @@ pub struct Run {
     /// `/metrics`.
     #[serde(default)]
     pub server_latency_us: Option<ServerLatency>,
+    /// Functions the side loaded cold during the run (warm-up included), from its
+    /// `faas_coldstarts_total`: the runtime's count; none for a side without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_starts: Option<f64>,
     pub measure_start_seconds: f64,
 }
 
@@ -206,6 +271,7 @@ impl Run {
             steal_share,
             server_mean_seconds: BTreeMap::new(),
             server_latency_us: None,
+            cold_starts: None,
             measure_start_seconds: from,
         }
     }

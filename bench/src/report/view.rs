@@ -39,6 +39,8 @@ pub struct View<'a> {
     /// Where each side's time per request goes on hello, when a run measured it.
     pub breakdown: Option<super::breakdown::Breakdown>,
     pub scenarios: Vec<ScenarioView<'a>>,
+    /// Many applications: the idle fleets and what they cost.
+    pub many: Option<ManyView>,
     /// (group, key, value): machine, versions, settings.
     pub environment: Vec<(&'static str, String, String)>,
 }
@@ -55,6 +57,20 @@ pub struct ScenarioView<'a> {
     /// Who wins each figure, then warnings about the runs.
     pub bullets: Vec<Bullet>,
 }
+
+#[derive(Debug)]
+pub struct ManyView {
+    pub idle: Table,
+    pub notes: Vec<String>,
+    /// What many quiet applications cost, and how it was worked out.
+    pub costs: Option<(Table, String)>,
+}
+
+/// Under the idle table.
+pub const IDLE_NOTE: &str = "Each side's fleet sampled for a few seconds with no traffic, \
+right after it was set up. Memory is PSS where read (pages shared between processes, such \
+as one binary's code, counted once), per application that total divided by the \
+applications; CPU in cores (CPU seconds per second).";
 
 #[derive(Debug, Default)]
 pub struct Table {
@@ -103,11 +119,13 @@ pub fn view(report: &Report) -> View<'_> {
                     .cloned()
                     .collect();
                 match scenario.sweep {
+                    _ if !scenario.cold.is_empty() || scenario.runs.is_empty() => cold(scenario),
                     Some(_) => sweep(scenario, &sides),
                     None => fixed(scenario, &sides),
                 }
             })
             .collect(),
+        many: many(report),
         environment: [
             ("machine", &meta.machine),
             ("versions", &meta.versions),
@@ -117,6 +135,98 @@ pub fn view(report: &Report) -> View<'_> {
         .flat_map(|(group, map)| map.iter().map(move |(k, v)| (group, k.clone(), v.clone())))
         .collect(),
     }
+}
+
+fn many(report: &Report) -> Option<ManyView> {
+    let fleet = report.fleet.as_ref()?;
+    let bytes = |b: f64| figures::format(Unit::Bytes, b);
+    Some(ManyView {
+        idle: Table {
+            header: [
+                "side",
+                "fleet",
+                "applications",
+                "memory",
+                "per application",
+                "RSS",
+                "CPU while idle",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: fleet
+                .idle
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.side.clone(),
+                        i.description.clone(),
+                        i.applications.to_string(),
+                        bytes(i.memory_bytes()),
+                        bytes(i.per_application_bytes()),
+                        bytes(i.usage.resident_peak_bytes as f64),
+                        format!("{:.4} cores", i.cores()),
+                    ]
+                })
+                .collect(),
+        },
+        notes: fleet.notes.clone(),
+        costs: super::costs::fleet_table(report),
+    })
+}
+
+/// A cold-start scenario: each series' distribution; or why no side ran it.
+fn cold(scenario: &ScenarioResult) -> ScenarioView<'_> {
+    let ms = |v: f64| format!("{v:.2} ms");
+    let rows = scenario
+        .cold
+        .iter()
+        .map(|series| {
+            let mut v = series.samples_ms.clone();
+            v.sort_by(f64::total_cmp);
+            let at = |q: f64| {
+                v.get(((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1)) - 1)
+                    .copied()
+                    .map_or("–".to_string(), ms)
+            };
+            vec![
+                series.side.clone(),
+                series.what.clone(),
+                v.len().to_string(),
+                at(0.5),
+                at(0.99),
+                v.first().copied().map_or("–".to_string(), ms),
+                v.last().copied().map_or("–".to_string(), ms),
+            ]
+        })
+        .collect();
+    ScenarioView {
+        result: scenario,
+        setup: format!(
+            "`{} {}`, one request per start.",
+            scenario.method, scenario.path
+        ),
+        plan: None,
+        table: Table {
+            header: ["side", "what", "samples", "p50", "p99", "min", "max"]
+                .map(String::from)
+                .to_vec(),
+            rows,
+        },
+        table_note: None,
+        bullets: skipped(scenario),
+    }
+}
+
+/// Which sides did not run a scenario, and why.
+fn skipped(scenario: &ScenarioResult) -> Vec<Bullet> {
+    scenario
+        .skipped
+        .iter()
+        .map(|(side, why)| Bullet {
+            lead: Some("not run"),
+            text: format!("{side}: {why}"),
+        })
+        .collect()
 }
 
 fn summary(report: &Report) -> Table {
@@ -130,6 +240,9 @@ fn summary(report: &Report) -> Table {
     ];
     let mut rows = Vec::new();
     for scenario in &report.scenarios {
+        if scenario.runs.is_empty() {
+            continue;
+        }
         if let Some(limits) = scenario.sweep {
             let best = |side| {
                 scenario
@@ -218,6 +331,8 @@ fn fixed<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
     header.push("S / T".into());
     let rows = figures
         .iter()
+        // Cold starts only where the scenario can have them: spread over applications.
+        .filter(|row| row.figure.name != figures::COLD_STARTS || scenario.applications.is_some())
         .map(|row| {
             let virtual_memory =
                 row.figure.unit == Unit::Bytes && row.figure.name.starts_with("virtual");
@@ -239,6 +354,7 @@ fn fixed<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
     bullets.extend(against_the_peer(scenario));
     bullets.extend(between_the_abis(scenario));
     bullets.extend(warnings(scenario));
+    bullets.extend(skipped(scenario));
     ScenarioView {
         result: scenario,
         setup: setup(scenario),
@@ -336,6 +452,7 @@ fn sweep<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
         }
     }
     bullets.extend(warnings(scenario));
+    bullets.extend(skipped(scenario));
     ScenarioView {
         result: scenario,
         setup: setup(scenario),

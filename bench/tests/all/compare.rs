@@ -358,6 +358,130 @@ fn compare_can_run_the_serverless_side_on_the_wasi_p1_builds() {
     assert!(serverless["server_counted"].as_f64().unwrap() >= 60.0);
 }
 
+const MANY: &str = r#"
+[defaults]
+connections = 4
+warmup = "100ms"
+timeout = "5s"
+rounds = 1
+
+[[scenario]]
+name = "many-30"
+path = "/hello/"
+applications = 30
+zipf = 1.0
+rate = 200
+requests = 200
+
+[[scenario]]
+name = "many-50"
+path = "/hello/"
+applications = 50
+rate = 200
+requests = 40
+
+[[scenario]]
+name = "cold"
+path = "/hello/"
+cold_starts = 3
+"#;
+
+#[test]
+fn compare_spreads_load_over_many_applications_and_measures_cold_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = compare(dir.path(), MANY)
+        .args(["--peer", &peer()])
+        .args(["--fleet-max-servers", "30", "--fleet-components", "10"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "bench compare failed: {status}");
+    let out = dir.path().join("report");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+
+    // Both fleets were sampled idle: one runtime with 50 functions, 30 webservers + nginx.
+    let idle = json["fleet"]["idle"].as_array().unwrap();
+    let fleet = |side: &str| idle.iter().find(|i| i["side"] == side).unwrap().clone();
+    assert_eq!(fleet("serverless")["applications"], 50);
+    assert_eq!(fleet("serverless")["usage"]["processes"], 1);
+    assert_eq!(fleet("traditional")["applications"], 30);
+    // 30 webservers, nginx's master and its one worker.
+    assert_eq!(fleet("traditional")["usage"]["processes"], 32, "{idle:?}");
+
+    // Every request to /hello-i/ answered on both sides; the runtime loaded each name the
+    // draw touched once, cold: as many cold starts as distinct names in the draw.
+    let many = &json["scenarios"][0];
+    assert_eq!(many["applications"], 30);
+    let runs = many["runs"].as_array().unwrap();
+    for side in ["serverless", "traditional"] {
+        let run = runs.iter().find(|r| r["side"] == side).unwrap();
+        assert_eq!(run["ok"], 200, "{side}: {run}");
+    }
+    let paths = (0..30).map(|i| format!("/hello-{i}/")).collect();
+    // 100 ms of warm-up at 200 req/s: 20 requests before the 200 measured, round 1's seed.
+    let draw = bench::load::Spread::zipf(paths, 1.0, 220, 0);
+    let serverless = runs.iter().find(|r| r["side"] == "serverless").unwrap();
+    assert_eq!(
+        serverless["cold_starts"].as_f64().unwrap(),
+        draw.distinct(220) as f64,
+        "{serverless}"
+    );
+    assert!(draw.distinct(220) > 1);
+    let skipped = &many["skipped"];
+    assert!(
+        skipped["peer"]
+            .as_str()
+            .unwrap()
+            .contains("serves only hello"),
+        "{skipped}"
+    );
+
+    // Over 50 applications the traditional fleet (30 servers) cannot run: said, not hidden.
+    let wide = &json["scenarios"][1];
+    assert!(
+        wide["skipped"]["traditional"]
+            .as_str()
+            .unwrap()
+            .contains("fewer than 50"),
+        "{wide}"
+    );
+    assert!(
+        wide["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["side"] == "serverless" && r["ok"] == 40)
+    );
+
+    // Cold starts: three samples per series, on every side.
+    let cold = json["scenarios"][2]["cold"].as_array().unwrap();
+    let whats: Vec<String> = cold
+        .iter()
+        .map(|c| format!("{}: {}", c["side"], c["what"]))
+        .collect();
+    assert_eq!(cold.len(), 5, "{whats:?}");
+    for side in ["serverless", "traditional", "peer"] {
+        assert!(cold.iter().any(|c| c["side"] == side), "{whats:?}");
+    }
+    for series in cold {
+        let samples = series["samples_ms"].as_array().unwrap();
+        assert_eq!(samples.len(), 3, "{series}");
+        assert!(samples.iter().all(|v| v.as_f64().unwrap() > 0.0));
+    }
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for section in [
+        "## Many applications, idle",
+        "## What many quiet applications cost",
+        "cold starts (the server's count)",
+        "fresh webserver process: start to its first answer",
+    ] {
+        assert!(md.contains(section), "report.md lacks {section:?}");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Many applications, idle"));
+}
+
 /// One short scenario that finishes, then one that would run for minutes.
 const FINISHED_THEN_LONG: &str = r#"
 [defaults]

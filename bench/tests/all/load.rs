@@ -16,6 +16,7 @@ fn spec(url: http::Uri, rate: f64, requests: u64) -> LoadSpec {
         warmup_requests: 0,
         connections: 4,
         timeout: Duration::from_secs(10),
+        spread: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn side(name: &str, server: &TestServer) -> Side {
         processes: None,
         metrics_url: None,
         serves: None,
+        fleet: None,
     }
 }
 
