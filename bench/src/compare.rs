@@ -94,20 +94,7 @@ impl Runtime {
         let mut limits = BTreeMap::new();
         for (name, path) in functions {
             let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-            let url = format!("{ops}/functions/{name}");
-            let response = client
-                .put(&url)
-                .body(wasm)
-                .send()
-                .await
-                .with_context(|| format!("PUT {url}"))?;
-            let status = response.status();
-            ensure!(
-                status.is_success(),
-                "deploying {name}: {status} {}",
-                response.text().await.unwrap_or_default()
-            );
-            let deployed: serde_json::Value = response.json().await?;
+            let deployed = put_function(client, &ops, name, wasm).await?;
             limits.insert(name.to_string(), deployed["limits"].clone());
         }
         // A first deploy is served by Winch's quickly compiled code until Cranelift's
@@ -117,6 +104,29 @@ impl Runtime {
         }
         Ok(limits)
     }
+}
+
+/// Deploys `wasm` as `name` into the runtime at `ops`; its deploy response.
+pub(crate) async fn put_function(
+    client: &reqwest::Client,
+    ops: &str,
+    name: &str,
+    wasm: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{ops}/functions/{name}");
+    let response = client
+        .put(&url)
+        .body(wasm)
+        .send()
+        .await
+        .with_context(|| format!("PUT {url}"))?;
+    let status = response.status();
+    ensure!(
+        status.is_success(),
+        "deploying {name}: {status} {}",
+        response.text().await.unwrap_or_default()
+    );
+    Ok(response.json().await?)
 }
 
 /// Waits (up to two minutes) until the runtime at `ops` runs Cranelift's code for `name`.

@@ -126,36 +126,34 @@ impl Fleets {
         let ops = runtime.url("ops");
         runner.block_on(async {
             let client = runner.client();
+            // One name per component first, each until its optimized code is in: the
+            // rest share that code (a runtime keeps at most --max-loaded-functions
+            // loaded, and says nothing of the compiler of one it has unloaded).
+            for i in 0..components {
+                let name = format!("{}-{i}", plan.function);
+                crate::compare::put_function(client, &ops, &name, variant(&wasm, i)).await?;
+                crate::compare::wait_for_cranelift(client, &ops, &name).await?;
+            }
             let mut deployers = tokio::task::JoinSet::new();
             for k in 0..DEPLOYERS {
                 let (client, ops, wasm) = (client.clone(), ops.clone(), wasm.clone());
                 let (function, n) = (plan.function.to_string(), plan.applications);
                 deployers.spawn(async move {
-                    for i in (k..n).step_by(DEPLOYERS) {
-                        let url = format!("{ops}/functions/{function}-{i}");
-                        let response = client
-                            .put(&url)
-                            .body(variant(&wasm, i % components))
-                            .send()
-                            .await
-                            .with_context(|| format!("PUT {url}"))?;
-                        let status = response.status();
-                        ensure!(
-                            status.is_success(),
-                            "deploying {function}-{i}: {status} {}",
-                            response.text().await.unwrap_or_default()
-                        );
+                    for i in (components + k..n).step_by(DEPLOYERS) {
+                        let name = format!("{function}-{i}");
+                        crate::compare::put_function(
+                            &client,
+                            &ops,
+                            &name,
+                            variant(&wasm, i % components),
+                        )
+                        .await?;
                     }
                     anyhow::Ok(())
                 });
             }
             while let Some(done) = deployers.join_next().await {
                 done??;
-            }
-            // Each component's optimized code, before the restart reads the cache.
-            for i in 0..components {
-                crate::compare::wait_for_cranelift(client, &ops, &format!("{}-{i}", plan.function))
-                    .await?;
             }
             anyhow::Ok(())
         })?;
@@ -338,13 +336,7 @@ pub fn cold_starts(
         runner.block_on(async {
             let client = runner.client();
             for (i, name) in names.iter().enumerate() {
-                let url = format!("{ops}/functions/{name}");
-                let response = client.put(&url).body(variant(&wasm, i)).send().await?;
-                ensure!(
-                    response.status().is_success(),
-                    "deploying {name}: {}",
-                    response.status()
-                );
+                crate::compare::put_function(client, &ops, name, variant(&wasm, i)).await?;
                 crate::compare::wait_for_cranelift(client, &ops, name).await?;
             }
             anyhow::Ok(())

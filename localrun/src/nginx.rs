@@ -276,3 +276,43 @@ impl Drop for Nginx {
         crate::terminate_master(&mut self.child);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_application_site_routes_each_prefix_to_its_own_upstream() {
+        let upstreams: Vec<SocketAddr> = ["127.0.0.1:9001", "127.0.0.1:9002"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let ports = NginxPorts {
+            traffic: 8080,
+            status: 8081,
+        };
+        let text = Site::applications("hello", &upstreams)
+            .unwrap()
+            .render(ports)
+            .unwrap();
+        assert!(
+            text.contains("upstream app0 {\n    server 127.0.0.1:9001;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("upstream app1 {\n    server 127.0.0.1:9002;"),
+            "{text}"
+        );
+        assert!(text.contains("listen 127.0.0.1:8080;"), "{text}");
+        assert!(
+            text.contains("proxy_pass http://app$app/hello$rest$is_args$args;"),
+            "{text}"
+        );
+        // A prefix that could break out of the regex or the path is refused.
+        for bad in ["", "he/llo", "a$b", "x y"] {
+            let err = Site::applications(bad, &upstreams).unwrap_err().to_string();
+            assert!(err.contains("letters, digits"), "{bad:?}: {err}");
+        }
+        assert!(Site::applications("hello", &[]).is_err());
+    }
+}

@@ -33,22 +33,9 @@ pub fn priced(report: &Report) -> Vec<Priced> {
         .iter()
         .filter(|s| s.sweep.is_none())
         .filter_map(|scenario| {
-            let median = |side: &str, get: &dyn Fn(&super::Run) -> Option<f64>| {
-                scenario.spread_of(side, get).map(|s| s.median)
-            };
-            // What a function platform bills: the time the server itself spent on the
-            // request, or the client's latency if the side has no /metrics of ours.
-            let function_seconds = median(SERVERLESS, &|r| {
-                r.server_mean_seconds
-                    .get("http_server_request_duration_seconds")
-                    .copied()
-            })
-            .or_else(|| median(SERVERLESS, &|r| Some(r.latency_us.mean / 1e6)))?;
-            let cpu_seconds = median(TRADITIONAL, &|r| r.cpu_per_1000().map(|c| c / 1000.0))?;
-            let memory_bytes = median(TRADITIONAL, &|r| {
-                r.usage
-                    .map(|u| u.proportional_peak_bytes.unwrap_or(u.resident_peak_bytes) as f64)
-            })?;
+            let function_seconds = function_seconds(scenario)?;
+            let cpu_seconds = cpu_seconds(scenario, TRADITIONAL)?;
+            let memory_bytes = memory_bytes(scenario, TRADITIONAL)?;
             let measured_rate = scenario.runs_of(TRADITIONAL).next()?.rate;
             let function_per_request = prices.function_per_request(function_seconds);
             Some(Priced {
@@ -62,6 +49,38 @@ pub fn priced(report: &Report) -> Vec<Priced> {
             })
         })
         .collect()
+}
+
+fn median(
+    scenario: &ScenarioResult,
+    side: &str,
+    get: impl Fn(&super::Run) -> Option<f64>,
+) -> Option<f64> {
+    scenario.spread_of(side, get).map(|s| s.median)
+}
+
+/// What a function platform bills for one request of `scenario`: the time the runtime
+/// itself spent on it, or the client's latency if the side has no /metrics of ours.
+fn function_seconds(scenario: &ScenarioResult) -> Option<f64> {
+    median(scenario, SERVERLESS, |r| {
+        r.server_mean_seconds
+            .get("http_server_request_duration_seconds")
+            .copied()
+    })
+    .or_else(|| median(scenario, SERVERLESS, |r| Some(r.latency_us.mean / 1e6)))
+}
+
+/// The side's CPU seconds per request, median over its runs.
+fn cpu_seconds(scenario: &ScenarioResult, side: &str) -> Option<f64> {
+    median(scenario, side, |r| r.cpu_per_1000().map(|c| c / 1000.0))
+}
+
+/// The side's peak memory (PSS where read, else RSS), median over its runs.
+fn memory_bytes(scenario: &ScenarioResult, side: &str) -> Option<f64> {
+    median(scenario, side, |r| {
+        r.usage
+            .map(|u| u.proportional_peak_bytes.unwrap_or(u.resident_peak_bytes) as f64)
+    })
 }
 
 /// Dollars, with cents for amounts of a dollar or more and three significant digits
@@ -247,22 +266,9 @@ pub fn fleet_table(report: &Report) -> Option<(Table, String)> {
         .find(|s| {
             s.runs_of(SERVERLESS).next().is_some() && s.runs_of(TRADITIONAL).next().is_some()
         })?;
-    let median = |side: &str, get: &dyn Fn(&super::Run) -> Option<f64>| {
-        scenario.spread_of(side, get).map(|s| s.median)
-    };
-    let function_seconds = median(SERVERLESS, &|r| {
-        r.server_mean_seconds
-            .get("http_server_request_duration_seconds")
-            .copied()
-    })
-    .or_else(|| median(SERVERLESS, &|r| Some(r.latency_us.mean / 1e6)))?;
-    let cpu = |side: &str| median(side, &|r| r.cpu_per_1000().map(|c| c / 1000.0));
-    let peak = |side: &str| {
-        median(side, &|r| {
-            r.usage
-                .map(|u| u.proportional_peak_bytes.unwrap_or(u.resident_peak_bytes) as f64)
-        })
-    };
+    let function_seconds = function_seconds(scenario)?;
+    let cpu = |side: &str| cpu_seconds(scenario, side);
+    let peak = |side: &str| memory_bytes(scenario, side);
     let prices = &report.cost.prices;
     let per_request = prices.function_per_request(function_seconds);
     let per_app = traditional.per_application_bytes();
@@ -271,13 +277,16 @@ pub fn fleet_table(report: &Report) -> Option<(Table, String)> {
         per_application_bytes: per_app,
         host_bytes: move |n: f64| n * per_app,
     };
-    let runtime_bytes = serverless
-        .memory_bytes()
-        .max(peak(SERVERLESS).unwrap_or(0.0));
+    // The runtime under the scenario's load (its loaded functions are bounded by
+    // --max-loaded-functions), plus what each stored function holds idle.
+    let runtime_bytes = peak(SERVERLESS)
+        .unwrap_or(0.0)
+        .max(serverless.memory_bytes());
+    let per_stored = serverless.per_application_bytes();
     let runtime = crate::cost::FleetShape {
         cpu_seconds: cpu(SERVERLESS)?,
         per_application_bytes: runtime_bytes,
-        host_bytes: move |_| runtime_bytes,
+        host_bytes: move |n: f64| runtime_bytes + n * per_stored,
     };
     let n = traditional.applications as f64;
     let header = vec![
@@ -300,8 +309,13 @@ pub fn fleet_table(report: &Report) -> Option<(Table, String)> {
         .map(|&rate| {
             let cost = prices.fleet(n, rate, per_request, &webservers);
             let ours = prices.fleet(n, rate, per_request, &runtime);
+            let each = if (rate * 3600.0 - 1.0).abs() < 1e-9 {
+                "1 request an hour (730 a month)".to_string()
+            } else {
+                rate_and_month(rate)
+            };
             vec![
-                rate_and_month(rate),
+                each,
                 dollars(cost.function),
                 dollars(cost.server_each),
                 dollars(cost.one_host),
@@ -323,8 +337,9 @@ pub fn fleet_table(report: &Report) -> Option<(Table, String)> {
          per application: the smallest server each, as the seed deployed its apps. One host \
          of webservers: sized for the total rate at the traditional side's measured CPU per \
          request and {} per application (the idle fleet's PSS, nginx included). One host \
-         running our runtime: its measured memory ({}) for any count, since the functions \
-         it keeps loaded are bounded by --max-loaded-functions. For all {n:.0} together, \
+         running our runtime: its measured memory under that load ({}; the functions it \
+         keeps loaded are bounded by --max-loaded-functions) plus {} per application (its \
+         idle fleet's memory per stored function). For all {n:.0} together, \
          the host of webservers is cheaper than the function platform from a total of {}, \
          the host running our runtime from {}.",
         scenario.name,
@@ -332,8 +347,9 @@ pub fn fleet_table(report: &Report) -> Option<(Table, String)> {
         function_seconds * 1000.0,
         super::figures::format(super::figures::Unit::Bytes, per_app),
         super::figures::format(super::figures::Unit::Bytes, runtime_bytes),
+        super::figures::format(super::figures::Unit::Bytes, per_stored),
         total_rate(webservers.cpu_seconds, n * per_app),
-        total_rate(runtime.cpu_seconds, runtime_bytes),
+        total_rate(runtime.cpu_seconds, (runtime.host_bytes)(n)),
     );
     Some((Table { header, rows }, note))
 }
