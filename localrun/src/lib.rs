@@ -185,3 +185,62 @@ fn terminate_master(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A client that announced a body and sent only part of it: a connection from `source`
+/// (any 127.x.y.z address, so tests can act as several clients) to `addr`, that sent
+/// `POST path` with `Content-Length: declared` and the first `sent` bytes of the body,
+/// and is kept open, sending nothing more.
+pub async fn stalled_upload(
+    source: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    path: &str,
+    declared: u64,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .unwrap_or_else(|e| panic!("binding {source}: {e}"));
+    let mut stream = socket
+        .connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let head = format!("POST {path} HTTP/1.1\r\nhost: t\r\ncontent-length: {declared}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("the head");
+    stream
+        .write_all(&vec![b'x'; sent])
+        .await
+        .expect("the body's start");
+    stream
+}
+
+/// Either server's answer to heads that declare 16 MiB bodies and send 200 KiB of them:
+/// each holds what arrived (`http_server_request_body_buffered_bytes`), not what it
+/// declared, so 17 of them (272 MiB declared, over the default 256 MiB budget) leave room
+/// for a 1 KiB `POST /hash/`, which must get 200.
+pub async fn heads_declaring_big_bodies_hold_only_what_arrived(service: &Service) {
+    let client = examples::client();
+    let addr = service.addr("traffic");
+    let mut stalled = Vec::new();
+    for _ in 0..17 {
+        let source = std::net::Ipv4Addr::LOCALHOST;
+        stalled.push(stalled_upload(source, addr, "/hash/", 16 << 20, 200 << 10).await);
+    }
+    wait_for_sample(
+        &client,
+        service,
+        "http_server_request_body_buffered_bytes",
+        (17 * (200 << 10)) as f64,
+    )
+    .await;
+    let answer = client
+        .post(format!("{}/hash/?rounds=1", service.url("traffic")))
+        .body(vec![b'a'; 1024])
+        .send()
+        .await
+        .expect("POST /hash/");
+    let status = answer.status();
+    assert_eq!(status, 200, "{:?}", answer.text().await);
+    drop(stalled);
+}

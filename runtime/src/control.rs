@@ -146,6 +146,7 @@ impl ControlPlane {
             memory: Arc::new(MemoryBudget::new(config.memory_budget_mib())),
             pool: PoolShares::new(config.pool_instances.get(), config.pool_reserve),
         };
+        shared.bodies.register(prom)?;
         prom.register(Box::new(crate::metrics::AdmissionCollector::new(
             shared.memory.clone(),
             shared.pool.clone(),

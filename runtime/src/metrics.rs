@@ -84,6 +84,7 @@ reasons! {
         BodyTooLarge => "body_too_large",
         BodyTimeout => "body_timeout",
         BodyBuffer => "body_buffer",
+        BodyBufferPeer => "body_buffer_peer",
         Concurrency => "concurrency",
         PoolShare => "pool_share",
         Capacity => "capacity",

@@ -122,6 +122,12 @@ macro_rules! listener_flags {
             #[arg(long, env = concat!($prefix, "_MAX_BODY_BUFFER_MIB"), default_value = "256")]
             pub max_body_buffer_mib: std::num::NonZeroU32,
 
+            /// Of that, what one client address may hold at once, in MiB; past it that
+            /// client's bodies get 503 while others' are read. 0: no share (behind a
+            /// trusted proxy every request comes from the proxy's address).
+            #[arg(long, env = concat!($prefix, "_MAX_BODY_BUFFER_PER_PEER_MIB"), default_value = "64")]
+            pub max_body_buffer_per_peer_mib: u32,
+
             /// Tokio worker threads for traffic (default: one per core).
             #[arg(long, env = concat!($prefix, "_WORKER_THREADS"))]
             pub worker_threads: Option<std::num::NonZeroUsize>,
@@ -133,6 +139,7 @@ macro_rules! listener_flags {
                 $crate::body::BodyReader::new(
                     self.body_read_timeout,
                     u64::from(self.max_body_buffer_mib.get()) << 20,
+                    u64::from(self.max_body_buffer_per_peer_mib) << 20,
                 )
             }
 

@@ -54,11 +54,7 @@ impl Functions for App {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
-        let body = match self
-            .bodies
-            .read(&parts.headers, body, self.max_body_bytes)
-            .await
-        {
+        let body = match self.bodies.read(&parts, body, self.max_body_bytes).await {
             Ok(body) => body,
             Err(e) => return e.response(),
         };

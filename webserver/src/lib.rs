@@ -11,12 +11,14 @@ pub use config::Config;
 
 /// Runs the webserver until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    service_ops::start::run(&config.listen.listeners(), |_registry, _http| {
+    service_ops::start::run(&config.listen.listeners(), |registry, _http| {
+        let bodies = config.listen.body_reader();
+        bodies.register(registry)?;
         Ok(service_ops::start::App {
             functions: std::sync::Arc::new(app::App::new(
                 config.max_body_bytes,
                 config.timeout,
-                config.listen.body_reader(),
+                bodies,
             )),
             ops: service_ops::start::NoOps,
         })

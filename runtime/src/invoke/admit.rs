@@ -28,7 +28,7 @@ pub struct Ticket {
     _concurrency: OwnedSemaphorePermit,
     _slot: PoolSlot,
     _memory: OwnedSemaphorePermit,
-    _body: Option<OwnedSemaphorePermit>,
+    _body: Option<service_ops::body::Reservation>,
 }
 
 pub async fn admit<B>(
@@ -45,7 +45,7 @@ where
     let (mut parts, body) = request.into_parts();
     let body = shared
         .bodies
-        .read(&parts.headers, body, limits.max_body_bytes)
+        .read(&parts, body, limits.max_body_bytes)
         .await?;
     let concurrency = function
         .permits

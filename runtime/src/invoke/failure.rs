@@ -81,6 +81,7 @@ impl Failure {
             Failure::Body(BodyError::TooLarge { .. }) => Rejection(RejectionReason::BodyTooLarge),
             Failure::Body(BodyError::Timeout(_)) => Rejection(RejectionReason::BodyTimeout),
             Failure::Body(BodyError::Busy) => Rejection(RejectionReason::BodyBuffer),
+            Failure::Body(BodyError::PeerBusy { .. }) => Rejection(RejectionReason::BodyBufferPeer),
             Failure::Body(BodyError::Read(_)) | Failure::NotAccepted(_) => ClientError,
             Failure::Concurrency(_) => Rejection(RejectionReason::Concurrency),
             Failure::PoolShare => Rejection(RejectionReason::PoolShare),

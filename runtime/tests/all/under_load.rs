@@ -382,3 +382,59 @@ async fn stalled_deploy_uploads_cannot_take_the_ops_port() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.contains("not received within 1s"), "{answer:?}");
 }
+
+/// Heads that declare 16 MiB bodies hold what they sent, not what they declared.
+#[tokio::test]
+async fn heads_declaring_big_bodies_hold_only_what_arrived() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &["--body-read-timeout", "60s"]);
+    localrun::heads_declaring_big_bodies_hold_only_what_arrived(&server).await;
+    let text = localrun::metrics(&examples::client(), &server).await;
+    assert_eq!(rejections(&text, "hash", "body_buffer"), 0.0);
+}
+
+/// One client address that fills its share of the body buffer gets 503 for more, while
+/// another address's bodies are read.
+#[tokio::test]
+async fn one_client_cannot_take_the_whole_body_buffer() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(
+        dir.path(),
+        &[
+            "--body-read-timeout",
+            "60s",
+            "--max-body-buffer-mib",
+            "64",
+            "--max-body-buffer-per-peer-mib",
+            "8",
+        ],
+    );
+    let client = examples::client();
+    let addr = server.addr("traffic");
+    let greedy = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    // 3 MiB each: the third passes the 8 MiB share once its bytes arrive.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(localrun::stalled_upload(greedy, addr, "/hash/", 16 << 20, 3 << 20).await);
+    }
+    localrun::wait_for_sample(
+        &client,
+        &server,
+        "http_server_request_body_buffered_bytes",
+        (6 << 20) as f64,
+    )
+    .await;
+    let mut third = localrun::stalled_upload(greedy, addr, "/hash/", 16 << 20, 3 << 20).await;
+    let answer = read_until_close(&mut third, Duration::from_secs(30)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains("this client"), "{answer:?}");
+    // Another address (the client library's, 127.0.0.1) is served.
+    let ok = client
+        .post(format!("{}/hash/?rounds=1", server.url("traffic")))
+        .body(vec![b'a'; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "{:?}", ok.text().await);
+    drop(held);
+}

@@ -79,3 +79,10 @@ async fn stalled_uploads_get_408_and_everyone_else_is_served() {
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     }
 }
+
+/// Heads that declare 16 MiB bodies hold what they sent, not what they declared.
+#[tokio::test]
+async fn heads_declaring_big_bodies_hold_only_what_arrived() {
+    let server = crate::start(&["--body-read-timeout", "60s"]);
+    localrun::heads_declaring_big_bodies_hold_only_what_arrived(&server).await;
+}
