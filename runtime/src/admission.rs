@@ -3,11 +3,15 @@
 //! is made; a request that does not fit is refused with 503 and Retry-After, and the
 //! running ones carry on.
 //!
-//! - **Memory.** Every instance reserves its function's memory limit (`memory_mib`) from
-//!   a process-wide budget (`--max-total-memory-mib`, by default three quarters of the
-//!   cgroup's memory limit or of the machine's RAM) for as long as it lives, so no mix
-//!   of requests can make the instances together grow past it, and the kernel never
-//!   kills the runtime for them.
+//! - **Memory.** Every instance's linear memory is charged, as it grows (in the store's
+//!   `ResourceLimiter`, whole MiB), to a process-wide budget (`--max-total-memory-mib`, by
+//!   default three quarters of the cgroup's memory limit or of the machine's RAM), so no
+//!   mix of requests can make the instances together grow past it, and the kernel never
+//!   kills the runtime for them. An instance holds what it uses, not its function's
+//!   whole `memory_mib`; and the budget is shared the way the pool is, each function with
+//!   `min(--memory-reserve-mib, budget / n)` reserved, so one function's many waiting
+//!   requests cannot refuse another's. A growth that does not fit fails the request with
+//!   503 `memory_budget`.
 //! - **Pool slots.** Each deployed function has `r = min(--pool-reserve, C / n)` of the
 //!   `C = --pool-instances` slots reserved for it, `n` being the number deployed; a
 //!   function past its reserve may only take a slot that no other function's unused
@@ -16,40 +20,43 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use service_ops::Mib;
+/// The process-wide memory budget for instances in flight, in MiB, in fair shares.
+pub type MemoryBudget = Shares;
 
-/// The process-wide memory budget for instances in flight, in MiB.
+/// An instance's charge against the [`MemoryBudget`]: grows with its linear memories,
+/// given back when dropped.
 #[derive(Debug)]
-pub struct MemoryBudget {
-    mib: Arc<Semaphore>,
-    total: u64,
+pub struct MemoryCharge {
+    share: Share,
+    /// Bytes of linear memory charged for, all the instance's memories together.
+    bytes: u64,
 }
 
-impl MemoryBudget {
-    pub fn new(total_mib: u64) -> Self {
-        let permits = usize::try_from(total_mib)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
-        Self {
-            mib: Arc::new(Semaphore::new(permits)),
-            total: permits as u64,
+const MIB: u64 = 1 << 20;
+
+impl MemoryCharge {
+    /// Charges for one linear memory growing from `current` to `desired` bytes; `false`
+    /// if the budget (or the function's fair part of it) has no room.
+    pub fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let bytes = self.bytes + (desired.saturating_sub(current)) as u64;
+        let want = bytes.div_ceil(MIB);
+        let have = u64::from(self.share.units);
+        if want > have {
+            let Ok(more) = u32::try_from(want - have) else {
+                return false;
+            };
+            if self.share.grow(more).is_err() {
+                return false;
+            }
         }
+        self.bytes = bytes;
+        true
     }
 
-    /// Reserves `memory` for one instance, if it fits now.
-    pub fn reserve(&self, memory: Mib) -> Option<OwnedSemaphorePermit> {
-        self.mib.clone().try_acquire_many_owned(memory.get()).ok()
-    }
-
-    pub fn total_mib(&self) -> u64 {
-        self.total
-    }
-
-    /// MiB reserved by instances in flight now.
-    pub fn reserved_mib(&self) -> u64 {
-        self.total - self.mib.available_permits() as u64
+    /// MiB charged now.
+    pub fn mib(&self) -> u32 {
+        self.share.units
     }
 }
 
@@ -83,17 +90,21 @@ fn mem_total() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Fair shares of the instance pool (see the module's documentation).
+/// Fair shares of a resource counted in units (pool slots, MiB of memory): see the
+/// module's documentation.
 #[derive(Debug)]
-pub struct PoolShares {
+pub struct Shares {
     capacity: u32,
     reserve: u32,
     state: Mutex<ShareState>,
 }
 
+/// The instance pool's slots, in fair shares.
+pub type PoolShares = Shares;
+
 #[derive(Debug, Default)]
 struct ShareState {
-    /// Slots in use per function name (only names with some in use).
+    /// Units in use per function name (only names with some in use).
     in_use: HashMap<Arc<str>, u32>,
     total: u32,
     /// The effective reserve `reserved_in_use` was counted with.
@@ -111,7 +122,9 @@ pub enum NoSlot {
     Reserved,
 }
 
-impl PoolShares {
+impl Shares {
+    /// `capacity` units, `reserve` of them kept for each function (at most `capacity`
+    /// divided by the number deployed).
     pub fn new(capacity: u32, reserve: u32) -> Arc<Self> {
         Arc::new(Self {
             capacity,
@@ -120,74 +133,133 @@ impl PoolShares {
         })
     }
 
-    /// Takes a slot for `function`, one of `deployed` functions.
+    /// A budget of `total_mib`, `reserve_mib` kept for each function.
+    pub fn memory(total_mib: u64, reserve_mib: u32) -> Arc<Self> {
+        Self::new(u32::try_from(total_mib).unwrap_or(u32::MAX), reserve_mib)
+    }
+
+    /// Takes one slot for `function`, one of `deployed` functions.
     pub fn take(
         self: &Arc<Self>,
         function: &Arc<str>,
         deployed: usize,
     ) -> Result<PoolSlot, NoSlot> {
         let deployed = u32::try_from(deployed.max(1)).unwrap_or(u32::MAX);
+        self.add(function, deployed, 1)?;
+        Ok(Share {
+            shares: self.clone(),
+            function: function.clone(),
+            deployed,
+            units: 1,
+        })
+    }
+
+    /// A memory charge for one instance of `function`, one of `deployed` functions,
+    /// holding nothing yet.
+    pub fn charge(self: &Arc<Self>, function: &Arc<str>, deployed: usize) -> MemoryCharge {
+        MemoryCharge {
+            share: Share {
+                shares: self.clone(),
+                function: function.clone(),
+                deployed: u32::try_from(deployed.max(1)).unwrap_or(u32::MAX),
+                units: 0,
+            },
+            bytes: 0,
+        }
+    }
+
+    /// Adds `n` units to `function`'s use, if they fit: all of them within the capacity,
+    /// and those past the function's reserve only where no other function's unused
+    /// reserve needs them.
+    fn add(&self, function: &Arc<str>, deployed: u32, n: u32) -> Result<(), NoSlot> {
         let reserve = self.reserve.min(self.capacity / deployed);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if reserve != state.reserve {
             state.reserved_in_use = state.in_use.values().map(|&u| u.min(reserve)).sum();
             state.reserve = reserve;
         }
-        if state.total >= self.capacity {
+        if u64::from(state.total) + u64::from(n) > u64::from(self.capacity) {
             return Err(NoSlot::Full);
         }
         let used = state.in_use.get(function).copied().unwrap_or(0);
-        let within_reserve = used < reserve;
-        if !within_reserve {
-            let idle_reserves = (deployed * reserve).saturating_sub(state.reserved_in_use);
-            if state.total + idle_reserves >= self.capacity {
+        let within = (used.saturating_add(n)).min(reserve) - used.min(reserve);
+        if within < n {
+            // Some of them come past the reserve: only from what no unused reserve needs.
+            let reserved_after = state.reserved_in_use + within;
+            let idle_reserves = (u64::from(deployed) * u64::from(reserve))
+                .saturating_sub(u64::from(reserved_after));
+            if u64::from(state.total) + u64::from(n) + idle_reserves > u64::from(self.capacity) {
                 return Err(NoSlot::Reserved);
             }
         }
-        *state.in_use.entry(function.clone()).or_insert(0) += 1;
-        state.total += 1;
-        if within_reserve {
-            state.reserved_in_use += 1;
-        }
-        Ok(PoolSlot {
-            shares: self.clone(),
-            function: function.clone(),
-        })
+        *state.in_use.entry(function.clone()).or_insert(0) += n;
+        state.total += n;
+        state.reserved_in_use += within;
+        Ok(())
     }
 
-    fn give_back(&self, function: &Arc<str>) {
+    fn give_back(&self, function: &Arc<str>, n: u32) {
+        if n == 0 {
+            return;
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let reserve = state.reserve;
         let Some(used) = state.in_use.get_mut(function) else {
             return;
         };
         let was = *used;
-        *used -= 1;
-        if *used == 0 {
+        *used = was.saturating_sub(n);
+        let now = *used;
+        if now == 0 {
             state.in_use.remove(function);
         }
-        state.total -= 1;
-        if was <= reserve {
-            state.reserved_in_use -= 1;
-        }
+        state.total = state.total.saturating_sub(was - now);
+        state.reserved_in_use = state
+            .reserved_in_use
+            .saturating_sub(was.min(reserve) - now.min(reserve));
     }
 
-    /// Slots in use now, all functions together.
+    /// Units in use now, all functions together.
     pub fn in_use(&self) -> u32 {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).total
     }
+
+    /// The budget's size in MiB (memory), or the pool's slots.
+    pub fn total_mib(&self) -> u64 {
+        u64::from(self.capacity)
+    }
+
+    /// MiB charged by instances in flight now (memory).
+    pub fn reserved_mib(&self) -> u64 {
+        u64::from(self.in_use())
+    }
 }
 
-/// One instance's slot; given back when dropped.
+/// Units one instance holds of a [`Shares`]: a pool slot, or MiB of memory; given back
+/// when dropped.
 #[derive(Debug)]
-pub struct PoolSlot {
-    shares: Arc<PoolShares>,
+pub struct Share {
+    shares: Arc<Shares>,
     function: Arc<str>,
+    deployed: u32,
+    units: u32,
 }
 
-impl Drop for PoolSlot {
+/// One instance's slot.
+pub type PoolSlot = Share;
+
+impl Share {
+    /// `more` units besides those held, if they fit.
+    fn grow(&mut self, more: u32) -> Result<(), NoSlot> {
+        self.shares.add(&self.function, self.deployed, more)?;
+        self.units += more;
+        Ok(())
+    }
+}
+
+impl Drop for Share {
     fn drop(&mut self) {
-        self.shares.give_back(&self.function);
+        self.shares.give_back(&self.function, self.units);
     }
 }
 
@@ -238,15 +310,48 @@ mod tests {
     }
 
     #[test]
-    fn memory_budget_reserves_each_instance_limit() {
-        let budget = MemoryBudget::new(300);
-        let a = budget.reserve(Mib::new(128)).unwrap();
-        let b = budget.reserve(Mib::new(128)).unwrap();
-        assert_eq!(budget.reserved_mib(), 256);
-        assert!(budget.reserve(Mib::new(128)).is_none());
-        assert!(budget.reserve(Mib::new(44)).is_some());
-        drop((a, b));
+    fn memory_is_charged_as_it_grows_and_given_back() {
+        let budget = Shares::memory(300, 0);
+        let f = name("f");
+        let mut a = budget.charge(&f, 1);
+        assert_eq!(budget.reserved_mib(), 0);
+        // 1 MiB + 64 KiB of pages: 2 MiB charged (whole MiB).
+        assert!(a.grow(0, (1 << 20) + 65536));
+        assert_eq!((a.mib(), budget.reserved_mib()), (2, 2));
+        // A second memory of the same instance adds to it.
+        assert!(a.grow(0, 100 << 20));
+        assert_eq!(budget.reserved_mib(), 102);
+        let mut b = budget.charge(&f, 1);
+        assert!(b.grow(0, 198 << 20));
+        assert_eq!(budget.reserved_mib(), 300);
+        // Past the budget: refused, nothing more charged.
+        assert!(!b.grow(198 << 20, 199 << 20));
+        assert_eq!(budget.reserved_mib(), 300);
+        drop(a);
+        assert_eq!(budget.reserved_mib(), 198);
+        drop(b);
         assert_eq!(budget.reserved_mib(), 0);
         assert!(default_memory_budget_mib() > 0);
+    }
+
+    #[test]
+    fn one_function_cannot_take_the_memory_others_reserve() {
+        // 640 MiB, 3 functions, 64 MiB kept for each: a alone gets 640 - 128 = 512.
+        let budget = Shares::memory(640, 64);
+        let (a, b) = (name("a"), name("b"));
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut c = budget.charge(&a, 3);
+            assert!(c.grow(0, 128 << 20));
+            held.push(c);
+        }
+        let mut more = budget.charge(&a, 3);
+        assert!(!more.grow(0, 1 << 20), "a took another's reserve");
+        // b still gets its reserve, and what is free beyond all reserves.
+        let mut c = budget.charge(&b, 3);
+        assert!(c.grow(0, 64 << 20));
+        assert_eq!(budget.reserved_mib(), 576);
+        drop(held);
+        assert!(more.grow(0, 128 << 20));
     }
 }

@@ -126,6 +126,12 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_POOL_RESERVE", default_value_t = 8)]
     pub pool_reserve: u32,
 
+    /// MiB of the memory budget kept for each deployed function (at most the budget
+    /// divided by the number of functions): a busy function's instances may not grow
+    /// into the memory the others' reserves need, so they cannot starve them.
+    #[arg(long, env = "RUNTIME_MEMORY_RESERVE_MIB", default_value_t = 64)]
+    pub memory_reserve_mib: u32,
+
     /// Bytes of each instance's tables and async stack kept resident when its slot is
     /// reused, reset in place instead of returned to the OS with madvise: fewer page
     /// faults and TLB shootdowns per request, a little more resident memory.

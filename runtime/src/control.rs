@@ -143,7 +143,7 @@ impl ControlPlane {
         let registry = Arc::new(Registry::default());
         let shared = Shared {
             bodies: config.listen.body_reader(),
-            memory: Arc::new(MemoryBudget::new(config.memory_budget_mib())),
+            memory: MemoryBudget::memory(config.memory_budget_mib(), config.memory_reserve_mib),
             pool: PoolShares::new(config.pool_instances.get(), config.pool_reserve),
         };
         shared.bodies.register(prom)?;

@@ -30,6 +30,9 @@ pub const MAX_FIELDS_BYTES: usize = 32 * 1024;
 pub struct Usage {
     pub peak_memory_bytes: usize,
     pub memory_limit_hit: bool,
+    /// A growth was refused because the process's memory budget (or the function's
+    /// fair part of it) had no room.
+    pub memory_budget_hit: bool,
 }
 
 pub struct Host {
@@ -82,7 +85,7 @@ impl Host {
         request_id: u64,
         env: Arc<[(String, String)]>,
         allowed_hosts: Arc<[String]>,
-        memory_limit: usize,
+        memory: (usize, Option<crate::admission::MemoryCharge>),
         log_budget: usize,
     ) -> Self {
         Self {
@@ -105,7 +108,7 @@ impl Host {
                 http
             },
             hooks: OutboundPolicy::new(function, allowed_hosts),
-            limiter: MemoryLimiter::new(memory_limit),
+            limiter: MemoryLimiter::new(memory.0, memory.1),
         }
     }
 
@@ -168,10 +171,14 @@ impl std::fmt::Debug for WagiHost {
 
 impl WagiHost {
     /// `wasi`, with linear memory capped at `memory_bytes`.
-    pub fn new(wasi: WasiP1Ctx, memory_bytes: usize) -> Self {
+    pub fn new(
+        wasi: WasiP1Ctx,
+        memory_bytes: usize,
+        charge: Option<crate::admission::MemoryCharge>,
+    ) -> Self {
         Self {
             wasi,
-            limiter: MemoryLimiter::new(memory_bytes),
+            limiter: MemoryLimiter::new(memory_bytes, charge),
         }
     }
 
@@ -188,20 +195,25 @@ impl WagiHost {
     }
 }
 
-/// Caps linear memory and records the peak. A denied `memory.grow` returns -1 to the
-/// guest (its allocator then usually aborts); `memory_limit_hit` lets the host name the
-/// cause instead of reporting a bare trap.
+/// Caps linear memory, charges its growth to the process's memory budget, and records
+/// the peak. A denied `memory.grow` returns -1 to the guest (its allocator then usually
+/// aborts); `memory_limit_hit` and `memory_budget_hit` let the host name the cause
+/// instead of reporting a bare trap.
 #[derive(Debug)]
 pub struct MemoryLimiter {
     limit: usize,
     usage: Usage,
+    /// The instance's charge against the budget, grown with its memories (none in
+    /// tests and tools that run without a budget).
+    charge: Option<crate::admission::MemoryCharge>,
 }
 
 impl MemoryLimiter {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, charge: Option<crate::admission::MemoryCharge>) -> Self {
         Self {
             limit,
             usage: Usage::default(),
+            charge,
         }
     }
 
@@ -213,12 +225,18 @@ impl MemoryLimiter {
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.usage.memory_limit_hit = true;
+            return Ok(false);
+        }
+        if let Some(charge) = &mut self.charge
+            && !charge.grow(current, desired)
+        {
+            self.usage.memory_budget_hit = true;
             return Ok(false);
         }
         self.usage.peak_memory_bytes = self.usage.peak_memory_bytes.max(desired);

@@ -13,7 +13,7 @@ use service_ops::BoxError;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Failure, Shared};
-use crate::admission::{NoSlot, PoolSlot};
+use crate::admission::{MemoryCharge, NoSlot, PoolSlot};
 use crate::function::Function;
 
 /// A request allowed to run: its body read whole, and what its instance holds.
@@ -23,12 +23,21 @@ pub struct Admitted {
 }
 
 /// What one instance holds while it lives, given back when dropped: its function's
-/// concurrency permit, its pool slot, its memory reservation and its body's buffer.
+/// concurrency permit, its pool slot, its memory charge (handed to the instance's
+/// limiter, which grows it) and its body's buffer.
 pub struct Ticket {
     _concurrency: OwnedSemaphorePermit,
     _slot: PoolSlot,
-    _memory: OwnedSemaphorePermit,
+    memory: Option<MemoryCharge>,
     _body: Option<service_ops::body::Reservation>,
+}
+
+impl Ticket {
+    /// The memory charge, for the instance's store (which then holds it as long as the
+    /// instance lives).
+    pub fn take_memory(&mut self) -> Option<MemoryCharge> {
+        self.memory.take()
+    }
 }
 
 pub async fn admit<B>(
@@ -59,10 +68,8 @@ where
             NoSlot::Full => Failure::Capacity,
             NoSlot::Reserved => Failure::PoolShare,
         })?;
-    let memory = shared
-        .memory
-        .reserve(limits.memory)
-        .ok_or(Failure::MemoryBudget(limits.memory))?;
+    // Charged as the instance's memories grow, by its store's limiter.
+    let memory = shared.memory.charge(function.name(), deployed);
     // The body is whole now, so its length is known: say it, as a buffering proxy
     // does. A guest then knows a bodiless request has no body without reading it
     // (wasi:http hides `Transfer-Encoding`, so without a length it cannot tell).
@@ -82,7 +89,7 @@ where
         ticket: Ticket {
             _concurrency: concurrency,
             _slot: slot,
-            _memory: memory,
+            memory: Some(memory),
             _body: body.reservation,
         },
     })

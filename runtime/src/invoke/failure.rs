@@ -33,8 +33,11 @@ pub enum Failure {
         "has taken its share of the instance pool; the free slots are reserved for other functions"
     )]
     PoolShare,
-    /// The instances in flight have reserved the whole memory budget (503).
-    #[error("needs {0} but the runtime's memory budget for instances is taken")]
+    /// The instance's memory could not grow: the instances in flight hold the whole
+    /// memory budget, or the function its fair part of it (503).
+    #[error(
+        "its memory (limit {0}) could not grow: the runtime's memory budget for instances, or this function's fair part of it, is taken; retry shortly"
+    )]
     MemoryBudget(Mib),
     /// Past the function's timeout, spinning or waiting (504).
     #[error("timed out after {0:?}")]

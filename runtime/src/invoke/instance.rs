@@ -55,6 +55,9 @@ fn classify(error: &wasmtime::Error, usage: Usage, function: &Function) -> Failu
     if usage.memory_limit_hit {
         return Failure::Memory(function.limits.memory);
     }
+    if usage.memory_budget_hit {
+        return Failure::MemoryBudget(function.limits.memory);
+    }
     if error
         .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
         .is_some()

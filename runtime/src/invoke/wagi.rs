@@ -31,7 +31,7 @@ pub(super) async fn serve(
     metrics: &InvocationMetrics,
     pre: &InstancePre<WagiHost>,
     request: Request<Full<Bytes>>,
-    ticket: Ticket,
+    mut ticket: Ticket,
     request_id: u64,
 ) -> Result<Response<Body>, Failure> {
     let (parts, body) = request.into_parts();
@@ -56,7 +56,11 @@ pub(super) async fn serve(
         function.limits.log_budget_bytes,
     );
     wasi.stderr(stderr);
-    let host = WagiHost::new(wasi.build_p1(), function.limits.memory.bytes_usize());
+    let host = WagiHost::new(
+        wasi.build_p1(),
+        function.limits.memory.bytes_usize(),
+        ticket.take_memory(),
+    );
     let mut store = Store::new(pre.module().engine(), host);
     store.limiter(|host| host.limiter());
     yield_at_every_tick(&mut store);

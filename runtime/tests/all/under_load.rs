@@ -100,7 +100,15 @@ async fn a_memory_flood_is_refused_within_the_budget_and_the_runtime_lives() {
     // 768 MiB for all instances: six of memory's 128 MiB at once.
     let server = crate::start(
         dir.path(),
-        &["--max-total-memory-mib", "768", "--max-memory-mib", "2048"],
+        // No reserve per function: this is the budget's test; fairness has its own.
+        &[
+            "--max-total-memory-mib",
+            "768",
+            "--max-memory-mib",
+            "2048",
+            "--memory-reserve-mib",
+            "0",
+        ],
     );
     let client = examples::client();
     let traffic = server.url("traffic");
@@ -118,8 +126,13 @@ async fn a_memory_flood_is_refused_within_the_budget_and_the_runtime_lives() {
             200 => answered[0] += 1,
             503 => {
                 answered[1] += 1;
+                // Refused as its memory grew past the budget, or, with the instances
+                // now holding only what they use, by memory's share of the pool first.
                 let error = body["error"].as_str().unwrap();
-                assert!(error.contains("memory budget"), "{error}");
+                assert!(
+                    error.contains("memory budget") || error.contains("share of the instance pool"),
+                    "{error}"
+                );
             }
             _ => panic!("memory?mib=120: {status} {body}"),
         }
@@ -145,7 +158,7 @@ async fn a_memory_flood_is_refused_within_the_budget_and_the_runtime_lives() {
     assert!(peak < 768 + 256, "peak RSS {peak} MiB");
     let text = crate::metrics(&client, &server).await;
     assert_eq!(
-        rejections(&text, "memory", "memory_budget"),
+        rejections(&text, "memory", "memory_budget") + rejections(&text, "memory", "pool_share"),
         f64::from(answered[1])
     );
     assert_eq!(
@@ -156,6 +169,72 @@ async fn a_memory_flood_is_refused_within_the_budget_and_the_runtime_lives() {
         crate::sample(&text, "runtime_memory_reserved_bytes"),
         Some(0.0)
     );
+}
+
+/// Instances hold the memory they use, not their function's whole limit, and one
+/// function's waiting requests cannot take the budget the others need: with the
+/// Kubernetes settings (a 640 MiB budget, 128 MiB per function), 5 and then 50 requests
+/// waiting in `sleep` used to take the whole budget and every other function got 503.
+#[tokio::test]
+async fn waiting_requests_cannot_starve_the_memory_budget() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(
+        dir.path(),
+        // The default pool (1000 slots): memory is what is tested, not the pool.
+        &[
+            "--max-total-memory-mib",
+            "640",
+            "--memory-mib",
+            "128",
+            "--pool-instances",
+            "1000",
+        ],
+    );
+    let client = examples::client();
+    let traffic = server.url("traffic");
+    let mut sleepers = Vec::new();
+    for held in [5, 50] {
+        while sleepers.len() < held {
+            let (client, url) = (
+                client.clone(),
+                format!("{traffic}/sleep/?min_ms=8000&max_ms=8000"),
+            );
+            sleepers.push(tokio::spawn(
+                async move { crate::get_json(&client, &url).await },
+            ));
+        }
+        localrun::wait_for_sample(
+            &client,
+            &server,
+            r#"faas_active_instances{function="sleep"}"#,
+            held as f64,
+        )
+        .await;
+        let (status, _, took) = timed_get(&client, &format!("{traffic}/hello/")).await;
+        assert_eq!(status, 200, "hello with {held} sleeping");
+        assert!(took < LIVE, "hello took {took:?} with {held} sleeping");
+        let hash = client
+            .post(format!("{traffic}/hash/?rounds=1"))
+            .body(vec![b'a'; 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(hash.status(), 200, "hash with {held} sleeping");
+        let text = crate::metrics(&client, &server).await;
+        // What the sleepers hold is what their instances use, a few MiB each, far
+        // from 50 × 128 MiB.
+        let reserved = crate::sample(&text, "runtime_memory_reserved_bytes").unwrap();
+        assert!(
+            reserved <= (held as f64) * 4.0 * 1048576.0,
+            "{reserved} bytes reserved by {held} sleepers"
+        );
+        assert_eq!(rejections(&text, "hello", "memory_budget"), 0.0);
+        assert_eq!(rejections(&text, "hash", "memory_budget"), 0.0);
+    }
+    for sleeper in sleepers {
+        let (status, body) = sleeper.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 fn peak_rss_mib(server: &Service) -> u64 {

@@ -26,12 +26,12 @@ pub(super) async fn serve(
     function: &Arc<Function>,
     pre: &ProxyPre<Host>,
     request: Request<Full<Bytes>>,
-    ticket: Ticket,
+    mut ticket: Ticket,
     request_id: u64,
     faas: &FaasMetrics,
     metrics: Arc<InvocationMetrics>,
 ) -> Result<Response<Body>, Failure> {
-    let prepared = prepare::prepare(function, pre, request, request_id)?;
+    let prepared = prepare::prepare(function, pre, request, request_id, ticket.take_memory())?;
     let run = run(
         function.clone(),
         metrics,

@@ -39,6 +39,7 @@ pub fn prepare(
     pre: &ProxyPre<Host>,
     request: Request<Full<Bytes>>,
     request_id: u64,
+    charge: Option<crate::admission::MemoryCharge>,
 ) -> Result<Prepared, Failure> {
     let limits = &function.limits;
     let host = Host::new(
@@ -46,7 +47,7 @@ pub fn prepare(
         request_id,
         function.env.clone(),
         function.allowed_hosts.clone(),
-        limits.memory.bytes_usize(),
+        (limits.memory.bytes_usize(), charge),
         limits.log_budget_bytes,
     );
     let mut store = Store::new(pre.engine(), host);
