@@ -132,6 +132,16 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_MEMORY_RESERVE_MIB", default_value_t = 64)]
     pub memory_reserve_mib: u32,
 
+    /// Refuse outbound HTTP to internal addresses (loopback, private, link-local, ...)
+    /// for every function, even when its allowlist names the IP itself.
+    #[arg(long, env = "RUNTIME_BLOCK_INTERNAL_OUTBOUND")]
+    pub block_internal_outbound: bool,
+
+    /// Outbound HTTP connections open at once, all functions together; past it a
+    /// guest's request fails with connection-limit-reached.
+    #[arg(long, env = "RUNTIME_MAX_OUTBOUND_CONNECTIONS", default_value_t = 1024)]
+    pub max_outbound_connections: usize,
+
     /// Bytes of each instance's tables and async stack kept resident when its slot is
     /// reused, reset in place instead of returned to the OS with madvise: fewer page
     /// faults and TLB shootdowns per request, a little more resident memory.

@@ -117,6 +117,10 @@ impl ControlPlane {
     /// compiled-code cache) and checked; a bad one is an error that names it.
     pub fn start(config: &Config, prom: &prometheus::Registry) -> anyhow::Result<Self> {
         config.validate()?;
+        crate::outbound::configure(crate::outbound::OutboundSettings {
+            block_internal: config.block_internal_outbound,
+            max_connections: config.max_outbound_connections,
+        });
         let faas = FaasMetrics::new(prom)?;
         crate::metrics::register_build_info(prom)?;
         let store = match &config.store_dir {
@@ -563,7 +567,8 @@ impl ControlPlane {
     }
 }
 
-/// `runtime_loaded_functions` and `runtime_loaded_code_bytes`, read at scrape time.
+/// `runtime_loaded_functions`, `runtime_loaded_code_bytes` and
+/// `runtime_outbound_connections_open`, read at scrape time.
 fn resident_gauges(resident: &Arc<Resident>) -> prometheus::Result<ReadAtScrape> {
     let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
     let (count, bytes) = (resident.clone(), resident.clone());
@@ -577,6 +582,11 @@ fn resident_gauges(resident: &Arc<Resident>) -> prometheus::Result<ReadAtScrape>
             "runtime_loaded_code_bytes",
             "Bytes of machine code the loaded functions map, code shared by several names counted once.",
             Box::new(move || gauge(bytes.code_bytes())),
+        ),
+        (
+            "runtime_outbound_connections_open",
+            "Outbound HTTP connections guests hold open now, all functions together (at most --max-outbound-connections).",
+            Box::new(move || gauge(crate::outbound::open_connections())),
         ),
     ])
 }

@@ -29,6 +29,57 @@ pub const MAX_OUTBOUND_REQUESTS: u32 = 64;
 /// `proxy_read_timeout`. The invocation's own timeout ends everything sooner if shorter.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What the operator decides for every function's outbound HTTP, set once at start.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboundSettings {
+    /// Refuse internal addresses even when a function's allowlist names the IP literal
+    /// (like Spin's `block_private_networks`, workerd's public-only default).
+    pub block_internal: bool,
+    /// Outbound connections open at once, all functions together.
+    pub max_connections: usize,
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        Self {
+            block_internal: false,
+            max_connections: 1024,
+        }
+    }
+}
+
+struct Global {
+    settings: OutboundSettings,
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+static GLOBAL: OnceLock<Global> = OnceLock::new();
+
+/// Sets the process's outbound settings; the first call wins (the runtime calls it once
+/// at start, before any request). Without it the defaults apply.
+pub fn configure(settings: OutboundSettings) {
+    let _ = GLOBAL.set(Global {
+        settings,
+        connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
+    });
+}
+
+fn global() -> &'static Global {
+    GLOBAL.get_or_init(|| {
+        let settings = OutboundSettings::default();
+        Global {
+            settings,
+            connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
+        }
+    })
+}
+
+/// Outbound connections open now, all functions together.
+pub fn open_connections() -> usize {
+    let global = global();
+    global.settings.max_connections - global.connections.available_permits()
+}
+
 /// The allowlist and the per-invocation budget; `host` allows ports 80 and 443,
 /// `host:port` that port only.
 pub struct OutboundPolicy {
@@ -125,6 +176,11 @@ async fn send(
     let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?;
     let port = uri.port_u16().unwrap_or(default_port(&uri));
 
+    // One of the process's outbound connections, held as long as the connection is.
+    let Ok(permit) = global().connections.clone().try_acquire_owned() else {
+        tracing::warn!(function = %function, uri = %uri, "outbound HTTP refused: the runtime's outbound connections are all in use (--max-outbound-connections)");
+        return Err(Error::ConnectionLimitReached);
+    };
     let connect = async {
         let addrs = destinations(host, port).await.inspect_err(|refusal| {
             tracing::warn!(function = %function, uri = %uri, "outbound HTTP refused: {refusal}");
@@ -170,9 +226,13 @@ async fn send(
     .map_err(|_| Error::ConnectionReadTimeout)?;
     let (response, conn_done) = response?;
     let io: IoFuture = if conn_done {
+        drop(permit);
         Box::new(async { Ok(()) })
     } else {
-        Box::new(async move { conn.await.map_err(Error::from) })
+        Box::new(async move {
+            let _open = permit;
+            conn.await.map_err(Error::from)
+        })
     };
     let response = response.map(|incoming| {
         Paced::new(incoming.map_err(Error::from), between_bytes_timeout).boxed_unsync()
@@ -236,6 +296,8 @@ enum Refusal {
     NoAddress { host: String },
     #[error("{host} resolves to {ip}, an internal address (allow the IP itself to mean it)")]
     Internal { host: String, ip: IpAddr },
+    #[error("{ip} is an internal address, refused for every function (--block-internal-outbound)")]
+    Blocked { ip: IpAddr },
 }
 
 impl From<Refusal> for Error {
@@ -246,17 +308,21 @@ impl From<Refusal> for Error {
                 info_code: None,
             },
             Refusal::NoAddress { .. } => Error::DestinationNotFound,
-            Refusal::Internal { .. } => Error::DestinationIpProhibited,
+            Refusal::Internal { .. } | Refusal::Blocked { .. } => Error::DestinationIpProhibited,
         }
     }
 }
 
-/// The addresses to connect to. An allowed IP literal is taken as meant. A name is
-/// resolved once and refused if any address it has is loopback, private, link-local
-/// (cloud metadata, 169.254.169.254), shared, multicast, unspecified or reserved.
+/// The addresses to connect to. An allowed IP literal is taken as meant, unless the
+/// operator blocks internal addresses for everyone. A name is resolved once and refused
+/// if any address it has is loopback, private, link-local (cloud metadata,
+/// 169.254.169.254), shared, multicast, unspecified or reserved.
 async fn destinations(host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = literal.parse::<IpAddr>() {
+        if global().settings.block_internal && is_internal(ip) {
+            return Err(Refusal::Blocked { ip });
+        }
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
@@ -332,11 +398,14 @@ fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Err
         .map_err(|_| Error::HttpRequestUriInvalid)
 }
 
-/// Loopback, private, link-local, shared (CGNAT), multicast, unspecified or reserved.
+/// Loopback, private, link-local, shared (CGNAT), multicast, unspecified, reserved,
+/// documentation or benchmarking; for IPv6 also site-local, NAT64's local-use prefix and
+/// Teredo, and an IPv4 address embedded in IPv6 (mapped, compatible, NAT64's well-known
+/// prefix, 6to4) is checked as that IPv4 address.
 fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -345,18 +414,52 @@ fn is_internal(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
+                // IETF protocol assignments (192.0.0.0/24), documentation (TEST-NET-1,
+                // -2, -3), benchmarking (198.18.0.0/15).
+                || (a, b, c) == (192, 0, 0)
+                || (a, b, c) == (192, 0, 2)
+                || (a, b, c) == (198, 51, 100)
+                || (a, b, c) == (203, 0, 113)
+                || (a == 198 && (b & 0xfe) == 18)
                 || a >= 240
         }
         IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                std::net::Ipv4Addr::new(a, b, c, d)
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
+            if v6.is_loopback() || v6.is_unspecified() {
+                return true;
+            }
+            // ::a.b.c.d (IPv4-compatible, deprecated): the IPv4 address it carries.
+            if segments[..6] == [0; 6] {
+                return is_internal(IpAddr::V4(embedded(segments[6], segments[7])));
+            }
+            // NAT64's well-known prefix 64:ff9b::/96: the IPv4 address it translates to.
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_internal(IpAddr::V4(embedded(segments[6], segments[7])));
+            }
+            // 6to4, 2002:AABB:CCDD::/48: the IPv4 address of the tunnel's end.
+            if segments[0] == 0x2002 {
+                return is_internal(IpAddr::V4(embedded(segments[1], segments[2])));
+            }
+            let first = segments[0];
+            v6.is_multicast()
+                // Unique local fc00::/7, link-local fe80::/10, site-local fec0::/10.
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
+                // NAT64 local use 64:ff9b:1::/48: translates to whatever the network has.
+                || segments[..3] == [0x64, 0xff9b, 1]
+                // Teredo 2001::/32: a tunnel whose far end the address alone does not tell.
+                || segments[..2] == [0x2001, 0]
+                // Documentation 2001:db8::/32.
+                || segments[..2] == [0x2001, 0xdb8]
         }
     }
 }
@@ -471,10 +574,38 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            // Found missing in review (issue 28): NAT64, 6to4, Teredo, IPv4-compatible,
+            // site-local, IETF assignments, benchmarking.
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "64:ff9b:1:abcd::808:808",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "fec0::1",
+            "192.0.0.1",
+            "192.0.0.170",
+            "198.18.0.1",
+            "198.19.255.254",
+            "192.0.2.1",
+            "2001:db8::1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+            // Public IPv4 behind the same embeddings stays public.
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "198.20.0.1",
+            "192.0.1.1",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }

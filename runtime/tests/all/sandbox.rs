@@ -95,6 +95,44 @@ async fn outbound_http_only_to_allowed_hosts() {
     assert_eq!(v["status"], serde_json::Value::Null, "{v}");
 }
 
+/// An operator can refuse internal addresses for every function, even one whose
+/// allowlist names the IP itself; the same function is let through without the switch.
+#[tokio::test]
+async fn the_operator_can_block_internal_addresses_even_when_allowed() {
+    let target = bystander().await;
+    let allowed = format!(
+        "allowed_outbound_hosts = [\"127.0.0.1:{}\"]\n",
+        target.port()
+    );
+    let dir = crate::functions_dir(&[("allowed", artifacts::MISBEHAVE_COMPONENT, &allowed)]);
+    let client = examples::client();
+    let url = format!("http://{target}/");
+    for (flags, reached) in [(&[][..], true), (&["--block-internal-outbound"][..], false)] {
+        let server = crate::start(dir.path(), flags);
+        let base = server.url("traffic");
+        let (status, v) =
+            crate::get_json(&client, &format!("{base}/allowed/fetch?url={url}")).await;
+        assert_eq!(status, 200);
+        if reached {
+            assert_eq!(v["status"], 200, "{v}");
+        } else {
+            assert_eq!(v["status"], serde_json::Value::Null, "reached {url}: {v}");
+            let line = server
+                .wait_for_log(
+                    "--block-internal-outbound",
+                    std::time::Duration::from_secs(10),
+                )
+                .unwrap();
+            assert!(line.contains("127.0.0.1"), "{line}");
+        }
+        let text = crate::metrics(&client, &server).await;
+        assert!(
+            crate::sample(&text, "runtime_outbound_connections_open").is_some(),
+            "no outbound connections gauge"
+        );
+    }
+}
+
 #[tokio::test]
 async fn guest_output_goes_to_the_host_log_tagged() {
     let dir = crate::functions_dir(&[]);
