@@ -186,6 +186,17 @@ fn terminate_master(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
+/// A TCP connection to `addr` from `source` (any 127.x.y.z address: one machine's tests
+/// can be several clients, as a server that counts per client address sees them).
+pub async fn connect_from(
+    source: std::net::Ipv4Addr,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(addr).await
+}
+
 /// A client that announced a body and sent only part of it: a connection from `source`
 /// (any 127.x.y.z address, so tests can act as several clients) to `addr`, that sent
 /// `POST path` with `Content-Length: declared` and the first `sent` bytes of the body,
@@ -198,14 +209,9 @@ pub async fn stalled_upload(
     sent: usize,
 ) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-    socket
-        .bind(SocketAddr::from((source, 0)))
-        .unwrap_or_else(|e| panic!("binding {source}: {e}"));
-    let mut stream = socket
-        .connect(addr)
+    let mut stream = connect_from(source, addr)
         .await
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        .unwrap_or_else(|e| panic!("connecting to {addr} from {source}: {e}"));
     let head = format!("POST {path} HTTP/1.1\r\nhost: t\r\ncontent-length: {declared}\r\n\r\n");
     stream.write_all(head.as_bytes()).await.expect("the head");
     stream

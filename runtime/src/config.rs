@@ -11,7 +11,10 @@ service_ops::listener_flags!(
     Listen,
     env_prefix = "RUNTIME",
     traffic = "127.0.0.1:8080",
-    ops = "127.0.0.1:8081"
+    ops = "127.0.0.1:8081",
+    // No proxy in front in compose or Kubernetes: one client may hold a tenth of the
+    // connections.
+    per_peer = "1000"
 );
 
 /// A serverless function host: every request runs in a fresh, sandboxed instance of a

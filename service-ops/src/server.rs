@@ -71,6 +71,9 @@ pub struct ServeConfig {
     pub write_timeout: Duration,
     /// Open connections at most; one more is answered 503 and closed.
     pub max_connections: usize,
+    /// Open connections per client address at most (0: no cap); one more from that
+    /// address is answered 503 and closed.
+    pub max_connections_per_peer: usize,
     /// The listener's connection metrics.
     pub metrics: ListenerMetrics,
 }
@@ -151,6 +154,7 @@ where
         .header_read_timeout(config.header_read_timeout)
         .keep_alive(true);
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let peers = PeerConnections::new(config.max_connections_per_peer);
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let metrics = config.metrics.clone();
 
@@ -168,7 +172,10 @@ where
             () = shutdown.wait() => break,
         };
         configure(&stream);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let admitted = peers
+            .admit(peer.ip())
+            .and_then(|held| Some((held, slots.clone().try_acquire_owned().ok()?)));
+        let Some((peer_held, slot)) = admitted else {
             metrics.rejected.inc();
             if let Ok(refusal) = refusing.clone().try_acquire_owned() {
                 tokio::spawn(async move {
@@ -195,7 +202,7 @@ where
                 // A client going away mid-request is routine, not an error worth more.
                 tracing::debug!("{name}: connection from {peer}: {e}");
             }
-            drop((open, slot));
+            drop((open, slot, peer_held));
         });
     }
 
@@ -204,6 +211,59 @@ where
         () = graceful.shutdown() => tracing::info!("{}: drained", config.name),
         () = tokio::time::sleep(config.drain) => {
             tracing::warn!("{}: drain timeout of {:?} passed, closing what remains", config.name, config.drain);
+        }
+    }
+}
+
+/// Open connections per client address, under a cap (none when the cap is 0).
+#[derive(Debug, Clone)]
+struct PeerConnections {
+    max: usize,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One connection's place in its address's count; given back on drop.
+struct PeerHeld {
+    peers: PeerConnections,
+    ip: std::net::IpAddr,
+}
+
+impl PeerConnections {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for one more connection from `ip`, if it has fewer than the cap open.
+    fn admit(&self, ip: std::net::IpAddr) -> Option<Option<PeerHeld>> {
+        if self.max == 0 {
+            return Some(None);
+        }
+        // An IPv4 client over an IPv6 socket is the same client as over IPv4.
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Some(PeerHeld {
+            peers: self.clone(),
+            ip,
+        }))
+    }
+}
+
+impl Drop for PeerHeld {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }

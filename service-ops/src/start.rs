@@ -41,6 +41,10 @@ pub struct Listeners {
     pub max_connections: NonZeroUsize,
     /// Open connections on the ops listener at most: its own reserve, apart from traffic.
     pub ops_max_connections: NonZeroUsize,
+    /// Open traffic connections per client address at most (0: no cap).
+    pub max_connections_per_peer: usize,
+    /// Open ops connections per client address at most (0: no cap).
+    pub ops_max_connections_per_peer: usize,
     /// Tokio worker threads; one per core if `None`.
     pub worker_threads: Option<NonZeroUsize>,
 }
@@ -70,7 +74,8 @@ impl Listeners {
 /// both sides parse, default and document them alike.
 #[macro_export]
 macro_rules! listener_flags {
-    ($name:ident, env_prefix = $prefix:literal, traffic = $traffic:literal, ops = $ops:literal) => {
+    ($name:ident, env_prefix = $prefix:literal, traffic = $traffic:literal, ops = $ops:literal,
+     per_peer = $per_peer:literal) => {
         /// Where and how this server listens.
         #[derive(clap::Args, Debug, Clone)]
         pub struct $name {
@@ -110,6 +115,17 @@ macro_rules! listener_flags {
             /// so traffic never delays `/healthz`, `/metrics` or the deploy API).
             #[arg(long, env = concat!($prefix, "_OPS_MAX_CONNECTIONS"), default_value = "64")]
             pub ops_max_connections: std::num::NonZeroUsize,
+
+            /// Open traffic connections one client address may hold; one more is answered
+            /// 503 and closed, while other clients are served. 0: no cap (behind a
+            /// trusted proxy, whose address every request comes from).
+            #[arg(long, env = concat!($prefix, "_MAX_CONNECTIONS_PER_PEER"), default_value = $per_peer)]
+            pub max_connections_per_peer: usize,
+
+            /// Open ops connections one client address may hold (0: no cap), so one
+            /// client cannot take the ops listener from the liveness probe and Prometheus.
+            #[arg(long, env = concat!($prefix, "_OPS_MAX_CONNECTIONS_PER_PEER"), default_value = "16")]
+            pub ops_max_connections_per_peer: usize,
 
             /// How long a client may take to send a request body, whole; a slower
             /// one is answered 408 and its connection closed.
@@ -152,6 +168,8 @@ macro_rules! listener_flags {
                     write_timeout: self.write_timeout,
                     max_connections: self.max_connections,
                     ops_max_connections: self.ops_max_connections,
+                    max_connections_per_peer: self.max_connections_per_peer,
+                    ops_max_connections_per_peer: self.ops_max_connections_per_peer,
                     worker_threads: self.worker_threads,
                 }
             }
@@ -242,20 +260,27 @@ where
     let traffic_listener = TcpListener::from_std(bind(listeners.traffic, "traffic")?)?;
     let ops_listener = bind(listeners.ops, "ops")?;
 
-    let config = |name, max_connections: NonZeroUsize, accepted| ServeConfig {
+    let config = |name, max_connections: NonZeroUsize, per_peer, accepted| ServeConfig {
         name,
         drain: listeners.drain,
         header_read_timeout: listeners.header_read_timeout,
         write_timeout: listeners.write_timeout,
         max_connections: max_connections.get(),
+        max_connections_per_peer: per_peer,
         metrics: connection_metrics.listener(name, accepted),
     };
     let traffic_config = config(
         "traffic",
         listeners.max_connections,
+        listeners.max_connections_per_peer,
         Some(http.connections()),
     );
-    let ops_config = config("ops", listeners.ops_max_connections, None);
+    let ops_config = config(
+        "ops",
+        listeners.ops_max_connections,
+        listeners.ops_max_connections_per_peer,
+        None,
+    );
     // One Arc clone per request, not a clone of every metric handle.
     let traffic = Arc::new(Traffic::new(functions.clone(), http));
     let traffic_service = hyper::service::service_fn(move |request: Request<Incoming>| {

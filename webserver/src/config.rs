@@ -2,7 +2,9 @@ service_ops::listener_flags!(
     Listen,
     env_prefix = "WEBSERVER",
     traffic = "127.0.0.1:8000",
-    ops = "127.0.0.1:8001"
+    ops = "127.0.0.1:8001",
+    // Behind nginx, every request comes from nginx: no cap per address.
+    per_peer = "0"
 );
 
 /// The traditional server: the example functions linked natively, behind nginx.

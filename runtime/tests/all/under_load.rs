@@ -427,7 +427,16 @@ async fn stalled_deploy_uploads_cannot_take_the_ops_port() {
     let dir = crate::functions_dir(&[]);
     let server = crate::start(
         dir.path(),
-        &["--deploy-token", "t", "--deploy-body-timeout", "1s"],
+        // No cap per address: every connection here is 127.0.0.1's, and what is tested
+        // is how the deploy API answers them (the cap has its own test).
+        &[
+            "--deploy-token",
+            "t",
+            "--deploy-body-timeout",
+            "1s",
+            "--ops-max-connections-per-peer",
+            "0",
+        ],
     );
     let client = examples::client();
     let ops = server.addr("ops");
@@ -516,4 +525,96 @@ async fn one_client_cannot_take_the_whole_body_buffer() {
         .unwrap();
     assert_eq!(ok.status(), 200, "{:?}", ok.text().await);
     drop(held);
+}
+
+/// One client address holds at most `--max-connections-per-peer` traffic connections:
+/// its next one gets 503 and closes, while another client's `hello` is served.
+#[tokio::test]
+async fn one_client_cannot_hold_every_connection() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &["--max-connections-per-peer", "10"]);
+    let client = examples::client();
+    let addr = server.addr("traffic");
+    let greedy = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let connect_from = |ip| async move { localrun::connect_from(ip, addr).await.unwrap() };
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(connect_from(greedy).await);
+    }
+    localrun::wait_for_sample(
+        &client,
+        &server,
+        r#"http_server_connections_open{listener="traffic"}"#,
+        10.0,
+    )
+    .await;
+    let mut extra = connect_from(greedy).await;
+    extra
+        .write_all(b"GET /hello/ HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_close(&mut extra, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    // Another address (the client library's, 127.0.0.1) is served meanwhile.
+    let (status, _) = crate::get_json(&client, &format!("{}/hello/", server.url("traffic"))).await;
+    assert_eq!(status, 200);
+    drop(held);
+}
+
+/// A client that holds idle ops connections, reopening them as they are closed, cannot
+/// take the liveness probe's place: it holds its share of the ops listener, no more.
+#[tokio::test]
+async fn idle_ops_connections_cannot_starve_the_probe() {
+    let dir = crate::functions_dir(&[]);
+    // Closed after 2 s idle, so the flood must keep reopening, as a real one would.
+    let server = crate::start(dir.path(), &["--header-read-timeout", "2s"]);
+    let client = examples::client();
+    let ops = server.addr("ops");
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 4);
+    let flood = tokio::spawn(async move {
+        let mut held: Vec<TcpStream> = Vec::new();
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            // Drop those the server closed (a read of 0 bytes) and open new ones.
+            held.retain(|s| {
+                let mut buf = [0u8; 256];
+                match s.try_read(&mut buf) {
+                    Ok(0) => false,
+                    // It answered something (a 408) before closing: read on next turn.
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                }
+            });
+            while held.len() < 64 {
+                match localrun::connect_from(attacker, ops).await {
+                    Ok(stream) => held.push(stream),
+                    Err(_) => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let probe = format!("{}/healthz", server.url("ops"));
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut probes = 0;
+    while Instant::now() < until {
+        // As kubelet does: a new connection for every probe.
+        let fresh = examples::client();
+        let (status, _, _) = timed_get(&fresh, &probe).await;
+        assert_eq!(status, 200, "the probe was refused after {probes} answers");
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    flood.await.unwrap();
+    assert!(probes > 10);
+    let text = crate::metrics(&client, &server).await;
+    // The flood's connections past its share were refused.
+    assert!(
+        crate::sample(
+            &text,
+            r#"http_server_connections_rejected_total{listener="ops"}"#
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    );
 }
