@@ -424,6 +424,77 @@ fn every_pod_meets_the_restricted_pod_security_standard_and_images_are_pinned() 
     }
 }
 
+#[test]
+fn network_policies_keep_every_port_but_traffic_to_those_that_need_it() {
+    for dir in kustomizations() {
+        let docs = render(&dir);
+        let policies = of_kind(&docs, "NetworkPolicy");
+        for side in ["runtime", "traditional"] {
+            let policy = policies
+                .iter()
+                .find(|p| {
+                    p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                        == Some(side)
+                })
+                .unwrap_or_else(|| panic!("{}: no NetworkPolicy selects {side}", dir.display()));
+            assert!(
+                strings(&policy["spec"]["policyTypes"]).contains(&"Ingress".to_string()),
+                "{side}"
+            );
+            // Every port the side's containers declare is either traffic or named in a
+            // rule that says who may reach it; no rule opens another port to everyone.
+            let mut opened = BTreeSet::new();
+            for rule in list(&policy["spec"]["ingress"]) {
+                let ports: Vec<String> = list(&rule["ports"])
+                    .iter()
+                    .map(|p| match &p["port"] {
+                        Yaml::String(name) => name.clone(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                let from = list(&rule["from"]);
+                if from.is_empty() {
+                    assert_eq!(ports, ["traffic"], "{side}: {ports:?} open to everyone");
+                } else {
+                    for peer in from {
+                        let labels = &peer["podSelector"]["matchLabels"];
+                        assert!(
+                            labels["app.kubernetes.io/name"].as_str() == Some("prometheus")
+                                || labels["serverless-vs-server/deploy-client"].as_str()
+                                    == Some("true"),
+                            "{side}: {ports:?} open to {peer:?}"
+                        );
+                    }
+                }
+                opened.extend(ports);
+            }
+            let deployment = named(&docs, "Deployment", side);
+            for container in containers(deployment) {
+                for name in declared(container).keys() {
+                    // nginx's status port is read by the exporter in the same pod.
+                    if name == "status" {
+                        continue;
+                    }
+                    assert!(
+                        opened.contains(name),
+                        "{side}: port {name} has no rule (the policy would close it)"
+                    );
+                }
+            }
+        }
+        // The runtime's ops port: Prometheus and deploy clients, never everyone.
+        let runtime = policies
+            .iter()
+            .find(|p| p["metadata"]["name"].as_str() == Some("runtime"))
+            .unwrap();
+        let ops_rule = list(&runtime["spec"]["ingress"])
+            .iter()
+            .find(|r| list(&r["ports"]).iter().any(|p| p["port"].as_str() == Some("ops")))
+            .expect("a rule for the runtime's ops port");
+        assert!(!list(&ops_rule["from"]).is_empty());
+    }
+}
+
 /// `128Mi`, `1Gi` → MiB.
 fn mib(quantity: &str) -> u64 {
     if let Some(n) = quantity.strip_suffix("Gi") {
