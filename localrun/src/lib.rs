@@ -250,3 +250,25 @@ pub async fn heads_declaring_big_bodies_hold_only_what_arrived(service: &Service
     assert_eq!(status, 200, "{:?}", answer.text().await);
     drop(stalled);
 }
+
+/// What either server answers to a request whose one header is 64 KiB long (nginx
+/// refuses a header line over 8 KiB): its status line. The head is sent while the
+/// answer is read, as a server may answer before it has read all of it.
+pub async fn answer_to_a_64_kib_header(service: &Service) -> String {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(service.addr("traffic"))
+        .await
+        .expect("connecting");
+    let (mut read, mut write) = stream.into_split();
+    let head = format!(
+        "GET /hello/ HTTP/1.1\r\nhost: t\r\nconnection: close\r\nx-big: {}\r\n\r\n",
+        "x".repeat(64 << 10)
+    );
+    let sending = tokio::spawn(async move {
+        let _ = write.write_all(head.as_bytes()).await;
+        write
+    });
+    let answer = read_until_close(&mut read, Duration::from_secs(10)).await;
+    drop(sending.await);
+    answer.lines().next().unwrap_or_default().to_string()
+}

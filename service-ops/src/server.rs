@@ -74,6 +74,10 @@ pub struct ServeConfig {
     /// Open connections per client address at most (0: no cap); one more from that
     /// address is answered 503 and closed.
     pub max_connections_per_peer: usize,
+    /// Largest request head, in bytes: a larger one is answered 431 (at least 8192).
+    pub max_head_bytes: usize,
+    /// Most request headers: more are answered 431.
+    pub max_headers: usize,
     /// The listener's connection metrics.
     pub metrics: ListenerMetrics,
 }
@@ -152,7 +156,13 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_head_bytes.max(8192))
         .keep_alive(true);
+    // hyper's own default is 100 headers on the stack; setting any number moves them to
+    // the heap on every request, so only a number other than that is set.
+    if config.max_headers != 100 {
+        builder.max_headers(config.max_headers);
+    }
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let peers = PeerConnections::new(config.max_connections_per_peer);
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));

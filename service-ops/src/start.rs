@@ -45,6 +45,10 @@ pub struct Listeners {
     pub max_connections_per_peer: usize,
     /// Open ops connections per client address at most (0: no cap).
     pub ops_max_connections_per_peer: usize,
+    /// Largest request head in bytes (431 past it).
+    pub max_request_head_bytes: usize,
+    /// Most request headers (431 past it).
+    pub max_request_headers: usize,
     /// Tokio worker threads; one per core if `None`.
     pub worker_threads: Option<NonZeroUsize>,
 }
@@ -127,6 +131,17 @@ macro_rules! listener_flags {
             #[arg(long, env = concat!($prefix, "_OPS_MAX_CONNECTIONS_PER_PEER"), default_value = "16")]
             pub ops_max_connections_per_peer: usize,
 
+            /// Largest request head (request line and headers) in bytes; a larger one is
+            /// answered 431. At least 8192 (nginx reads up to four 8 KiB lines).
+            #[arg(long, env = concat!($prefix, "_MAX_REQUEST_HEAD_BYTES"), default_value = "32768",
+                  value_parser = clap::value_parser!(u32).range(8192..))]
+            pub max_request_head_bytes: u32,
+
+            /// Most request headers; more are answered 431.
+            #[arg(long, env = concat!($prefix, "_MAX_REQUEST_HEADERS"), default_value = "100",
+                  value_parser = clap::value_parser!(u32).range(1..))]
+            pub max_request_headers: u32,
+
             /// How long a client may take to send a request body, whole; a slower
             /// one is answered 408 and its connection closed.
             #[arg(long, env = concat!($prefix, "_BODY_READ_TIMEOUT"),
@@ -170,6 +185,8 @@ macro_rules! listener_flags {
                     ops_max_connections: self.ops_max_connections,
                     max_connections_per_peer: self.max_connections_per_peer,
                     ops_max_connections_per_peer: self.ops_max_connections_per_peer,
+                    max_request_head_bytes: self.max_request_head_bytes as usize,
+                    max_request_headers: self.max_request_headers as usize,
                     worker_threads: self.worker_threads,
                 }
             }
@@ -267,6 +284,8 @@ where
         write_timeout: listeners.write_timeout,
         max_connections: max_connections.get(),
         max_connections_per_peer: per_peer,
+        max_head_bytes: listeners.max_request_head_bytes,
+        max_headers: listeners.max_request_headers,
         metrics: connection_metrics.listener(name, accepted),
     };
     let traffic_config = config(

@@ -489,7 +489,11 @@ fn network_policies_keep_every_port_but_traffic_to_those_that_need_it() {
             .unwrap();
         let ops_rule = list(&runtime["spec"]["ingress"])
             .iter()
-            .find(|r| list(&r["ports"]).iter().any(|p| p["port"].as_str() == Some("ops")))
+            .find(|r| {
+                list(&r["ports"])
+                    .iter()
+                    .any(|p| p["port"].as_str() == Some("ops"))
+            })
             .expect("a rule for the runtime's ops port");
         assert!(!list(&ops_rule["from"]).is_empty());
     }

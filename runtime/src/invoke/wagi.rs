@@ -43,10 +43,11 @@ pub(super) async fn serve(
     let output_limit = MAX_OUTPUT_BYTES.min(function.limits.memory.bytes_usize());
     let stdout = MemoryOutputPipe::new(output_limit);
     let mut wasi = WasiCtx::builder();
-    wasi.envs(&environment(
-        &function.env,
-        cgi_env(function.name(), &parts, body.len()),
-    ));
+    let cgi = cgi_env(function.name(), &parts, body.len());
+    if let Some(why) = unpassable_path(&cgi) {
+        return Err(Failure::NotAccepted(why));
+    }
+    wasi.envs(&environment(&function.env, cgi));
     wasi.arg(&**function.name());
     wasi.stdin(MemoryInputPipe::new(body));
     wasi.stdout(stdout.clone());
@@ -218,10 +219,13 @@ pub fn cgi_env(
     }
     for (name, value) in &parts.headers {
         // `Proxy` would become HTTP_PROXY, which HTTP clients read as their proxy
-        // setting ("httpoxy"): a request must never set it.
+        // setting ("httpoxy"): a request must never set it. A name with `_` is left
+        // out as nginx and Apache leave it out: `X_Forwarded_For` would become the same
+        // HTTP_X_FORWARDED_FOR a proxy sets from `X-Forwarded-For`, and could spoof it.
         if name == http::header::CONTENT_TYPE
             || name == http::header::CONTENT_LENGTH
             || name.as_str() == "proxy"
+            || name.as_str().contains('_')
         {
             continue;
         }
@@ -241,6 +245,17 @@ pub fn cgi_env(
         }
     }
     env
+}
+
+/// Why the decoded PATH_INFO in `env` cannot be handed to a module, if it cannot: a NUL
+/// ends a C string early, and CR or LF would let a request write lines into whatever the
+/// module puts its path in (its response headers, a log).
+fn unpassable_path(env: &[(String, String)]) -> Option<String> {
+    let (_, path) = env.iter().find(|(name, _)| name == "PATH_INFO")?;
+    path.contains(['\0', '\r', '\n']).then(|| {
+        "the decoded path has a NUL, CR or LF character, which a CGI module cannot be given"
+            .to_string()
+    })
 }
 
 /// A CGI response: header lines, a blank line, the body. `Status: NNN reason` sets the
@@ -274,12 +289,20 @@ pub fn parse_response(output: &Bytes) -> Result<(StatusCode, HeaderMap, Bytes), 
             .trim();
         if line.name.eq_ignore_ascii_case("status") {
             let code = value.split_whitespace().next().unwrap_or_default();
-            status = Some(
-                code.parse::<u16>()
-                    .ok()
-                    .and_then(|c| StatusCode::from_u16(c).ok())
-                    .ok_or_else(|| format!("Status {:?} is not a status code", truncate(value)))?,
-            );
+            let code = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(|| format!("Status {:?} is not a status code", truncate(value)))?;
+            // 1xx are interim answers (and 101 switches protocols): a CGI response is
+            // the final one.
+            if code.is_informational() {
+                return Err(format!(
+                    "Status {} is informational; a CGI response must be final (200 and up)",
+                    code.as_u16()
+                ));
+            }
+            status = Some(code);
             continue;
         }
         let header = HeaderName::from_bytes(line.name.as_bytes())
@@ -373,9 +396,49 @@ mod tests {
             (b"Status: abc\n\n", "is not a status code"),
             (b"Status: 99\n\n", "is not a status code"),
             (b"X-Only: 1\n\n", "no Content-Type"),
+            // Interim statuses cannot be a CGI response (issue 28).
+            (b"Status: 101 Switching Protocols\n\n", "is informational"),
+            (b"Status: 100\nContent-Type: a/b\n\n", "is informational"),
         ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        // 30,000 header lines: refused with a reason (the client gets 502), no panic.
+        let mut many = String::new();
+        for i in 0..30_000 {
+            many.push_str(&format!("X-H{i}: v\n"));
+        }
+        many.push_str("Content-Type: a/b\n\nbody");
+        let err = parse(many.as_bytes()).unwrap_err();
+        assert!(err.contains("more than 64 header lines"), "{err}");
+    }
+
+    #[test]
+    fn a_header_with_an_underscore_cannot_pose_as_a_proxy_header() {
+        let request = Request::get("/f/")
+            .header("X_Forwarded_For", "evil")
+            .header("x-real", "fine")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let env: std::collections::HashMap<_, _> = cgi_env("f", &parts, 0).into_iter().collect();
+        assert!(!env.contains_key("HTTP_X_FORWARDED_FOR"), "{env:?}");
+        assert_eq!(env["HTTP_X_REAL"], "fine");
+    }
+
+    #[test]
+    fn a_path_with_nul_cr_or_lf_is_not_passed_on() {
+        for (path, refused) in [
+            ("/f/a%00b", true),
+            ("/f/a%0d%0ab", true),
+            ("/f/a%0ab", true),
+            ("/f/a%20b", false),
+            ("/f/a%2Fb", false),
+        ] {
+            let request = Request::get(path).body(()).unwrap();
+            let (parts, ()) = request.into_parts();
+            let env = cgi_env("f", &parts, 0);
+            assert_eq!(unpassable_path(&env).is_some(), refused, "{path}");
         }
     }
 

@@ -618,3 +618,16 @@ async fn idle_ops_connections_cannot_starve_the_probe() {
             > 0.0
     );
 }
+
+/// A request head past `--max-request-head-bytes` (32 KiB) is answered 431; the limit
+/// is a flag.
+#[tokio::test]
+async fn a_64_kib_header_gets_431() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &[]);
+    let status = localrun::answer_to_a_64_kib_header(&server).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    let roomy = crate::start(dir.path(), &["--max-request-head-bytes", "131072"]);
+    let status = localrun::answer_to_a_64_kib_header(&roomy).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+}

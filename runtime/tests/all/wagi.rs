@@ -105,6 +105,17 @@ async fn a_failing_module_fails_its_own_request_with_the_right_status() {
             502,
             "limit on stdout and was cut short",
         ),
+        // Interim statuses and a flood of header lines are not a response (issue 28).
+        ("/probe/status?code=101", 502, "is informational"),
+        ("/probe/status?code=100", 502, "is informational"),
+        (
+            "/probe/headers?count=30000",
+            502,
+            "more than 64 header lines",
+        ),
+        // A decoded path with NUL, CR or LF is refused before the module runs.
+        ("/probe/a%00b", 400, "NUL, CR or LF"),
+        ("/probe/a%0d%0ab", 400, "NUL, CR or LF"),
     ] {
         let r = client.get(format!("{traffic}{path}")).send().await.unwrap();
         assert_eq!(r.status(), status, "{path}");
@@ -138,7 +149,7 @@ async fn a_failing_module_fails_its_own_request_with_the_right_status() {
     assert_eq!(r.bytes().await.unwrap().len(), 3 << 20);
     let text = crate::metrics(&client, &server).await;
     for (reason, count) in [
-        ("bad_cgi", 2.0),
+        ("bad_cgi", 5.0),
         ("exit", 1.0),
         ("timeout", 1.0),
         ("memory", 1.0),
@@ -154,8 +165,9 @@ async fn a_failing_module_fails_its_own_request_with_the_right_status() {
     }
     assert_eq!(
         crate::sample(&text, r#"faas_invocations_total{function="probe"}"#),
-        // Five failures, five 418s between them, two runs within the limits.
-        Some(12.0)
+        // Ten failures (the two refused paths are counted too: refused after the
+        // request was admitted), ten 418s between them, two runs within the limits.
+        Some(22.0)
     );
 }
 

@@ -86,3 +86,11 @@ async fn heads_declaring_big_bodies_hold_only_what_arrived() {
     let server = crate::start(&["--body-read-timeout", "60s"]);
     localrun::heads_declaring_big_bodies_hold_only_what_arrived(&server).await;
 }
+
+/// A request head past `--max-request-head-bytes` (32 KiB) is answered 431.
+#[tokio::test]
+async fn a_64_kib_header_gets_431() {
+    let server = crate::start(&[]);
+    let status = localrun::answer_to_a_64_kib_header(&server).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+}

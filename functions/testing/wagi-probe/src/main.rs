@@ -3,7 +3,8 @@
 //!
 //! - `/echo`: 200, the method, path, query, `X-Probe` header and body echoed back as
 //!   headers and body;
-//! - `/status`: `Status: 418`;
+//! - `/status`: `Status: 418`; `/status?code=N`: `Status: N`;
+//! - `/headers?count=N`: a 200 with N distinct header lines;
 //! - `/redirect`: `Location:` alone (302);
 //! - `/garbage`: text without headers (the runtime answers 502);
 //! - `/exit`: exits with code 3 and writes nothing (500);
@@ -36,11 +37,24 @@ fn main() {
             .unwrap();
             out.write_all(&body).unwrap();
         }
-        "/status" => write!(
-            out,
-            "Status: 418 I'm a teapot\nContent-Type: text/plain\n\nshort and stout\n"
-        )
-        .unwrap(),
+        "/status" => match query.strip_prefix("code=") {
+            Some(code) => write!(out, "Status: {code}\nContent-Type: text/plain\n\n").unwrap(),
+            None => write!(
+                out,
+                "Status: 418 I'm a teapot\nContent-Type: text/plain\n\nshort and stout\n"
+            )
+            .unwrap(),
+        },
+        "/headers" => {
+            let count: usize = query
+                .strip_prefix("count=")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            for i in 0..count {
+                let _ = writeln!(out, "X-H{i}: v");
+            }
+            let _ = write!(out, "Content-Type: text/plain\n\n");
+        }
         "/redirect" => write!(out, "Location: /elsewhere\n\n").unwrap(),
         "/garbage" => write!(out, "this is not a CGI response").unwrap(),
         "/exit" => std::process::exit(3),
