@@ -33,12 +33,34 @@ pub struct Record {
     /// Checked when the manifest is read: one that names no valid function does not
     /// parse.
     pub name: FunctionName,
-    /// `sha256:<hex>` of the component bytes.
+    /// `sha256:<hex>` of the component bytes: 64 lowercase hex digits, checked when the
+    /// manifest is read (it names files in the store: a manifest whose digest is
+    /// anything else, `sha256:../../x` say, does not parse and is quarantined).
+    #[serde(deserialize_with = "sha256_digest")]
     pub digest: String,
     pub size: u64,
     pub settings: Settings,
     /// Seconds since the Unix epoch.
     pub deployed_at: u64,
+}
+
+/// A `digest` field as [`digest`] writes it, or an error.
+fn sha256_digest<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let valid = text.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if valid {
+        Ok(text)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "digest {:?} is not sha256: and 64 lowercase hex digits",
+            text.chars().take(80).collect::<String>()
+        )))
+    }
 }
 
 /// `sha256:<hex>` of `bytes`.

@@ -684,7 +684,7 @@ async fn broken_store_entries_are_set_aside_and_the_rest_start() {
     let store = tempfile::tempdir().unwrap();
     let client = examples::client();
     let (server, ops) = start_with_store(store.path(), &["--baseline-compile=false"]);
-    for name in ["good", "lost", "garbled", "renamed"] {
+    for name in ["good", "lost", "garbled", "renamed", "escape"] {
         let r = ops
             .put_file(name, artifacts::HELLO_COMPONENT, "?env=A=1")
             .await;
@@ -712,6 +712,23 @@ async fn broken_store_entries_are_set_aside_and_the_rest_start() {
     )
     .unwrap();
 
+    // "escape" names a file outside the store through its digest, one that is there
+    // with the size the manifest records (issue 28: a digest was used as a path as read).
+    let escape = std::fs::read_to_string(functions.join("escape.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&escape).unwrap();
+    let outside_dir = tempfile::tempdir().unwrap();
+    let outside = outside_dir.path().join("outside.wasm");
+    std::fs::write(&outside, vec![0u8; v["size"].as_u64().unwrap() as usize]).unwrap();
+    let relative = format!(
+        "sha256:../../../..{}",
+        outside.with_extension("").to_str().unwrap()
+    );
+    std::fs::write(
+        functions.join("escape.json"),
+        escape.replace(v["digest"].as_str().unwrap(), &relative),
+    )
+    .unwrap();
+
     let (server, ops) = start_with_store(store.path(), &["--baseline-compile=false"]);
     for (name, status) in [
         ("good", 200),
@@ -719,6 +736,7 @@ async fn broken_store_entries_are_set_aside_and_the_rest_start() {
         ("lost", 404),
         ("garbled", 404),
         ("renamed", 404),
+        ("escape", 404),
     ] {
         let (got, _) = ops.get(name).await;
         assert_eq!(got, status, "{name}");
@@ -728,13 +746,13 @@ async fn broken_store_entries_are_set_aside_and_the_rest_start() {
     let text = crate::metrics(&client, &server).await;
     assert_eq!(
         crate::sample(&text, "runtime_store_quarantined_total"),
-        Some(3.0)
+        Some(4.0)
     );
     let aside: Vec<String> = std::fs::read_dir(store.path().join("quarantine"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    for name in ["garbled", "renamed", "lost"] {
+    for name in ["garbled", "renamed", "lost", "escape"] {
         let prefix = format!("functions-{name}.json.");
         assert!(
             aside.iter().any(|f| f.starts_with(&prefix)),
