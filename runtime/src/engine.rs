@@ -63,8 +63,8 @@ pub fn build(config: &Config, strategy: wasmtime::Strategy) -> anyhow::Result<En
 /// `wasi:cli/environment` and friends. Those are present but empty: no preopened
 /// directories, no host environment, sockets denied (see `host`).
 pub fn linker(engine: &Engine) -> anyhow::Result<Linker<Host>> {
+    use crate::host::CappedRandom;
     use wasmtime_wasi::p2::bindings::random;
-    use wasmtime_wasi::random::WasiRandom;
 
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -74,9 +74,11 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<Host>> {
     // seed are on nearly every request; building the context costs three RNG seedings.
     linker.allow_shadowing(true);
     wasmtime_wasi_io::add_to_linker_async(&mut linker)?;
-    random::random::add_to_linker::<Host, WasiRandom>(&mut linker, Host::random)?;
-    random::insecure::add_to_linker::<Host, WasiRandom>(&mut linker, Host::random)?;
-    random::insecure_seed::add_to_linker::<Host, WasiRandom>(&mut linker, Host::random)?;
+    // Capped per call (`host::MAX_RANDOM_BYTES`).
+    let capped = Host::capped_random;
+    random::random::add_to_linker::<Host, CappedRandom>(&mut linker, capped)?;
+    random::insecure::add_to_linker::<Host, CappedRandom>(&mut linker, capped)?;
+    random::insecure_seed::add_to_linker::<Host, CappedRandom>(&mut linker, capped)?;
     linker.allow_shadowing(false);
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)

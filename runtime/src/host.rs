@@ -25,6 +25,69 @@ pub const MAX_RESOURCES: usize = 2048;
 /// what header sets alone can pin at 64 MiB per instance.
 pub const MAX_FIELDS_BYTES: usize = 32 * 1024;
 
+/// Random bytes one `get-random-bytes` call may ask for: more than any key, nonce or
+/// seed needs, far less than wasmtime-wasi's 64 MiB, which a guest could otherwise make
+/// the host allocate outside its memory budget on every call. A larger call traps.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
+/// wasi:random with [`MAX_RANDOM_BYTES`] per call, over the instance's own random state.
+#[derive(Debug)]
+pub struct CappedRandom;
+
+impl wasmtime::component::HasData for CappedRandom {
+    type Data<'a> = Capped<'a>;
+}
+
+/// The instance's random state, as [`CappedRandom`] reaches it.
+pub struct Capped<'a>(pub &'a mut WasiRandomCtx);
+
+impl std::fmt::Debug for Capped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capped").finish_non_exhaustive()
+    }
+}
+
+fn check_random_len(len: u64) -> wasmtime::Result<()> {
+    if len > MAX_RANDOM_BYTES {
+        wasmtime::bail!(
+            "get-random-bytes asked for {len} bytes; one call may ask for {MAX_RANDOM_BYTES}"
+        );
+    }
+    Ok(())
+}
+
+impl wasmtime_wasi::p2::bindings::random::random::Host for Capped<'_> {
+    fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        check_random_len(len)?;
+        <WasiRandomCtx as wasmtime_wasi::p2::bindings::random::random::Host>::get_random_bytes(
+            self.0, len,
+        )
+    }
+
+    fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
+        <WasiRandomCtx as wasmtime_wasi::p2::bindings::random::random::Host>::get_random_u64(self.0)
+    }
+}
+
+impl wasmtime_wasi::p2::bindings::random::insecure::Host for Capped<'_> {
+    fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        check_random_len(len)?;
+        <WasiRandomCtx as wasmtime_wasi::p2::bindings::random::insecure::Host>::get_insecure_random_bytes(self.0, len)
+    }
+
+    fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {
+        <WasiRandomCtx as wasmtime_wasi::p2::bindings::random::insecure::Host>::get_insecure_random_u64(self.0)
+    }
+}
+
+impl wasmtime_wasi::p2::bindings::random::insecure_seed::Host for Capped<'_> {
+    fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
+        <WasiRandomCtx as wasmtime_wasi::p2::bindings::random::insecure_seed::Host>::insecure_seed(
+            self.0,
+        )
+    }
+}
+
 /// What one invocation used, read from its store before the store is dropped.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Usage {
@@ -114,6 +177,11 @@ impl Host {
 
     pub fn limiter(&mut self) -> &mut MemoryLimiter {
         &mut self.limiter
+    }
+
+    /// The guest's wasi:random state, capped per call (see `engine::linker`).
+    pub fn capped_random(&mut self) -> Capped<'_> {
+        Capped(self.random())
     }
 
     /// The guest's wasi:random state (see `engine::linker`).

@@ -49,6 +49,7 @@ pub(super) async fn serve(
     }
     wasi.envs(&environment(&function.env, cgi));
     wasi.arg(&**function.name());
+    wasi.max_random_size(crate::host::MAX_RANDOM_BYTES);
     wasi.stdin(MemoryInputPipe::new(body));
     wasi.stdout(stdout.clone());
     let [_, stderr] = LogStream::pair(

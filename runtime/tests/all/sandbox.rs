@@ -133,6 +133,28 @@ async fn the_operator_can_block_internal_addresses_even_when_allowed() {
     }
 }
 
+/// One get-random-bytes call may ask for 1 MiB (wasmtime-wasi's default is 64 MiB of
+/// host memory per call, outside the memory budget): more traps that request alone.
+#[tokio::test]
+async fn random_bytes_are_capped_per_call() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(dir.path(), &[]);
+    let client = examples::client();
+    let base = server.url("traffic");
+    let (status, v) =
+        crate::get_json(&client, &format!("{base}/misbehave/random?bytes=1048576")).await;
+    assert_eq!((status, &v["got"]), (200, &serde_json::json!(1048576)), "{v}");
+    let (status, v) =
+        crate::get_json(&client, &format!("{base}/misbehave/random?bytes=67108864")).await;
+    assert_eq!(status, 500, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("get-random-bytes"),
+        "{v}"
+    );
+    let (status, _) = crate::get_json(&client, &format!("{base}/hello/")).await;
+    assert_eq!(status, 200);
+}
+
 #[tokio::test]
 async fn guest_output_goes_to_the_host_log_tagged() {
     let dir = crate::functions_dir(&[]);

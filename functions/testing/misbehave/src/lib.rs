@@ -120,6 +120,11 @@ pub async fn handle(request: Request) -> Result {
             Ok(sdk::json(200, &serde_json::json!({ "printed": lines })))
         }
         "residue" => residue(query.get_in("pages", 16usize, 1..=1024)?),
+        // wasi:random's get-random-bytes asked for `bytes` at once.
+        "random" => {
+            let bytes = query.get_in("bytes", 16u64, 0..=1 << 30)?;
+            Ok(sdk::json(200, &serde_json::json!({ "got": random_bytes(bytes) })))
+        }
         other => Err(sdk::Error::new(404, format!("no behaviour {other:?}"))),
     }
 }
@@ -185,3 +190,13 @@ async fn fetch(_url: &str, _post_kib: usize) -> std::result::Result<u16, String>
 }
 
 sdk::export!(handle);
+
+#[cfg(target_arch = "wasm32")]
+fn random_bytes(len: u64) -> usize {
+    wasip2::random::random::get_random_bytes(len).len()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn random_bytes(len: u64) -> usize {
+    len as usize
+}
