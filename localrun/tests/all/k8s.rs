@@ -571,6 +571,16 @@ fn the_runtime_shares_its_store_and_its_budget_fits_its_container() {
         );
         let per_instance: u64 = vars["RUNTIME_MAX_MEMORY_MIB"].parse().unwrap();
         assert!(per_instance <= budget);
+        // Every budget of host memory the runtime keeps, added up, leaves the runtime's
+        // own 256 MiB (binary, loaded code, buffers) inside the limit: instances, request
+        // bodies (the 256 MiB default alone would not fit beside 640 MiB of instances).
+        let bodies: u64 = vars
+            .get("RUNTIME_MAX_BODY_BUFFER_MIB")
+            .map_or(256, |v| v.parse().unwrap());
+        assert!(
+            budget + bodies + 256 <= limit,
+            "instances {budget} + bodies {bodies} + the runtime's own 256 MiB > {limit} MiB"
+        );
         // Ops stays inside the cluster.
         let ops = named(&docs, "Service", "runtime-ops");
         assert_eq!(ops["spec"]["type"].as_str(), Some("ClusterIP"));
