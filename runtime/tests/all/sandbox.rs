@@ -143,12 +143,19 @@ async fn random_bytes_are_capped_per_call() {
     let base = server.url("traffic");
     let (status, v) =
         crate::get_json(&client, &format!("{base}/misbehave/random?bytes=1048576")).await;
-    assert_eq!((status, &v["got"]), (200, &serde_json::json!(1048576)), "{v}");
+    assert_eq!(
+        (status, &v["got"]),
+        (200, &serde_json::json!(1048576)),
+        "{v}"
+    );
     let (status, v) =
         crate::get_json(&client, &format!("{base}/misbehave/random?bytes=67108864")).await;
     assert_eq!(status, 500, "{v}");
     assert!(
-        v["error"].as_str().unwrap_or_default().contains("get-random-bytes"),
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("get-random-bytes"),
         "{v}"
     );
     let (status, _) = crate::get_json(&client, &format!("{base}/hello/")).await;

@@ -123,7 +123,10 @@ pub async fn handle(request: Request) -> Result {
         // wasi:random's get-random-bytes asked for `bytes` at once.
         "random" => {
             let bytes = query.get_in("bytes", 16u64, 0..=1 << 30)?;
-            Ok(sdk::json(200, &serde_json::json!({ "got": random_bytes(bytes) })))
+            Ok(sdk::json(
+                200,
+                &serde_json::json!({ "got": random_bytes(bytes) }),
+            ))
         }
         other => Err(sdk::Error::new(404, format!("no behaviour {other:?}"))),
     }
