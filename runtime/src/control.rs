@@ -199,12 +199,45 @@ impl ControlPlane {
             .spawn(move || {
                 loop {
                     std::thread::sleep(interval);
-                    if let Err(e) = control.sync_from_store() {
-                        control.report_once(format!("reading the shared store: {e}"));
+                    let pass = control.survive("store_sync", || {
+                        #[cfg(debug_assertions)]
+                        test_hook_sync_panic();
+                        control.sync_from_store()
+                    });
+                    match pass {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            control.report_once(format!("reading the shared store: {e}"));
+                        }
+                        // Counted as a failed sync too; the next poll tries again.
+                        None => control.faas.sync_errors.inc(),
                     }
                 }
             })
             .map(drop)
+    }
+
+    /// Runs one pass of background `worker`, surviving a panic in it: logged, counted in
+    /// `runtime_worker_panics_total{worker}`, and `None` returned, so the worker's loop
+    /// goes on with its next pass instead of dying silently while `/healthz` says 200.
+    /// The locks it might hold recover from poisoning (every lock here does).
+    fn survive<R>(&self, worker: &'static str, pass: impl FnOnce() -> R) -> Option<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(pass)) {
+            Ok(result) => Some(result),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                self.faas.worker_panics.with_label_values(&[worker]).inc();
+                tracing::error!(
+                    worker,
+                    "a background pass panicked ({message}); carrying on with the next"
+                );
+                None
+            }
+        }
     }
 
     /// Gives the control plane the traffic listener's HTTP metrics, so that deleting a
@@ -506,13 +539,17 @@ impl ControlPlane {
                 if !control.registry.is_current(&expected) {
                     return;
                 }
-                match control.optimizing.ready(&expected.record, &wasm) {
-                    Ok(optimized) => control.swap_optimized(&expected, optimized),
-                    Err(e) => tracing::error!(
-                        function = %expected.name(),
-                        "compiling optimized code failed; the baseline code keeps serving: {e}"
-                    ),
-                }
+                // A panic in one compile must not end the worker: the baseline code
+                // keeps serving that function and the next job still runs.
+                control.survive("tier_up", || {
+                    match control.optimizing.ready(&expected.record, &wasm) {
+                        Ok(optimized) => control.swap_optimized(&expected, optimized),
+                        Err(e) => tracing::error!(
+                            function = %expected.name(),
+                            "compiling optimized code failed; the baseline code keeps serving: {e}"
+                        ),
+                    }
+                });
                 heap::release_free_memory();
             })
         });
@@ -589,4 +626,16 @@ fn resident_gauges(resident: &Arc<Resident>) -> prometheus::Result<ReadAtScrape>
             Box::new(move || gauge(crate::outbound::open_connections())),
         ),
     ])
+}
+
+/// For the test that the store sync survives a panic, in debug builds only: with
+/// `RUNTIME_TEST_SYNC_PANIC=FILE`, a sync pass panics while FILE exists. Release builds
+/// have no such hook.
+#[cfg(debug_assertions)]
+fn test_hook_sync_panic() {
+    if let Some(file) = std::env::var_os("RUNTIME_TEST_SYNC_PANIC")
+        && std::path::Path::new(&file).exists()
+    {
+        panic!("store sync test hook: {} exists", file.to_string_lossy());
+    }
 }

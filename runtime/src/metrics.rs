@@ -111,6 +111,7 @@ pub struct FaasMetrics {
     pub quarantined: IntCounter,
     pub synced: IntCounterVec,
     pub sync_errors: IntCounter,
+    pub worker_panics: IntCounterVec,
 }
 
 /// The series of one function that every invocation touches, looked up once per
@@ -481,7 +482,12 @@ impl FaasMetrics {
             )?,
             sync_errors: IntCounter::new(
                 "runtime_store_sync_errors_total",
-                "Versions in a shared store this runtime could not read or load (it keeps serving what it had).",
+                "Versions in a shared store this runtime could not read or load, and store syncs that failed (it keeps serving what it had, and tries again at the next poll).",
+            )?,
+            worker_panics: counter(
+                "runtime_worker_panics_total",
+                "Panics a background worker survived, by worker (store_sync, tier_up): the pass is abandoned, logged, and the worker carries on with the next.",
+                &["worker"],
             )?,
         };
         registry.register(Box::new(m.invocations.clone()))?;
@@ -501,6 +507,7 @@ impl FaasMetrics {
         registry.register(Box::new(m.quarantined.clone()))?;
         registry.register(Box::new(m.synced.clone()))?;
         registry.register(Box::new(m.sync_errors.clone()))?;
+        registry.register(Box::new(m.worker_panics.clone()))?;
         Ok(m)
     }
 }

@@ -334,3 +334,45 @@ fn a_runtime_without_shared_store_refuses_a_store_in_shared_use() {
     );
     drop(shared);
 }
+
+/// A store sync that panics does not end the sync: the pass is counted and logged, and
+/// the next poll applies what another replica deployed meanwhile.
+#[tokio::test]
+async fn a_panicking_sync_converges_on_the_next_poll() {
+    let store = tempfile::tempdir().unwrap();
+    let hook = tempfile::tempdir().unwrap();
+    let trigger = hook.path().join("panic");
+    let a = replica(store.path(), &[]);
+    let b = replica_with(
+        store.path(),
+        &[],
+        &[("RUNTIME_TEST_SYNC_PANIC", trigger.to_str().unwrap())],
+    );
+    let client = localrun::examples::client();
+    std::fs::write(&trigger, b"").unwrap();
+    localrun::wait_for_sample(
+        &client,
+        &b,
+        r#"runtime_worker_panics_total{worker="store_sync"}"#,
+        1.0,
+    )
+    .await;
+    let (hello, digest) = wasm(artifacts::HELLO_COMPONENT);
+    assert_eq!(put(&a, "late", &hello).await, 201);
+    // While the hook panics every pass, b cannot apply it; once it stops, b converges.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ops(&b).digest("late").await, None);
+    std::fs::remove_file(&trigger).unwrap();
+    converge(&[&a, &b], "late", Some(&digest)).await;
+    assert_eq!(traffic(&client, &b, "/late/").await, 200);
+    let text = localrun::metrics(&client, &b).await;
+    let panics =
+        localrun::sample(&text, r#"runtime_worker_panics_total{worker="store_sync"}"#).unwrap();
+    let errors = localrun::sample(&text, "runtime_store_sync_errors_total").unwrap();
+    assert!(
+        panics >= 1.0 && errors >= panics,
+        "{panics} panics, {errors} errors"
+    );
+    b.wait_for_log("a background pass panicked", Duration::from_secs(5))
+        .unwrap();
+}
