@@ -202,8 +202,20 @@ impl Fleets {
     }
 
     fn start_servers(&mut self, plan: &FleetPlan<'_>, runner: &Runner) -> anyhow::Result<()> {
-        let count = plan.applications.min(plan.max_servers);
-        ensure!(count >= 1, "--fleet-max-servers must be at least 1");
+        let wanted = plan.applications.min(plan.max_servers);
+        ensure!(wanted >= 1, "--fleet-max-servers must be at least 1");
+        // Each webserver is two pipes here (its stdout and stderr) and a connection or
+        // two from nginx, which inherits this process's limit: raise the soft limit on
+        // open files to the hard one, and start no more than fit in it.
+        let files = service_ops::raise_open_files_limit();
+        let fit = files.map_or(usize::MAX, |f| {
+            usize::try_from(f).unwrap_or(usize::MAX).saturating_sub(256) / 3
+        });
+        let count = wanted.min(fit);
+        ensure!(
+            count >= 1,
+            "the open-files limit ({files:?}) leaves no room for a fleet of webservers: raise it (ulimit -n)"
+        );
         eprintln!("fleet: starting {count} webservers, one per application, behind nginx ...");
         let began = Instant::now();
         for _ in 0..count {
@@ -231,11 +243,18 @@ impl Fleets {
             plan.function,
             began.elapsed().as_secs_f64()
         );
+        if count < wanted {
+            note.push_str(&format!(
+                "; {count} rather than {wanted}: the open-files limit ({}) fits no more \
+                 (raise it with ulimit -n)",
+                files.map_or("none".to_string(), |f| f.to_string())
+            ));
+        }
         if count < plan.applications {
             note.push_str(&format!(
-                "; capped at {count} (--fleet-max-servers): scenarios over more applications \
-                 run on the serverless side alone, and the idle cost per application below \
-                 stands for the rest"
+                "; capped at {count}: scenarios over more applications run on the \
+                 serverless side alone, and the idle cost per application below stands for \
+                 the rest"
             ));
         }
         self.report.notes.push(note);
