@@ -240,15 +240,21 @@ pub async fn heads_declaring_big_bodies_hold_only_what_arrived(service: &Service
         (17 * (200 << 10)) as f64,
     )
     .await;
+    let (status, text) = post_hash(&client, service, 1024).await;
+    assert_eq!(status, 200, "{text}");
+    drop(stalled);
+}
+
+/// `POST /hash/?rounds=1` with a body of `bytes` bytes: the status and the answer's text.
+pub async fn post_hash(client: &reqwest::Client, service: &Service, bytes: usize) -> (u16, String) {
     let answer = client
         .post(format!("{}/hash/?rounds=1", service.url("traffic")))
-        .body(vec![b'a'; 1024])
+        .body(vec![b'a'; bytes])
         .send()
         .await
         .expect("POST /hash/");
-    let status = answer.status();
-    assert_eq!(status, 200, "{:?}", answer.text().await);
-    drop(stalled);
+    let status = answer.status().as_u16();
+    (status, answer.text().await.unwrap_or_default())
 }
 
 /// What either server answers to a request whose one header is 64 KiB long (nginx

@@ -10,12 +10,12 @@
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::peers::{PeerCounts, PeerHold};
 use crate::{BoxError, ops};
 
 /// What a body with a declared length reserves before its bytes arrive: enough for most
@@ -87,13 +87,7 @@ pub struct BodyReader {
     budget: Arc<Semaphore>,
     total_kib: u64,
     /// KiB held per client address, when a share is set.
-    peers: Option<Arc<PeerShares>>,
-}
-
-#[derive(Debug)]
-struct PeerShares {
-    max_kib: u64,
-    held: Mutex<HashMap<IpAddr, u64>>,
+    peers: Option<Arc<PeerCounts>>,
 }
 
 /// A body's share of the buffer budget: hold it as long as its bytes are in memory.
@@ -107,26 +101,6 @@ impl Reservation {
     /// The bytes reserved (whole KiB).
     pub fn bytes(&self) -> u64 {
         self.permit.num_permits() as u64 * KIB
-    }
-}
-
-/// One client address's part of a [`Reservation`], given back on drop.
-#[derive(Debug)]
-struct PeerHold {
-    shares: Arc<PeerShares>,
-    ip: IpAddr,
-    kib: u64,
-}
-
-impl Drop for PeerHold {
-    fn drop(&mut self) {
-        let mut held = self.shares.held.lock().expect("peer shares lock");
-        if let Some(kib) = held.get_mut(&self.ip) {
-            *kib = kib.saturating_sub(self.kib);
-            if *kib == 0 {
-                held.remove(&self.ip);
-            }
-        }
     }
 }
 
@@ -152,12 +126,7 @@ impl BodyReader {
             deadline,
             budget: Arc::new(Semaphore::new(kib)),
             total_kib: kib as u64,
-            peers: (peer_share_bytes > 0).then(|| {
-                Arc::new(PeerShares {
-                    max_kib: (peer_share_bytes / KIB).max(1),
-                    held: Mutex::new(HashMap::new()),
-                })
-            }),
+            peers: (peer_share_bytes > 0).then(|| PeerCounts::new((peer_share_bytes / KIB).max(1))),
         }
     }
 
@@ -226,19 +195,9 @@ impl BodyReader {
         // process's budget.
         let peer_hold = match (&self.peers, peer) {
             (Some(shares), Some(ip)) => {
-                let mut map = shares.held.lock().expect("peer shares lock");
-                let now = map.get(&ip).copied().unwrap_or(0);
-                if now + more_kib > shares.max_kib {
-                    return Err(BodyError::PeerBusy {
-                        share: shares.max_kib * KIB,
-                    });
-                }
-                *map.entry(ip).or_insert(0) += more_kib;
-                Some(PeerHold {
-                    shares: shares.clone(),
-                    ip,
-                    kib: more_kib,
-                })
+                Some(shares.take(ip, more_kib).ok_or(BodyError::PeerBusy {
+                    share: shares.max() * KIB,
+                })?)
             }
             _ => None,
         };
@@ -251,12 +210,9 @@ impl BodyReader {
         Ok(Some(match held {
             Some(mut reservation) => {
                 reservation.permit.merge(extra);
-                if let Some(mut added) = peer_hold {
+                if let Some(added) = peer_hold {
                     match &mut reservation.peer {
-                        Some(hold) => {
-                            // Counted once, in `hold`: `added` gives nothing back.
-                            hold.kib += std::mem::take(&mut added.kib);
-                        }
+                        Some(hold) => hold.merge(added),
                         None => reservation.peer = Some(added),
                     }
                 }
@@ -505,8 +461,8 @@ mod tests {
             stalled.push((tx, reading));
         }
         settle(|| r.reserved_bytes() == 16 * ALLOWANCE).await;
-        // What they hold is the allowance each, 1 MiB together: before this change each
-        // reserved its declared 16 MiB and the first refused the rest.
+        // What they hold is the allowance each, 1 MiB together, not the 256 MiB declared
+        // (which would not fit the 2 MiB budget).
         assert_eq!(r.reserved_bytes(), 16 * ALLOWANCE);
         // Bytes that arrive are charged as they arrive.
         let (tx, reading) = stalled.pop().unwrap();
@@ -561,7 +517,7 @@ mod tests {
             .unwrap();
         drop((other, again));
         assert_eq!(r.reserved_bytes(), 0);
-        assert!(r.peers.as_ref().unwrap().held.lock().unwrap().is_empty());
+        assert_eq!(r.peers.as_ref().unwrap().addresses(), 0);
     }
 
     #[tokio::test]

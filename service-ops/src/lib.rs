@@ -15,6 +15,7 @@
 pub mod body;
 mod http_metrics;
 pub mod ops;
+mod peers;
 mod process;
 mod server;
 mod shutdown;

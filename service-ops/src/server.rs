@@ -164,7 +164,10 @@ where
         builder.max_headers(config.max_headers);
     }
     let slots = Arc::new(Semaphore::new(config.max_connections));
-    let peers = PeerConnections::new(config.max_connections_per_peer);
+    // Open connections per client address (an IPv4 client over an IPv6 socket counted
+    // as itself over IPv4), when capped.
+    let peers = (config.max_connections_per_peer > 0)
+        .then(|| crate::peers::PeerCounts::new(config.max_connections_per_peer as u64));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let metrics = config.metrics.clone();
 
@@ -182,9 +185,11 @@ where
             () = shutdown.wait() => break,
         };
         configure(&stream);
-        let admitted = peers
-            .admit(peer.ip())
-            .and_then(|held| Some((held, slots.clone().try_acquire_owned().ok()?)));
+        let admitted = match &peers {
+            Some(peers) => peers.take(peer.ip().to_canonical(), 1).map(Some),
+            None => Some(None),
+        }
+        .and_then(|held| Some((held, slots.clone().try_acquire_owned().ok()?)));
         let Some((peer_held, slot)) = admitted else {
             metrics.rejected.inc();
             if let Ok(refusal) = refusing.clone().try_acquire_owned() {
@@ -221,59 +226,6 @@ where
         () = graceful.shutdown() => tracing::info!("{}: drained", config.name),
         () = tokio::time::sleep(config.drain) => {
             tracing::warn!("{}: drain timeout of {:?} passed, closing what remains", config.name, config.drain);
-        }
-    }
-}
-
-/// Open connections per client address, under a cap (none when the cap is 0).
-#[derive(Debug, Clone)]
-struct PeerConnections {
-    max: usize,
-    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-}
-
-/// One connection's place in its address's count; given back on drop.
-struct PeerHeld {
-    peers: PeerConnections,
-    ip: std::net::IpAddr,
-}
-
-impl PeerConnections {
-    fn new(max: usize) -> Self {
-        Self {
-            max,
-            open: Arc::default(),
-        }
-    }
-
-    /// A place for one more connection from `ip`, if it has fewer than the cap open.
-    fn admit(&self, ip: std::net::IpAddr) -> Option<Option<PeerHeld>> {
-        if self.max == 0 {
-            return Some(None);
-        }
-        // An IPv4 client over an IPv6 socket is the same client as over IPv4.
-        let ip = ip.to_canonical();
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(ip).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(Some(PeerHeld {
-            peers: self.clone(),
-            ip,
-        }))
-    }
-}
-
-impl Drop for PeerHeld {
-    fn drop(&mut self) {
-        let mut open = self.peers.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.ip);
-            }
         }
     }
 }

@@ -173,8 +173,9 @@ async fn a_memory_flood_is_refused_within_the_budget_and_the_runtime_lives() {
 
 /// Instances hold the memory they use, not their function's whole limit, and one
 /// function's waiting requests cannot take the budget the others need: with the
-/// Kubernetes settings (a 640 MiB budget, 128 MiB per function), 5 and then 50 requests
-/// waiting in `sleep` used to take the whole budget and every other function got 503.
+/// Kubernetes settings (a 640 MiB budget, 128 MiB per function), reserving each
+/// instance's whole limit would let 5 requests waiting in `sleep` refuse every other
+/// function.
 #[tokio::test]
 async fn waiting_requests_cannot_starve_the_memory_budget() {
     let dir = crate::functions_dir(&[]);
@@ -213,13 +214,8 @@ async fn waiting_requests_cannot_starve_the_memory_budget() {
         let (status, _, took) = timed_get(&client, &format!("{traffic}/hello/")).await;
         assert_eq!(status, 200, "hello with {held} sleeping");
         assert!(took < LIVE, "hello took {took:?} with {held} sleeping");
-        let hash = client
-            .post(format!("{traffic}/hash/?rounds=1"))
-            .body(vec![b'a'; 1024])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(hash.status(), 200, "hash with {held} sleeping");
+        let (status, text) = localrun::post_hash(&client, &server, 1024).await;
+        assert_eq!(status, 200, "hash with {held} sleeping: {text}");
         let text = crate::metrics(&client, &server).await;
         // What the sleepers hold is what their instances use, a few MiB each, far
         // from 50 × 128 MiB.
@@ -517,13 +513,8 @@ async fn one_client_cannot_take_the_whole_body_buffer() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
     assert!(answer.contains("this client"), "{answer:?}");
     // Another address (the client library's, 127.0.0.1) is served.
-    let ok = client
-        .post(format!("{}/hash/?rounds=1", server.url("traffic")))
-        .body(vec![b'a'; 1 << 20])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200, "{:?}", ok.text().await);
+    let (status, text) = localrun::post_hash(&client, &server, 1 << 20).await;
+    assert_eq!(status, 200, "{text}");
     drop(held);
 }
 
