@@ -222,8 +222,8 @@ pub struct CompareArgs {
     #[arg(long, value_name = "WASMTIME")]
     pub peer: Option<PathBuf>,
     /// Scenarios spread over applications: at most this many webserver processes on the
-    /// traditional side (one per application; ~6 MiB each); a scenario over more runs on
-    /// the serverless side alone.
+    /// traditional side (one per application; what each holds is in the report's idle
+    /// table); a scenario over more runs on the serverless side alone.
     #[arg(long, default_value_t = 1000)]
     pub fleet_max_servers: usize,
     /// Scenarios spread over applications: distinct components among the runtime's

@@ -574,8 +574,8 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
-            // Found missing in review (issue 28): NAT64, 6to4, Teredo, IPv4-compatible,
-            // site-local, IETF assignments, benchmarking.
+            // NAT64, 6to4, Teredo, IPv4-compatible, site-local, IETF assignments,
+            // benchmarking: an IPv4 address carried in IPv6 is judged as IPv4.
             "64:ff9b::7f00:1",
             "64:ff9b::a9fe:a9fe",
             "64:ff9b:1::1",

@@ -397,7 +397,7 @@ mod tests {
             (b"Status: abc\n\n", "is not a status code"),
             (b"Status: 99\n\n", "is not a status code"),
             (b"X-Only: 1\n\n", "no Content-Type"),
-            // Interim statuses cannot be a CGI response (issue 28).
+            // Interim statuses cannot be a CGI response.
             (b"Status: 101 Switching Protocols\n\n", "is informational"),
             (b"Status: 100\nContent-Type: a/b\n\n", "is informational"),
         ] {

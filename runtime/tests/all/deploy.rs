@@ -713,7 +713,7 @@ async fn broken_store_entries_are_set_aside_and_the_rest_start() {
     .unwrap();
 
     // "escape" names a file outside the store through its digest, one that is there
-    // with the size the manifest records (issue 28: a digest was used as a path as read).
+    // with the size the manifest records: a digest names a file, so it is checked first.
     let escape = std::fs::read_to_string(functions.join("escape.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&escape).unwrap();
     let outside_dir = tempfile::tempdir().unwrap();

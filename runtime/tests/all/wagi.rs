@@ -105,7 +105,7 @@ async fn a_failing_module_fails_its_own_request_with_the_right_status() {
             502,
             "limit on stdout and was cut short",
         ),
-        // Interim statuses and a flood of header lines are not a response (issue 28).
+        // Interim statuses and a flood of header lines are not a response.
         ("/probe/status?code=101", 502, "is informational"),
         ("/probe/status?code=100", 502, "is informational"),
         (
