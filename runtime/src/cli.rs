@@ -56,6 +56,19 @@ pub enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// Compiles one component or core module from stdin to stdout: what the server
+    /// runs in a child process under limits (see `compiler`), not for people.
+    #[command(name = "__compile", hide = true)]
+    Compile {
+        #[arg(long, value_enum)]
+        compiler: crate::function::Compiler,
+        #[arg(long, value_enum)]
+        artifact: crate::compiler::Artifact,
+        #[arg(long)]
+        memory_mib: u64,
+        #[arg(long)]
+        cpu_secs: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +83,15 @@ pub struct Client {
 
 impl Command {
     pub fn run(self) -> anyhow::Result<()> {
+        if let Command::Compile {
+            compiler,
+            artifact,
+            memory_mib,
+            cpu_secs,
+        } = self
+        {
+            crate::compiler::worker(compiler, artifact, memory_mib, cpu_secs);
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -135,6 +157,7 @@ impl Command {
                 send(client.authorize(http.delete(client.endpoint(Some(&name))))).await?;
                 println!("removed {name}");
             }
+            Command::Compile { .. } => unreachable!("run() handles it before any I/O"),
         }
         Ok(())
     }

@@ -182,6 +182,8 @@ pub struct Config {
     /// optimized code is already cached skips the baseline. `false`: Cranelift only.
     #[arg(long, env = "RUNTIME_BASELINE_COMPILE", default_value_t = true, action = clap::ArgAction::Set)]
     pub baseline_compile: bool,
+    #[command(flatten)]
+    pub compile: crate::compiler::CompileLimits,
 }
 
 /// A secret that never shows in logs or `Debug` output.

@@ -11,12 +11,12 @@
 //! of one name through different runtimes end with the one written last, everywhere.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::admission::{MemoryBudget, PoolShares};
 use crate::function::{Compiled, Compiler, Function, Kind, Ready};
 use crate::invoke::{Invoker, Shared};
-use crate::loader::{self, LoadError, Loader};
+use crate::loader::{self, Baseline, LoadError, Loader};
 use crate::metrics::{ColdStart, DeployResult, FaasMetrics, ReadAtScrape};
 use crate::name::FunctionName;
 use crate::registry::Registry;
@@ -81,14 +81,13 @@ pub struct ControlPlane {
     deploy_lock: Arc<Mutex<()>>,
     /// Cranelift, with the compiled-code cache.
     optimizing: Loader,
-    /// `--baseline-compile`: Winch's loader for first deploys, built by the first deploy
-    /// that needs it (a second engine and pool cost resident memory that a runtime
-    /// which never takes deploys should not pay). `None`: Cranelift only.
-    baseline: Option<Arc<OnceLock<Option<Loader>>>>,
+    /// `--baseline-compile`: Winch's loader for first deploys. `None`: Cranelift only.
+    baseline: Option<Arc<Baseline>>,
     config: Arc<Config>,
     /// Background Cranelift compiles: one worker, latest deploy of a name wins.
     tier_up: TierUp,
-    ticker: Arc<engine::EpochTicker>,
+    /// Held: the epoch thread stops when the last holder goes.
+    _ticker: Arc<engine::EpochTicker>,
     invoker: Arc<Invoker>,
     /// Which deployed functions have their code in memory.
     resident: Arc<Resident>,
@@ -140,10 +139,22 @@ impl ControlPlane {
             faas.quarantined.inc_by(store.quarantined().len() as u64);
         }
         let optimizing = Loader::new(config, Compiler::Cranelift, store.clone())?;
+        if let Some(store) = &store {
+            // Compiles the last run did not live through: their versions are set aside
+            // (in `restore`) rather than compiled, and crash, at every start.
+            for digest in store.interrupted_compiles()? {
+                tracing::error!(%digest, "a compile of this component did not finish in an earlier run");
+                optimizing.set_aside(&digest, INTERRUPTED.to_string());
+            }
+        }
         if let Some(pool) = crate::metrics::PoolCollector::new(optimizing.engine())? {
             prom.register(Box::new(pool))?;
         }
-        let ticker = engine::EpochTicker::start(optimizing.engine().clone());
+        let ticker = Arc::new(engine::EpochTicker::start(optimizing.engine().clone()));
+        let baseline = config.baseline_compile.then(|| {
+            let config = Arc::new(config.clone());
+            Arc::new(Baseline::new(config, optimizing.clone(), ticker.clone()))
+        });
         let registry = Arc::new(Registry::default());
         let shared = Shared {
             bodies: config.listen.body_reader(),
@@ -158,6 +169,7 @@ impl ControlPlane {
         let resident = Arc::new(Resident::new(
             config.max_loaded_functions.get(),
             optimizing.clone(),
+            baseline.clone(),
             store.clone(),
         ));
         prom.register(Box::new(resident_gauges(&resident)?))?;
@@ -174,10 +186,10 @@ impl ControlPlane {
             faas,
             deploy_lock: Default::default(),
             optimizing,
-            baseline: config.baseline_compile.then(Default::default),
+            baseline,
             config: Arc::new(config.clone()),
             tier_up: Default::default(),
-            ticker: Arc::new(ticker),
+            _ticker: ticker,
             http: None,
             applied: Default::default(),
             reported: Default::default(),
@@ -287,7 +299,13 @@ impl ControlPlane {
             };
             let found = kind
                 .map_err(LoadError::from)
-                .and_then(|kind| Ok((kind, self.optimizing.limits(&record)?)));
+                .and_then(|kind| Ok((kind, self.optimizing.limits(&record)?)))
+                .and_then(
+                    |(kind, limits)| match self.optimizing.failed_before(&record.digest) {
+                        Some(reason) => Err(LoadError::CompileLimit(kind.artifact(), reason)),
+                        None => Ok((kind, limits)),
+                    },
+                );
             let (kind, limits) = match found {
                 Ok(found) => found,
                 // A stored function this runtime cannot run (its settings are past a
@@ -511,23 +529,9 @@ impl ControlPlane {
             .inc();
     }
 
-    /// Winch's loader, built on first use; `None` (Cranelift only) when turned off or
-    /// if building it failed, which is logged once.
+    /// Winch's loader; `None` when turned off or if building it failed.
     fn baseline_loader(&self) -> Option<&Loader> {
-        let cell = self.baseline.as_ref()?;
-        cell.get_or_init(|| match Loader::new(&self.config, Compiler::Winch, None) {
-            Ok(loader) => {
-                self.ticker.add(loader.engine().clone());
-                Some(loader)
-            }
-            Err(e) => {
-                tracing::error!(
-                    "building the baseline compiler's engine: {e:#}; compiling with Cranelift only"
-                );
-                None
-            }
-        })
-        .as_ref()
+        self.baseline.as_ref()?.get()
     }
 
     /// Queues a Cranelift compile of `expected`'s component for the background worker
@@ -603,6 +607,11 @@ impl ControlPlane {
         );
     }
 }
+
+/// Why a version whose compile an earlier run did not live through is not served.
+const INTERRUPTED: &str = "the runtime ended while compiling it in an earlier run (a crash \
+     or an out-of-memory kill); it is not compiled again: raise the compile limits or \
+     deploy a smaller version";
 
 /// `runtime_loaded_functions`, `runtime_loaded_code_bytes` and
 /// `runtime_outbound_connections_open`, read at scrape time.

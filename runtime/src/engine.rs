@@ -44,6 +44,15 @@ pub fn build(config: &Config, strategy: wasmtime::Strategy) -> anyhow::Result<En
         .pagemap_scan(Enabled::Auto)
         .decommit_batch_size(config.decommit_batch_size.get());
 
+    let mut wasm = compile_config(strategy);
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm).map_err(|e| anyhow::anyhow!("configuring wasmtime: {e:#}"))
+}
+
+/// Every setting that decides what `strategy` compiles, and nothing about running it:
+/// what a compile in a child process (`compiler::worker`) builds its engine from, so
+/// its code loads into the serving engine (a test compares their compatibility hashes).
+pub fn compile_config(strategy: wasmtime::Strategy) -> wasmtime::Config {
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)
         // Concurrent (component-model-async) execution makes every component call
@@ -53,9 +62,8 @@ pub fn build(config: &Config, strategy: wasmtime::Strategy) -> anyhow::Result<En
         .concurrency_support(false)
         .epoch_interruption(true)
         .memory_init_cow(true)
-        .strategy(strategy)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&wasm).map_err(|e| anyhow::anyhow!("configuring wasmtime: {e:#}"))
+        .strategy(strategy);
+    wasm
 }
 
 /// Everything a guest may import: the wasi:http proxy world, plus the rest of WASI 0.2

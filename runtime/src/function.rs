@@ -67,7 +67,7 @@ pub struct Ready {
 }
 
 /// Which compiler made a function's running code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Compiler {
     /// Optimized code; what every function runs in the end.
@@ -161,6 +161,14 @@ impl Kind {
         match wasmparser::Parser::is_core_wasm(wasm) {
             true => Kind::Wagi,
             false => Kind::Http,
+        }
+    }
+
+    /// What its WebAssembly is, in messages.
+    pub fn artifact(self) -> &'static str {
+        match self {
+            Kind::Http => "component",
+            Kind::Wagi => "core module",
         }
     }
 

@@ -23,6 +23,7 @@
 mod admission;
 pub mod api;
 mod cli;
+mod compiler;
 mod config;
 mod control;
 mod engine;

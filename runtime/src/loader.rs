@@ -12,6 +12,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Module};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::compiler::{self, ChildError, CompileLimits, ShapeError};
 use crate::function::{Code, Compiled, Compiler, Function, Kind, Ready};
 use crate::host::{Host, WagiHost};
 use crate::limits::{Limits, Settings, SettingsError};
@@ -45,6 +46,16 @@ pub enum LoadError {
     /// The stored component could not be read (a first load after a restart).
     #[error("reading the stored component: {0}")]
     Store(#[from] std::io::Error),
+    /// Its shape is past a limit on what the runtime compiles.
+    #[error("the {0} is too large to compile here: {1}")]
+    Shape(&'static str, ShapeError),
+    /// Compiling it hit the compiler process's memory, CPU or time limit, now or
+    /// earlier in this process's life (not tried again until it is redeployed).
+    #[error("the {0} could not be compiled within the runtime's limits: {1}")]
+    CompileLimit(&'static str, String),
+    /// The compiler process could not be run.
+    #[error("{0}")]
+    Compiler(String),
 }
 
 impl LoadError {
@@ -56,8 +67,10 @@ impl LoadError {
             | LoadError::Link(..)
             | LoadError::NotAHandler(_)
             | LoadError::NotACommand
-            | LoadError::OutboundForModule => 422,
-            LoadError::Store(_) => 500,
+            | LoadError::OutboundForModule
+            | LoadError::Shape(..)
+            | LoadError::CompileLimit(..) => 422,
+            LoadError::Store(_) | LoadError::Compiler(_) => 500,
         }
     }
 }
@@ -80,7 +93,18 @@ pub struct Loader {
     /// the same bytes shares instead of loading another copy. An entry lives while
     /// any function holds its code.
     shared: Arc<Mutex<HashMap<String, Weak<Code>>>>,
+    /// What may be compiled, and how (in a child process, under limits).
+    compile_limits: CompileLimits,
+    /// Where compiles in progress are marked (the store, whether or not it caches).
+    markers: Option<FunctionStore>,
+    /// Components that could not be compiled within the limits, by digest: by which
+    /// compiler (`None`: set aside for all), and why. Not compiled again by it (a deploy
+    /// of the same bytes gets the same answer at once). Shared with the loader beside.
+    failed: Arc<Mutex<HashMap<String, Failed>>>,
 }
+
+/// By which compiler a component could not be compiled (`None`: any), and why.
+type Failed = (Option<Compiler>, String);
 
 impl std::fmt::Debug for Loader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,9 +133,21 @@ impl Loader {
             compiler,
             defaults: config.default_limits(),
             ceilings: config.ceilings(),
-            cache,
             shared: Default::default(),
+            compile_limits: config.compile.clone(),
+            markers: cache.clone(),
+            cache,
+            failed: Default::default(),
         })
+    }
+
+    /// This loader, marking its compiles in `store` (without caching code there) and
+    /// sharing `other`'s record of components that could not be compiled: the baseline
+    /// compiler's loader, beside the optimizing one.
+    pub fn beside(mut self, other: &Loader) -> Self {
+        self.markers = other.markers.clone();
+        self.failed = other.failed.clone();
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -261,21 +297,86 @@ impl Loader {
     /// Compiles `wasm` and caches its code under a key made of the component's digest
     /// and the engine's compatibility hash (wasmtime version, target, every setting that
     /// changes codegen), so a restart or a redeploy of known bytes loads machine code
-    /// instead of compiling, and an engine change never loads incompatible code.
+    /// instead of compiling, and an engine change never loads incompatible code. Its
+    /// shape is checked first; the compile runs in a child process under limits (see
+    /// [`compiler`]), or, with `--compile-in-process`, here, with a marker in the store
+    /// while it runs (see [`crate::store::CompileMarker`]).
     fn compile<C: Artifact>(&self, wasm: &[u8], digest: &str) -> Result<C, LoadError> {
-        let code = C::compile(&self.engine, wasm)
-            .map_err(|e| LoadError::Compile(C::KIND, format!("{e:#}")))?;
-        if let Some(cache) = &self.cache {
-            match C::serialize(&code) {
-                Ok(bytes) => {
-                    if let Err(e) = cache.put_compiled(&self.cache_key(digest), &bytes) {
-                        tracing::warn!("caching compiled code for {digest}: {e}");
-                    }
+        compiler::check_shape(wasm, &self.compile_limits)
+            .map_err(|e| LoadError::Shape(C::KIND, e))?;
+        if let Some(reason) = self.failed_before(digest) {
+            return Err(LoadError::CompileLimit(C::KIND, reason));
+        }
+        let Some(compiled) =
+            compiler::in_child(&self.compile_limits, self.compiler, C::ARTIFACT, wasm)
+        else {
+            // In process, a compile that runs out of memory takes the runtime with it:
+            // marked, so the next start sets the version aside instead of compiling it
+            // again. (A child's crash is its own: reported, never a loop.)
+            let _marker = self.markers.as_ref().and_then(|store| {
+                store
+                    .compiling(digest)
+                    .inspect_err(|e| tracing::warn!("marking the compile of {digest}: {e}"))
+                    .ok()
+            });
+            let code = C::compile(&self.engine, wasm)
+                .map_err(|e| LoadError::Compile(C::KIND, format!("{e:#}")))?;
+            if self.cache.is_some() {
+                match C::serialize(&code) {
+                    Ok(bytes) => drop(self.put_cached(digest, &bytes)),
+                    Err(e) => tracing::warn!("serialising compiled code: {e:#}"),
                 }
-                Err(e) => tracing::warn!("serialising compiled code: {e:#}"),
+            }
+            return Ok(code);
+        };
+        let bytes = match compiled {
+            Ok(bytes) => bytes,
+            Err(ChildError::Rejected(message)) => return Err(LoadError::Compile(C::KIND, message)),
+            Err(ChildError::Limit(reason)) => {
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(digest.to_string(), (Some(self.compiler), reason.clone()));
+                return Err(LoadError::CompileLimit(C::KIND, reason));
+            }
+            Err(e @ ChildError::Failed(_)) => return Err(LoadError::Compiler(e.to_string())),
+        };
+        // Mapped from the cache file when there is one (its pages shared with the page
+        // cache), else copied from the child's output.
+        let loaded = match self.put_cached(digest, &bytes) {
+            Some(path) => C::load_cached(&self.engine, &path),
+            None => C::load_compiled(&self.engine, &bytes),
+        };
+        loaded.map_err(|e| LoadError::Compiler(format!("loading the compiled code: {e:#}")))
+    }
+
+    /// Why component `digest` could not be compiled before, if it could not.
+    pub fn failed_before(&self, digest: &str) -> Option<String> {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let (compiler, reason) = failed.get(digest)?;
+        compiler
+            .is_none_or(|c| c == self.compiler)
+            .then(|| reason.clone())
+    }
+
+    /// Records that component `digest` must not be compiled again by any compiler (a
+    /// compile of it did not finish: see [`crate::store::FunctionStore::interrupted_compiles`]).
+    pub fn set_aside(&self, digest: &str, reason: String) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed.insert(digest.to_string(), (None, reason));
+    }
+
+    /// Caches compiled `bytes` for component `digest`; where, if it could.
+    fn put_cached(&self, digest: &str, bytes: &[u8]) -> Option<std::path::PathBuf> {
+        let cache = self.cache.as_ref()?;
+        let key = self.cache_key(digest);
+        match cache.put_compiled(&key, bytes) {
+            Ok(()) => Some(cache.cache_path(&key)),
+            Err(e) => {
+                tracing::warn!("caching compiled code for {digest}: {e}");
+                None
             }
         }
-        Ok(code)
     }
 
     /// This engine's cached code for component `digest`, mapped from its file, and
@@ -322,10 +423,56 @@ impl Loader {
     }
 }
 
+/// `--baseline-compile`: Winch's loader, for first deploys and for components Cranelift
+/// cannot compile within the limits, built on first use (a second engine and pool cost
+/// resident memory that a runtime which never needs it should not pay).
+#[derive(Debug)]
+pub struct Baseline {
+    cell: std::sync::OnceLock<Option<Loader>>,
+    config: Arc<crate::Config>,
+    optimizing: Loader,
+    ticker: Arc<crate::engine::EpochTicker>,
+}
+
+impl Baseline {
+    pub fn new(
+        config: Arc<crate::Config>,
+        optimizing: Loader,
+        ticker: Arc<crate::engine::EpochTicker>,
+    ) -> Self {
+        Self {
+            cell: Default::default(),
+            config,
+            optimizing,
+            ticker,
+        }
+    }
+
+    /// The loader; `None` if building it failed, which is logged once.
+    pub fn get(&self) -> Option<&Loader> {
+        self.cell
+            .get_or_init(|| match Loader::new(&self.config, Compiler::Winch, None) {
+                Ok(loader) => {
+                    self.ticker.add(loader.engine().clone());
+                    Some(loader.beside(&self.optimizing))
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "building the baseline compiler's engine: {e:#}; compiling with Cranelift only"
+                    );
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
 /// What the compiled-code cache holds: a component's or a core module's machine code.
 trait Artifact: Sized {
     /// What it is, for error messages.
     const KIND: &'static str;
+    /// What a child compiles for it.
+    const ARTIFACT: compiler::Artifact;
     fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self>;
     fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
     /// Loads code from the cache. It must be code this runtime compiled: it comes from
@@ -333,6 +480,8 @@ trait Artifact: Sized {
     /// the SHA-256 recorded when it was written; wasmtime checks the header and engine
     /// compatibility.
     fn load_cached(engine: &Engine, file: &Path) -> wasmtime::Result<Self>;
+    /// Loads code a child compiled for this runtime (see [`compiler`]), from its bytes.
+    fn load_compiled(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
 }
 
 /// Settings a function of `kind` may not have.
@@ -350,6 +499,7 @@ fn link(what: &'static str) -> impl Fn(wasmtime::Error) -> LoadError {
 
 impl Artifact for Component {
     const KIND: &'static str = "component";
+    const ARTIFACT: compiler::Artifact = compiler::Artifact::Component;
     fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self> {
         Component::new(engine, wasm)
     }
@@ -367,10 +517,18 @@ impl Artifact for Component {
             Component::deserialize_file(engine, file)
         }
     }
+    fn load_compiled(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: code our own child process just compiled for this engine's settings.
+        #[expect(unsafe_code, reason = "deserialising machine code we compiled")]
+        unsafe {
+            Component::deserialize(engine, bytes)
+        }
+    }
 }
 
 impl Artifact for Module {
     const KIND: &'static str = "core module";
+    const ARTIFACT: compiler::Artifact = compiler::Artifact::Module;
     fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self> {
         Module::new(engine, wasm)
     }
@@ -385,6 +543,13 @@ impl Artifact for Module {
         )]
         unsafe {
             Module::deserialize_file(engine, file)
+        }
+    }
+    fn load_compiled(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: as for components.
+        #[expect(unsafe_code, reason = "deserialising machine code we compiled")]
+        unsafe {
+            Module::deserialize(engine, bytes)
         }
     }
 }

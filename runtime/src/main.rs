@@ -2,7 +2,9 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = runtime::Cli::parse();
+    let mut cli = runtime::Cli::parse();
+    // Compiles run in a child: this binary again (see `runtime::Command::Compile`).
+    cli.serve.compile.program = std::env::current_exe().ok();
     let result = match cli.command {
         Some(command) => command.run(),
         None => {

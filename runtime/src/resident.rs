@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::function::{Function, Ready};
-use crate::loader::{LoadError, Loader};
+use crate::loader::{Baseline, LoadError, Loader};
 use crate::store::FunctionStore;
 
 /// The functions whose code is in memory, and how to load the others.
@@ -20,6 +20,8 @@ pub struct Resident {
     max_loaded: usize,
     /// Cranelift's loader, with the compiled-code cache.
     loader: Loader,
+    /// Winch's, for a component Cranelift cannot compile within the limits.
+    baseline: Option<Arc<Baseline>>,
     /// Where a function's component is read from when the cache has no code for it.
     store: Option<FunctionStore>,
     /// Every function with code in memory (pinned ones too), taken only when a load
@@ -44,10 +46,16 @@ pub struct Loaded {
 }
 
 impl Resident {
-    pub fn new(max_loaded: usize, loader: Loader, store: Option<FunctionStore>) -> Self {
+    pub fn new(
+        max_loaded: usize,
+        loader: Loader,
+        baseline: Option<Arc<Baseline>>,
+        store: Option<FunctionStore>,
+    ) -> Self {
         Self {
             max_loaded,
             loader,
+            baseline,
             store,
             loaded: Mutex::new(Vec::new()),
         }
@@ -89,18 +97,30 @@ impl Resident {
     }
 
     /// Loads `function`'s code: from memory or the cache, else compiled from its
-    /// stored component (checked against its digest as it is read).
+    /// stored component (checked against its digest as it is read); by Winch if
+    /// Cranelift cannot compile it within the limits (as when it was deployed).
     fn load(&self, function: &Function) -> Result<Ready, LoadError> {
         let record = &function.record;
-        self.loader
-            .ready_with(record, function.kind, || match &self.store {
-                Some(store) => store.wasm(record),
-                // Without a store nothing is ever unloaded: functions from --functions-dir
-                // and deploys held in memory only are pinned.
-                None => Err(std::io::Error::other(
-                    "the function's code is not in memory and there is no store to load it from",
-                )),
-            })
+        let wasm = || match &self.store {
+            Some(store) => store.wasm(record),
+            // Without a store nothing is ever unloaded: functions from --functions-dir
+            // and deploys held in memory only are pinned.
+            None => Err(std::io::Error::other(
+                "the function's code is not in memory and there is no store to load it from",
+            )),
+        };
+        match self.loader.ready_with(record, function.kind, wasm) {
+            Err(LoadError::CompileLimit(_, reason))
+                if let Some(baseline) = self.baseline.as_ref().and_then(|b| b.get()) =>
+            {
+                tracing::warn!(
+                    function = %function.name(),
+                    "optimized code is past the compile limits ({reason}); loading the baseline compiler's"
+                );
+                baseline.ready_with(record, function.kind, wasm)
+            }
+            loaded => loaded,
+        }
     }
 
     /// Records that `function`'s code is in memory (a deploy, a load, a swap); unloads

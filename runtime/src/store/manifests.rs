@@ -47,20 +47,30 @@ pub struct Record {
 /// A `digest` field as [`digest`] writes it, or an error.
 fn sha256_digest<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let text = String::deserialize(deserializer)?;
-    let valid = text.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    if valid {
-        Ok(text)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "digest {:?} is not sha256: and 64 lowercase hex digits",
-            text.chars().take(80).collect::<String>()
-        )))
-    }
+    digest_hex(&text).map_err(serde::de::Error::custom)?;
+    Ok(text)
+}
+
+/// The hex part of `digest` if it is what [`digest`] writes (`sha256:` and 64
+/// lowercase hex digits): safe to use in a file name.
+pub(super) fn digest_hex(digest: &str) -> std::io::Result<&str> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|hex| {
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "digest {:?} is not sha256: and 64 lowercase hex digits",
+                    digest.chars().take(80).collect::<String>()
+                ),
+            )
+        })
 }
 
 /// `sha256:<hex>` of `bytes`.

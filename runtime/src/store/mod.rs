@@ -36,9 +36,12 @@
 //! systems made for this (NFSv4, CephFS, EFS) carry between machines.
 
 mod cache;
+mod compiling;
 mod files;
 mod manifests;
 
+pub use compiling::CompileMarker;
+use manifests::digest_hex;
 pub use manifests::{Record, digest, unix_now};
 
 use std::fs::{self, File};

@@ -1,6 +1,7 @@
 //! The runtime as users run it: the real binary on 127.0.0.1, real components, real
 //! sockets. Tests deploy through a functions directory or the deploy API ([`Deployer`]).
 
+mod compile_bombs;
 mod containment;
 mod density;
 mod deploy;
