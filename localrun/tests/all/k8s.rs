@@ -577,9 +577,18 @@ fn the_runtime_shares_its_store_and_its_budget_fits_its_container() {
         let bodies: u64 = vars
             .get("RUNTIME_MAX_BODY_BUFFER_MIB")
             .map_or(256, |v| v.parse().unwrap());
+        // And compiles, which run in child processes in the same container.
+        let compile: u64 = vars
+            .get("RUNTIME_COMPILE_MEMORY_MIB")
+            .map_or(1024, |v| v.parse().unwrap());
+        let compiles: u64 = vars
+            .get("RUNTIME_MAX_CONCURRENT_COMPILES")
+            .map_or(u64::MAX / 4096, |v| v.parse().unwrap());
+        let compiling = compile * compiles;
         assert!(
-            budget + bodies + 256 <= limit,
-            "instances {budget} + bodies {bodies} + the runtime's own 256 MiB > {limit} MiB"
+            budget + bodies + compiling + 256 <= limit,
+            "instances {budget} + bodies {bodies} + compiles {compiling} + the runtime's own \
+             256 MiB > {limit} MiB"
         );
         // Ops stays inside the cluster.
         let ops = named(&docs, "Service", "runtime-ops");
