@@ -44,6 +44,14 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_SHARED_STORE", requires = "store_dir")]
     pub shared_store: bool,
 
+    /// File holding the key (at least 32 bytes; any text or binary) that compiled code
+    /// in --store-dir is tagged with: only code tagged with it is loaded. Replicas
+    /// sharing a store share compiled code only if they share this key (a Secret in
+    /// Kubernetes); without it a shared store caches no compiled code, and a store used
+    /// alone keeps a key of its own in the store.
+    #[arg(long, env = "RUNTIME_CACHE_KEY_FILE", requires = "store_dir")]
+    pub cache_key_file: Option<PathBuf>,
+
     /// How often a runtime with --shared-store reads the store for changes the others
     /// made.
     #[arg(long, env = "RUNTIME_STORE_POLL_INTERVAL", default_value = "500ms",
@@ -260,6 +268,8 @@ pub enum ConfigError {
     BodyOverBuffer { bytes: u64, buffer_mib: u32 },
     #[error("--deploy-token-file {path}: {reason}")]
     TokenFile { path: PathBuf, reason: String },
+    #[error("--cache-key-file {path}: {reason}")]
+    CacheKeyFile { path: PathBuf, reason: String },
     #[error("--functions-dir {0} is not a directory")]
     FunctionsDir(PathBuf),
     #[error(transparent)]
@@ -289,6 +299,7 @@ impl Config {
                 buffer_mib: self.listen.max_body_buffer_mib.get(),
             });
         }
+        self.cache_key()?;
         if self.token()?.is_none() && !self.listen.ops_listen.ip().is_loopback() {
             return Err(ConfigError::TokenRequired(self.listen.ops_listen));
         }
@@ -318,6 +329,27 @@ impl Config {
         parse_secret(token)
             .map(Some)
             .map_err(|e| fail(format!("the token {e}")))
+    }
+
+    /// The key from --cache-key-file (the SHA-256 of its bytes), if given.
+    pub fn cache_key(&self) -> Result<Option<crate::store::CodeKey>, ConfigError> {
+        let Some(path) = &self.cache_key_file else {
+            return Ok(None);
+        };
+        let fail = |reason: String| ConfigError::CacheKeyFile {
+            path: path.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        if bytes.len() < 32 {
+            return Err(fail(format!(
+                "holds {} bytes; a key needs at least 32 (e.g. `head -c 32 /dev/urandom`)",
+                bytes.len()
+            )));
+        }
+        Ok(Some(
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into(),
+        ))
     }
 
     /// The memory budget for all instances in flight, in MiB: the flag, or three

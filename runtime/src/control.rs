@@ -128,10 +128,23 @@ impl ControlPlane {
                     true => FunctionStore::open_shared,
                     false => FunctionStore::open,
                 };
-                Some(open(dir).map_err(|source| RestoreError::OpenStore {
+                let store = open(dir).map_err(|source| RestoreError::OpenStore {
                     dir: dir.clone(),
                     source,
-                })?)
+                })?;
+                match config.cache_key()? {
+                    Some(key) => Some(store.with_code_key(key)),
+                    None => {
+                        if config.shared_store {
+                            tracing::warn!(
+                                "--shared-store without --cache-key-file: no compiled code is \
+                                 cached in the store (replicas share code only under a shared \
+                                 key); each replica compiles what it serves"
+                            );
+                        }
+                        Some(store)
+                    }
+                }
             }
             None => None,
         };

@@ -136,7 +136,8 @@ impl Loader {
             shared: Default::default(),
             compile_limits: config.compile.clone(),
             markers: cache.clone(),
-            cache,
+            // A shared store without a code key caches no code (see `store`).
+            cache: cache.filter(FunctionStore::caches_code),
             failed: Default::default(),
         })
     }

@@ -7,7 +7,9 @@
 //! blobs/<sha256>.wasm        the component bytes, content-addressed
 //! functions/<name>.json      the deployed version: digest, size, settings, deployed_at
 //! cache/<key>.cwasm          compiled code, keyed by digest and engine (see `loader`)
-//! cache/<key>.sha256         the SHA-256 of that code, checked before it is loaded
+//! cache/<key>.tag            its HMAC-SHA256 under the code key, checked before it loads
+//! cache-key                  a store used alone: the code key (see below)
+//! compiling/                 markers of compiles in progress (`--compile-in-process`)
 //! quarantine/                what was found broken at start, set aside
 //! .lock                      held while a runtime uses the store (shared or exclusive)
 //! .write-lock                held by whoever writes or removes anything above
@@ -17,8 +19,14 @@
 //! hold environment values, the cache holds machine code the runtime runs). A store that
 //! another user owns or can write is refused at start.
 //!
+//! Compiled code runs as it is, so it is loaded only with a tag made with a key kept
+//! outside anything a replica could share: `--cache-key-file` (a Secret in Kubernetes),
+//! else, for a store used alone, `cache-key` in the store (whoever can write the store
+//! is its user anyway). A shared store without a key file caches no code: replicas
+//! cannot run code another wrote unless they share a key.
+//!
 //! The store in files: `manifests` (what is deployed: `Record`s and their blobs),
-//! `cache` (compiled code and its checksums), and `files` (writing a file so that a
+//! `cache` (compiled code and its tags), and `files` (writing a file so that a
 //! crash leaves the old one or the new one, and keeping the store private).
 //!
 //! A deploy writes the blob first, then the manifest; each file is written to a temporary
@@ -67,7 +75,12 @@ pub struct FunctionStore {
     /// `.write-lock`; the mutex makes the threads of this process take turns too (a
     /// `flock` is held by an open file, which they all share).
     writer: Arc<std::sync::Mutex<File>>,
+    /// The key compiled code is tagged with; `None`: no code is cached.
+    code_key: Option<Arc<CodeKey>>,
 }
+
+/// A key for compiled code's tags: 256 bits.
+pub type CodeKey = [u8; 32];
 
 /// The store's `.write-lock`, held: no other process or thread changes the store.
 struct WriteGuard<'a>(std::sync::MutexGuard<'a, File>);
@@ -150,6 +163,10 @@ impl FunctionStore {
             writer: Arc::new(std::sync::Mutex::new(open_lock_file(
                 &dir.join(".write-lock"),
             )?)),
+            code_key: match shared {
+                false => Some(Arc::new(own_code_key(&dir.join("cache-key"))?)),
+                true => None,
+            },
         };
         // Under the write lock, a temporary file is one a writer left when it died, and
         // a blob no manifest names is not about to be named.
@@ -201,6 +218,18 @@ impl FunctionStore {
         Ok(store)
     }
 
+    /// The store with compiled code tagged with `key` (from `--cache-key-file`): what
+    /// replicas sharing a store must agree on to share compiled code.
+    pub fn with_code_key(mut self, key: CodeKey) -> Self {
+        self.code_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Whether compiled code is cached here (there is a key to tag it with).
+    pub fn caches_code(&self) -> bool {
+        self.code_key.is_some()
+    }
+
     /// Whether other runtimes may be using the store too.
     pub fn is_shared(&self) -> bool {
         self.shared
@@ -239,6 +268,37 @@ impl FunctionStore {
 }
 
 /// Opens (creating, private) one of the store's lock files.
+/// The code key of a store used alone, created (random, 0600) on its first start.
+fn own_code_key(path: &Path) -> io::Result<CodeKey> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut key = [0u8; 32];
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            getrandom::fill(&mut key).map_err(io::Error::other)?;
+            file.write_all(&key)?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let mut file = File::open(path)?;
+            file.read_exact(&mut key).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{}: not a 32-byte key: {e}", path.display()),
+                )
+            })?;
+            Ok(key)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn open_lock_file(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()

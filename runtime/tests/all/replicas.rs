@@ -93,8 +93,16 @@ fn manifest_digest(store: &Path, name: &str) -> String {
 async fn a_deploy_or_delete_through_one_replica_reaches_all() {
     let store = tempfile::tempdir().unwrap();
     // Cranelift only: the deploying replica caches optimized code before it writes the
-    // manifest, so the others must load it from the cache instead of compiling.
-    let flags = ["--baseline-compile=false"];
+    // manifest, so the others must load it from the cache instead of compiling, which
+    // they trust because it is tagged with the key they share.
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secrets.path().join("cache-key");
+    std::fs::write(&key, "a key the replicas share, 32 bytes or more").unwrap();
+    let flags = [
+        "--baseline-compile=false",
+        "--cache-key-file",
+        key.to_str().unwrap(),
+    ];
     let replicas: Vec<Service> = (0..3).map(|_| replica(store.path(), &flags)).collect();
     let all: Vec<&Service> = replicas.iter().collect();
     let client = examples::client();
@@ -136,6 +144,26 @@ async fn a_deploy_or_delete_through_one_replica_reaches_all() {
         ops(&late).digest("late").await.as_deref(),
         Some(hello_digest.as_str())
     );
+
+    // One without the key (or with another) serves the same functions, but runs no
+    // code the others compiled: it compiles its own.
+    std::fs::write(&key, "another key, also 32 bytes or more long").unwrap();
+    for keyless in [
+        replica(store.path(), &flags[..1]),
+        replica(store.path(), &flags),
+    ] {
+        assert_eq!(traffic(&client, &keyless, "/late/").await, 200);
+        let text = crate::metrics(&client, &keyless).await;
+        assert_eq!(
+            crate::sample(&text, r#"faas_compiles_total{result="compiled"}"#),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            crate::sample(&text, r#"faas_compiles_total{result="cached"}"#),
+            None
+        );
+    }
 }
 
 #[tokio::test]
