@@ -285,6 +285,10 @@ impl service_ops::start::Ops for Api {
     ) -> impl Future<Output = Reply> + Send {
         self.answer(request)
     }
+
+    fn ready(&self) -> Result<(), String> {
+        self.control.ready()
+    }
 }
 
 /// An answer given before the request's body was read: the rest of the body is read

@@ -99,6 +99,20 @@ pub struct ControlPlane {
     applied: Arc<Mutex<HashMap<FunctionName, Record>>>,
     /// Problems with the shared store already logged, so each is logged once.
     reported: Arc<Mutex<HashSet<String>>>,
+    /// With a shared store: when the last sync pass succeeded, and why the last one
+    /// failed if it did (what `/readyz` reports).
+    synced: Arc<Mutex<SyncState>>,
+}
+
+/// How the store sync is doing.
+#[derive(Debug)]
+struct SyncState {
+    /// The last pass that read the whole store.
+    last_ok: std::time::Instant,
+    /// Why the passes since failed, if they did.
+    failing: Option<String>,
+    /// How long a replica may go without a good pass and still be ready.
+    allowed: std::time::Duration,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -206,6 +220,12 @@ impl ControlPlane {
             http: None,
             applied: Default::default(),
             reported: Default::default(),
+            synced: Arc::new(Mutex::new(SyncState {
+                last_ok: std::time::Instant::now(),
+                failing: None,
+                // Ten polls, and never less than 2 s: one slow pass is not a lag.
+                allowed: (config.store_poll_interval * 10).max(std::time::Duration::from_secs(2)),
+            })),
         };
         control.restore()?;
         heap::release_free_memory();
@@ -229,14 +249,24 @@ impl ControlPlane {
                         test_hook_sync_panic();
                         control.sync_from_store()
                     });
-                    match pass {
-                        Some(Ok(_)) => {}
+                    let failing = match pass {
+                        Some(Ok(_)) => None,
                         Some(Err(e)) => {
-                            control.report_once(format!("reading the shared store: {e}"));
+                            let problem = format!("reading the shared store: {e}");
+                            control.report_once(problem.clone());
+                            Some(problem)
                         }
                         // Counted as a failed sync too; the next poll tries again.
-                        None => control.faas.sync_errors.inc(),
+                        None => {
+                            control.faas.sync_errors.inc();
+                            Some("the store sync panicked (see the log)".to_string())
+                        }
+                    };
+                    let mut synced = control.synced.lock().unwrap_or_else(|e| e.into_inner());
+                    if failing.is_none() {
+                        synced.last_ok = std::time::Instant::now();
                     }
+                    synced.failing = failing;
                 }
             })
             .map(drop)
@@ -342,6 +372,30 @@ impl ControlPlane {
             self.install(function);
         }
         Ok(())
+    }
+
+    /// Whether this runtime is fit for traffic (`/readyz`): with a shared store, that
+    /// its sync read the whole store recently, so what it serves is what the others do.
+    /// A version it cannot load does not make it unready (every replica would be, and
+    /// the others' functions with it): that is counted and logged.
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.config.shared_store {
+            return Ok(());
+        }
+        let synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        let since = synced.last_ok.elapsed();
+        if since <= synced.allowed {
+            return Ok(());
+        }
+        Err(format!(
+            "not in step with the shared store: no good sync for {:.1} s{}",
+            since.as_secs_f64(),
+            synced
+                .failing
+                .as_deref()
+                .map(|why| format!(" ({why})"))
+                .unwrap_or_default()
+        ))
     }
 
     /// The data plane, which runs requests against the registry this control plane keeps.

@@ -28,6 +28,21 @@ pub fn healthz(shutting_down: bool) -> http::Response<Full<Bytes>> {
     }
 }
 
+/// `/readyz`: what a load balancer's readiness check asks: 200 while serving and
+/// `ready`, 503 with the reason while draining or not ready. `/healthz` stays the
+/// liveness check: a server that is up but not ready must not be restarted for it.
+pub fn readyz(shutting_down: bool, ready: Result<(), String>) -> http::Response<Full<Bytes>> {
+    match (shutting_down, ready) {
+        (true, _) => response(503, "text/plain; charset=utf-8", b"draining\n".to_vec()),
+        (false, Err(why)) => response(
+            503,
+            "text/plain; charset=utf-8",
+            format!("{why}\n").into_bytes(),
+        ),
+        (false, Ok(())) => response(200, "text/plain; charset=utf-8", b"ready\n".to_vec()),
+    }
+}
+
 /// A JSON error body, `{"error": message}`, as every endpoint of ours answers errors.
 pub fn json_error(status: u16, message: &str) -> http::Response<Full<Bytes>> {
     let body =
@@ -57,6 +72,18 @@ mod tests {
         let r = json_error(404, "no function \"x\\y\"\n");
         assert_eq!(r.status(), 404);
         assert_eq!(body(r).await, r#"{"error":"no function \"x\\y\"\n"}"#);
+    }
+
+    #[tokio::test]
+    async fn readyz_reports_draining_and_why_it_is_not_ready() {
+        assert_eq!(readyz(false, Ok(())).status(), 200);
+        assert_eq!(readyz(true, Ok(())).status(), 503);
+        let not = readyz(false, Err("the store sync is behind".into()));
+        assert_eq!(not.status(), 503);
+        let body = http_body_util::BodyExt::collect(not.into_body())
+            .await
+            .unwrap();
+        assert_eq!(&body.to_bytes()[..], b"the store sync is behind\n");
     }
 
     #[tokio::test]

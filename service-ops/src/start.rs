@@ -194,12 +194,19 @@ macro_rules! listener_flags {
     };
 }
 
-/// What a server answers on its ops listener besides `/metrics` and `/healthz`.
+/// What a server answers on its ops listener besides `/metrics`, `/healthz` and
+/// `/readyz`.
 pub trait Ops: Send + Sync + 'static {
     fn handle(
         &self,
         request: Request<Incoming>,
     ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+
+    /// Whether the server is fit to take traffic beyond being up (`/readyz`), and if
+    /// not, why. Up and not draining is all most servers need.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// No endpoints of its own: 404 naming the ones there are.
@@ -214,7 +221,7 @@ impl Ops for NoOps {
         let path = request.uri().path().to_string();
         std::future::ready(ops::json_error(
             404,
-            &format!("no ops endpoint {path:?}; try /metrics or /healthz"),
+            &format!("no ops endpoint {path:?}; try /metrics, /healthz or /readyz"),
         ))
     }
 }
@@ -313,6 +320,7 @@ where
             let response = match request.uri().path() {
                 "/metrics" => crate::ops::metrics(&registry),
                 "/healthz" => crate::ops::healthz(shutdown.is_triggered()),
+                "/readyz" => crate::ops::readyz(shutdown.is_triggered(), ops.ready()),
                 _ => ops.handle(request).await,
             };
             Ok::<_, Infallible>(response)

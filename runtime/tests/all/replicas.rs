@@ -363,8 +363,19 @@ fn a_runtime_without_shared_store_refuses_a_store_in_shared_use() {
     drop(shared);
 }
 
-/// A store sync that panics does not end the sync: the pass is counted and logged, and
-/// the next poll applies what another replica deployed meanwhile.
+/// `/readyz` of `server`: status and body.
+async fn readyz(client: &reqwest::Client, server: &Service) -> (u16, String) {
+    let response = client
+        .get(format!("{}/readyz", server.url("ops")))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A store sync that panics does not end the sync: the pass is counted and logged, the
+/// replica reports itself not ready while it cannot sync, and the next poll applies what
+/// another replica deployed meanwhile.
 #[tokio::test]
 async fn a_panicking_sync_converges_on_the_next_poll() {
     let store = tempfile::tempdir().unwrap();
@@ -373,9 +384,11 @@ async fn a_panicking_sync_converges_on_the_next_poll() {
     let a = replica(store.path(), &[]);
     let b = replica_with(
         store.path(),
-        &[],
+        &["--store-poll-interval", "100ms"],
         &[("RUNTIME_TEST_SYNC_PANIC", trigger.to_str().unwrap())],
     );
+    let probe = localrun::examples::client();
+    assert_eq!(readyz(&probe, &b).await.0, 200);
     let client = localrun::examples::client();
     std::fs::write(&trigger, b"").unwrap();
     localrun::wait_for_sample(
@@ -387,11 +400,23 @@ async fn a_panicking_sync_converges_on_the_next_poll() {
     .await;
     let (hello, digest) = wasm(artifacts::HELLO_COMPONENT);
     assert_eq!(put(&a, "late", &hello).await, 201);
-    // While the hook panics every pass, b cannot apply it; once it stops, b converges.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // While the hook panics every pass, b cannot apply it, and says it is not ready
+    // (10 polls, at least 2 s, without a good pass); a is. Once it stops, b converges.
+    let start = std::time::Instant::now();
+    let (status, why) = loop {
+        let (status, why) = readyz(&probe, &b).await;
+        if status != 200 || start.elapsed() > CONVERGE {
+            break (status, why);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("panicked") && why.contains("shared store"), "{why}");
+    assert_eq!(readyz(&probe, &a).await.0, 200);
     assert_eq!(ops(&b).digest("late").await, None);
     std::fs::remove_file(&trigger).unwrap();
     converge(&[&a, &b], "late", Some(&digest)).await;
+    assert_eq!(readyz(&probe, &b).await, (200, "ready\n".to_string()));
     assert_eq!(traffic(&client, &b, "/late/").await, 200);
     let text = localrun::metrics(&client, &b).await;
     let panics =
