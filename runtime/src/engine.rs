@@ -89,8 +89,59 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<Host>> {
     random::insecure_seed::add_to_linker::<Host, CappedRandom>(&mut linker, capped)?;
     linker.allow_shadowing(false);
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    charge_header_sets(&mut linker)?;
     Ok(linker)
 }
+
+/// Replaces the three ways a guest makes a header set (`fields` constructor,
+/// `from-list`, `clone`) with the same calls after a charge to the instance's memory
+/// budget ([`Host::charge_header_set`]): with 2,048 live resources of 32 KiB each, header
+/// sets could otherwise pin 64 MiB per instance outside every budget.
+fn charge_header_sets(linker: &mut Linker<Host>) -> anyhow::Result<()> {
+    use wasmtime::StoreContextMut;
+    use wasmtime::component::Resource;
+    use wasmtime_wasi_http::FieldMap;
+    use wasmtime_wasi_http::WasiHttpView as _;
+    use wasmtime_wasi_http::p2::bindings::http::types::{self, HostFields};
+    linker.allow_shadowing(true);
+    let mut types_instance = linker.instance(HTTP_TYPES)?;
+    types_instance.func_wrap(
+        "[constructor]fields",
+        |mut store: StoreContextMut<'_, Host>, (): ()| {
+            let host = store.data_mut();
+            host.charge_header_set()?;
+            Ok((HostFields::new(&mut host.http())?,))
+        },
+    )?;
+    types_instance.func_wrap(
+        "[static]fields.from-list",
+        |mut store: StoreContextMut<'_, Host>, (entries,): (Vec<(String, Vec<u8>)>,)| {
+            let host = store.data_mut();
+            host.charge_header_set()?;
+            let mut http = host.http();
+            let made: Result<Resource<FieldMap>, types::HeaderError> =
+                match HostFields::from_list(&mut http, entries) {
+                    Ok(fields) => Ok(fields),
+                    Err(e) => Err(types::Host::convert_header_error(&mut http, e)?),
+                };
+            Ok((made,))
+        },
+    )?;
+    types_instance.func_wrap(
+        "[method]fields.clone",
+        |mut store: StoreContextMut<'_, Host>, (fields,): (Resource<FieldMap>,)| {
+            let host = store.data_mut();
+            host.charge_header_set()?;
+            Ok((HostFields::clone(&mut host.http(), fields)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The wasi:http types interface as wasmtime-wasi-http registers it (guests importing any
+/// 0.2.x patch version are linked to it).
+const HTTP_TYPES: &str = "wasi:http/types@0.2.12";
 
 /// Advances the engines' epochs every [`EPOCH_TICK`] on one thread for the whole process;
 /// stops when dropped. Engines created later (the baseline compiler's, on first use) are

@@ -21,8 +21,9 @@ pub const MAX_RESOURCES: usize = 2048;
 
 /// The most one set of header fields the guest builds may take in host memory (wasmtime
 /// counts names and values plus the map's own overhead; its default is 128 KiB). 32 KiB
-/// holds four times nginx's default `proxy_buffer_size`; with [`MAX_RESOURCES`] it bounds
-/// what header sets alone can pin at 64 MiB per instance.
+/// holds four times nginx's default `proxy_buffer_size`. Each set a guest makes is
+/// charged this much to the instance's memory budget (see [`Host::charge_header_set`]),
+/// so header sets are bounded by the same budget as linear memory.
 pub const MAX_FIELDS_BYTES: usize = 32 * 1024;
 
 /// Random bytes one `get-random-bytes` call may ask for: more than any key, nonce or
@@ -177,6 +178,22 @@ impl Host {
 
     pub fn limiter(&mut self) -> &mut MemoryLimiter {
         &mut self.limiter
+    }
+
+    /// Charges a header set the guest is making (its most, [`MAX_FIELDS_BYTES`]) to the
+    /// instance's memory budget, as linear memory is charged; a trap when the budget
+    /// has no room (the request fails like any growth refused by the budget).
+    pub fn charge_header_set(&mut self) -> wasmtime::Result<()> {
+        if let Some(charge) = &mut self.limiter.charge
+            && !charge.grow(0, MAX_FIELDS_BYTES)
+        {
+            self.limiter.usage.memory_budget_hit = true;
+            wasmtime::bail!(
+                "the memory budget has no room for another header set ({} KiB each)",
+                MAX_FIELDS_BYTES >> 10
+            );
+        }
+        Ok(())
     }
 
     /// The guest's wasi:random state, capped per call (see `engine::linker`).

@@ -411,7 +411,10 @@ async fn a_panicking_sync_converges_on_the_next_poll() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status, 503, "{why}");
-    assert!(why.contains("panicked") && why.contains("shared store"), "{why}");
+    assert!(
+        why.contains("panicked") && why.contains("shared store"),
+        "{why}"
+    );
     assert_eq!(readyz(&probe, &a).await.0, 200);
     assert_eq!(ops(&b).digest("late").await, None);
     std::fs::remove_file(&trigger).unwrap();

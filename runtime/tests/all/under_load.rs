@@ -171,6 +171,64 @@ async fn a_memory_flood_is_refused_within_the_budget_and_the_runtime_lives() {
     );
 }
 
+/// Header sets a guest makes live in host memory, outside its linear memory; each is
+/// charged to the memory budget (32 KiB, the most one may hold). Eight instances that
+/// each fill 2,000 of them (62 MiB each, about 500 MiB together) under a 128 MiB budget:
+/// those past the budget are refused, the process stays far below what they asked for,
+/// and serves on.
+#[tokio::test]
+async fn header_sets_are_charged_to_the_memory_budget() {
+    let dir = crate::functions_dir(&[]);
+    let server = crate::start(
+        dir.path(),
+        &[
+            "--max-total-memory-mib",
+            "128",
+            "--memory-mib",
+            "64",
+            "--memory-reserve-mib",
+            "0",
+        ],
+    );
+    let client = examples::client();
+    let traffic = server.url("traffic");
+    let hoards: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (
+                client.clone(),
+                format!("{traffic}/plain-wasi/hoard-headers"),
+            );
+            tokio::spawn(async move {
+                let response = client.get(url).send().await.unwrap();
+                (response.status().as_u16(), response.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for hoard in hoards {
+        let (status, body) = hoard.await.unwrap();
+        match status {
+            200 => assert!(body.contains("held 2000"), "{body}"),
+            503 => {
+                refused += 1;
+                assert!(body.contains("memory budget"), "{body}");
+            }
+            _ => panic!("hoard-headers: {status} {body}"),
+        }
+    }
+    // 128 MiB holds at most two hoards of 62 MiB.
+    assert!(refused >= 6, "{refused} of 8 refused");
+    let (status, _) = crate::get_json(&client, &format!("{traffic}/hello/")).await;
+    assert_eq!(status, 200);
+    let peak = peak_rss_mib(&server);
+    assert!(peak < 128 + 256, "peak RSS {peak} MiB");
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        rejections(&text, "plain-wasi", "memory_budget"),
+        f64::from(refused)
+    );
+}
+
 /// Instances hold the memory they use, not their function's whole limit, and one
 /// function's waiting requests cannot take the budget the others need: with the
 /// Kubernetes settings (a 640 MiB budget, 128 MiB per function), reserving each

@@ -19,6 +19,20 @@ mod component {
                 let hoard: Vec<Fields> = (0..1_000_000).map(|_| Fields::new()).collect();
                 return respond(out, &format!("held {} header sets\n", hoard.len()));
             }
+            // For the memory budget: 2,000 header sets filled to 31 KiB each (62 MiB
+            // of host memory), held for two seconds so that several instances hold
+            // theirs at once. The host charges every set to the memory budget.
+            if path.ends_with("/hoard-headers") {
+                let value = vec![b'a'; 31 << 10];
+                let mut hoard = Vec::with_capacity(2_000);
+                for _ in 0..2_000 {
+                    let fields = Fields::new();
+                    fields.append("x-fill", &value).unwrap();
+                    hoard.push(fields);
+                }
+                wasip2::clocks::monotonic_clock::subscribe_duration(2_000_000_000).block();
+                return respond(out, &format!("held {} full header sets\n", hoard.len()));
+            }
             if path.ends_with("/big-header") {
                 let fields = Fields::new();
                 let result = fields.append("x-big", &vec![b'a'; 64 << 10]);
