@@ -184,8 +184,8 @@ impl Host {
     /// instance's memory budget, as linear memory is charged; a trap when the budget
     /// has no room (the request fails like any growth refused by the budget).
     pub fn charge_header_set(&mut self) -> wasmtime::Result<()> {
-        if let Some(charge) = &mut self.limiter.charge
-            && !charge.grow(0, MAX_FIELDS_BYTES)
+        if let Some(charge) = &self.limiter.charge
+            && !lock(charge).grow(0, MAX_FIELDS_BYTES)
         {
             self.limiter.usage.memory_budget_hit = true;
             wasmtime::bail!(
@@ -255,16 +255,9 @@ impl std::fmt::Debug for WagiHost {
 }
 
 impl WagiHost {
-    /// `wasi`, with linear memory capped at `memory_bytes`.
-    pub fn new(
-        wasi: WasiP1Ctx,
-        memory_bytes: usize,
-        charge: Option<crate::admission::MemoryCharge>,
-    ) -> Self {
-        Self {
-            wasi,
-            limiter: MemoryLimiter::new(memory_bytes, charge),
-        }
+    /// `wasi`, its linear memory limited by `limiter`.
+    pub fn new(wasi: WasiP1Ctx, limiter: MemoryLimiter) -> Self {
+        Self { wasi, limiter }
     }
 
     pub fn usage(&self) -> Usage {
@@ -290,7 +283,15 @@ pub struct MemoryLimiter {
     usage: Usage,
     /// The instance's charge against the budget, grown with its memories (none in
     /// tests and tools that run without a budget).
-    charge: Option<crate::admission::MemoryCharge>,
+    charge: Option<SharedCharge>,
+}
+
+/// An instance's charge against the memory budget, shared by what grows with it: its
+/// linear memories (the limiter) and, for a WAGI module, its output ([`ChargedOutput`]).
+pub type SharedCharge = Arc<std::sync::Mutex<crate::admission::MemoryCharge>>;
+
+fn lock(charge: &SharedCharge) -> std::sync::MutexGuard<'_, crate::admission::MemoryCharge> {
+    charge.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl MemoryLimiter {
@@ -298,8 +299,13 @@ impl MemoryLimiter {
         Self {
             limit,
             usage: Usage::default(),
-            charge,
+            charge: charge.map(|c| Arc::new(std::sync::Mutex::new(c))),
         }
+    }
+
+    /// The instance's charge, for what else grows with it.
+    pub fn charge(&self) -> Option<SharedCharge> {
+        self.charge.clone()
     }
 
     pub fn usage(&self) -> Usage {
@@ -318,8 +324,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             self.usage.memory_limit_hit = true;
             return Ok(false);
         }
-        if let Some(charge) = &mut self.charge
-            && !charge.grow(current, desired)
+        if let Some(charge) = &self.charge
+            && !lock(charge).grow(current, desired)
         {
             self.usage.memory_budget_hit = true;
             return Ok(false);
@@ -472,5 +478,148 @@ impl Drop for LineWriter {
             let line = std::mem::take(&mut self.buf);
             self.emit(&line);
         }
+    }
+}
+
+/// A WAGI module's stdout: kept in memory up to a limit, and charged to the instance's
+/// memory budget as it fills, like its linear memory. A write the budget has no room
+/// for traps, and the request fails with 503 `memory_budget`.
+#[derive(Clone)]
+pub struct ChargedOutput(Arc<std::sync::Mutex<Output>>);
+
+struct Output {
+    bytes: Vec<u8>,
+    limit: usize,
+    charge: Option<SharedCharge>,
+    refused: bool,
+}
+
+impl ChargedOutput {
+    pub fn new(limit: usize, charge: Option<SharedCharge>) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Output {
+            bytes: Vec::new(),
+            limit,
+            charge,
+            refused: false,
+        })))
+    }
+
+    fn output(&self) -> std::sync::MutexGuard<'_, Output> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the module wrote.
+    pub fn contents(&self) -> bytes::Bytes {
+        bytes::Bytes::from(std::mem::take(&mut self.output().bytes))
+    }
+
+    /// Whether a write was refused for want of room in the memory budget.
+    pub fn refused(&self) -> bool {
+        self.output().refused
+    }
+
+    /// Takes what of `bytes` fits the limit, if the budget has room for it: how many
+    /// bytes it took, or `None` if the budget refused them (remembered).
+    fn take(&self, bytes: &[u8]) -> Option<usize> {
+        let mut output = self.output();
+        let held = output.bytes.len();
+        // Full: no more bytes will ever be taken (the caller sees a response cut short).
+        let take = bytes.len().min(output.limit - held);
+        if take > 0
+            && let Some(charge) = &output.charge
+            && !lock(charge).grow(held, held + take)
+        {
+            output.refused = true;
+            return None;
+        }
+        output.bytes.extend_from_slice(&bytes[..take]);
+        Some(take)
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for ChargedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for ChargedOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    /// Written synchronously, as wasmtime's own memory pipe is (the default adapter
+    /// hands every write to a task: 30,000 header lines would take seconds).
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for ChargedOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), wasmtime_wasi::p2::StreamError> {
+        use wasmtime_wasi::p2::StreamError;
+        match self.take(&bytes) {
+            Some(taken) if taken == bytes.len() => Ok(()),
+            // More than `check_write` allowed: what wasmtime's memory pipe does too.
+            Some(_) => Err(StreamError::Trap(wasmtime::format_err!(
+                "write beyond the output's limit"
+            ))),
+            None => Err(StreamError::Trap(wasmtime::format_err!(
+                "the memory budget has no room for more output"
+            ))),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), wasmtime_wasi::p2::StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, wasmtime_wasi::p2::StreamError> {
+        let output = self.output();
+        match output.limit - output.bytes.len() {
+            0 => Err(wasmtime_wasi::p2::StreamError::Closed),
+            room => Ok(room),
+        }
+    }
+}
+
+// What `#[async_trait]` would write for `async fn ready(&mut self) {}`: always ready.
+impl wasmtime_wasi::p2::Pollable for ChargedOutput {
+    fn ready<'life0, 'async_trait>(
+        &'life0 mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for ChargedOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(
+            self.take(buf).ok_or_else(|| {
+                std::io::Error::other("the memory budget has no room for more output")
+            }),
+        )
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }

@@ -11,18 +11,18 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use wasmtime::{Instance, InstancePre, Store};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use super::admit::Ticket;
 use super::instance::{in_fresh_instance, yield_at_every_tick};
 use super::{Body, Failure};
 use crate::function::Function;
-use crate::host::{LogStream, WagiHost};
+use crate::host::{ChargedOutput, LogStream, MemoryLimiter, WagiHost};
 use crate::metrics::InvocationMetrics;
 
-/// The most a module may write to stdout, headers and body together: host memory,
-/// outside its linear memory. A module that writes more gets a failed write, and its
-/// client a 502.
+/// The most a module may write to stdout, headers and body together (and at most its
+/// `memory_mib`): host memory, charged to the memory budget as it fills. A module that
+/// writes more gets a failed write, and its client a 502.
 pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 
 /// Runs `function`'s module for `request` and turns its output into the answer.
@@ -41,7 +41,8 @@ pub(super) async fn serve(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let output_limit = MAX_OUTPUT_BYTES.min(function.limits.memory.bytes_usize());
-    let stdout = MemoryOutputPipe::new(output_limit);
+    let limiter = MemoryLimiter::new(function.limits.memory.bytes_usize(), ticket.take_memory());
+    let stdout = ChargedOutput::new(output_limit, limiter.charge());
     let mut wasi = WasiCtx::builder();
     let cgi = cgi_env(function.name(), &parts, body.len());
     if let Some(why) = unpassable_path(&cgi) {
@@ -58,15 +59,15 @@ pub(super) async fn serve(
         function.limits.log_budget_bytes,
     );
     wasi.stderr(stderr);
-    let host = WagiHost::new(
-        wasi.build_p1(),
-        function.limits.memory.bytes_usize(),
-        ticket.take_memory(),
-    );
+    let host = WagiHost::new(wasi.build_p1(), limiter);
     let mut store = Store::new(pre.module().engine(), host);
     store.limiter(|host| host.limiter());
     yield_at_every_tick(&mut store);
-    let exit = run(function, metrics, pre, store, ticket).await?;
+    let exit = run(function, metrics, pre, store, ticket).await;
+    if stdout.refused() {
+        return Err(Failure::MemoryBudget(function.limits.memory));
+    }
+    let exit = exit?;
     let output = stdout.contents();
     if output.is_empty() && exit != 0 {
         return Err(Failure::Exit(exit));

@@ -441,3 +441,56 @@ async fn a_module_importing_wasi_unstable_runs() {
     assert_eq!(r.headers()["content-type"], "text/plain");
     assert_eq!(r.text().await.unwrap(), "old wasi\n");
 }
+
+/// A module's output is host memory, charged to the memory budget as it fills: eight
+/// modules that each write 12 MiB and hold it half a second under a 32 MiB budget do not
+/// all fit; those that do not get 503 `memory_budget`, and the rest their 200.
+#[tokio::test]
+async fn a_modules_output_is_charged_to_the_memory_budget() {
+    let dir = crate::functions_dir(&[("probe", artifacts::WAGI_PROBE_MODULE, SETTINGS)]);
+    let server = crate::start(
+        dir.path(),
+        &[
+            "--max-total-memory-mib",
+            "32",
+            "--memory-mib",
+            "16",
+            "--memory-reserve-mib",
+            "0",
+        ],
+    );
+    let client = examples::client();
+    let url = format!("{}/probe/flood?mib=12&hold_ms=500", server.url("traffic"));
+    let floods: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let response = client.get(url).send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for flood in floods {
+        let (status, body) = flood.await.unwrap();
+        match status {
+            200 => assert_eq!(body.len(), 12 << 20),
+            503 => {
+                refused += 1;
+                let text = String::from_utf8_lossy(&body);
+                assert!(text.contains("memory budget"), "{text}");
+            }
+            _ => panic!("flood: {status} {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    assert!(refused >= 5, "{refused} of 8 refused");
+    let text = crate::metrics(&client, &server).await;
+    assert_eq!(
+        crate::sample(
+            &text,
+            r#"faas_rejections_total{function="probe",reason="memory_budget"}"#
+        ),
+        Some(f64::from(refused))
+    );
+}

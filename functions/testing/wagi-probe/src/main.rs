@@ -78,10 +78,19 @@ fn main() {
             .unwrap();
         }
         "/flood" => {
-            let mib: usize = query
-                .strip_prefix("mib=")
+            // `mib=N` MiB of body; `&hold_ms=M`: then wait M ms before exiting (so that
+            // several instances hold their output at once).
+            let mut params = query.split('&');
+            let mib: usize = params
+                .next()
+                .and_then(|p| p.strip_prefix("mib="))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1);
+            let hold_ms: u64 = params
+                .next()
+                .and_then(|p| p.strip_prefix("hold_ms="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
             let _ = write!(out, "Content-Type: application/octet-stream\n\n");
             let chunk = vec![b'x'; 1 << 20];
             for _ in 0..mib {
@@ -89,6 +98,7 @@ fn main() {
                 let _ = out.write_all(&chunk);
             }
             let _ = out.flush();
+            std::thread::sleep(std::time::Duration::from_millis(hold_ms));
         }
         p if p.starts_with("/vars") => {
             let _ = writeln!(out, "Content-Type: text/plain\n");
