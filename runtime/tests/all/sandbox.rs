@@ -7,6 +7,11 @@ use std::net::SocketAddr;
 /// A plain HTTP server on loopback that answers 200 "ok" to anything: what a guest
 /// would like to reach.
 async fn bystander() -> SocketAddr {
+    answering_after(std::time::Duration::ZERO).await
+}
+
+/// A server on loopback that answers `ok` to every request `delay` after it came.
+async fn answering_after(delay: std::time::Duration) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -14,7 +19,8 @@ async fn bystander() -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let service = hyper::service::service_fn(|_request| async {
+            let service = hyper::service::service_fn(move |_request| async move {
+                tokio::time::sleep(delay).await;
                 Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
                     bytes::Bytes::from_static(b"ok"),
                 )))
@@ -93,6 +99,43 @@ async fn outbound_http_only_to_allowed_hosts() {
     assert_eq!(status, 200);
     assert_eq!(v["ok"], 64, "{v}");
     assert_eq!(v["status"], serde_json::Value::Null, "{v}");
+}
+
+/// The runtime's outbound connections, all functions together, are capped
+/// (`--max-outbound-connections`): past the cap a guest's request fails at once, the
+/// gauge shows what is open, and a connection given back is usable again.
+#[tokio::test]
+async fn outbound_connections_are_capped_for_the_whole_process() {
+    let slow = answering_after(std::time::Duration::from_millis(1500)).await;
+    let allowed = format!("allowed_outbound_hosts = [\"127.0.0.1:{}\"]\n", slow.port());
+    let dir = crate::functions_dir(&[("allowed", artifacts::MISBEHAVE_COMPONENT, &allowed)]);
+    let server = crate::start(dir.path(), &["--max-outbound-connections", "1"]);
+    let client = examples::client();
+    let fetch = format!("{}/allowed/fetch?url=http://{slow}/", server.url("traffic"));
+    let first = {
+        let (client, fetch) = (client.clone(), fetch.clone());
+        tokio::spawn(async move { crate::get_json(&client, &fetch).await })
+    };
+    localrun::wait_for_sample(&client, &server, "runtime_outbound_connections_open", 1.0).await;
+    let (status, second) = crate::get_json(&client, &fetch).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        second["status"],
+        serde_json::Value::Null,
+        "past the cap: {second}"
+    );
+    server
+        .wait_for_log(
+            "--max-outbound-connections",
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+    let (_, first) = first.await.unwrap();
+    assert_eq!(first["status"], 200, "{first}");
+    // Given back with the first request's end: the next one gets through.
+    localrun::wait_for_sample(&client, &server, "runtime_outbound_connections_open", 0.0).await;
+    let (_, third) = crate::get_json(&client, &fetch).await;
+    assert_eq!(third["status"], 200, "{third}");
 }
 
 /// An operator can refuse internal addresses for every function, even one whose
