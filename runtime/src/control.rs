@@ -236,17 +236,20 @@ impl ControlPlane {
     }
 
     /// Starts the thread that applies other runtimes' changes to the shared store every
-    /// `interval`, for the life of the process.
+    /// `interval`, for the life of the process; after failed passes, less often (twice
+    /// the wait after each, up to 16 intervals: 8 s by default), until one succeeds.
     fn watch_store(&self, interval: std::time::Duration) -> std::io::Result<()> {
         let control = self.clone();
+        let longest = interval * 16;
         std::thread::Builder::new()
             .name("store-sync".into())
             .spawn(move || {
+                let mut wait = interval;
                 loop {
-                    std::thread::sleep(interval);
+                    std::thread::sleep(wait);
                     let pass = control.survive("store_sync", || {
                         #[cfg(debug_assertions)]
-                        test_hook_sync_panic();
+                        test_hook_sync_fails()?;
                         control.sync_from_store()
                     });
                     let failing = match pass {
@@ -261,6 +264,10 @@ impl ControlPlane {
                             control.faas.sync_errors.inc();
                             Some("the store sync panicked (see the log)".to_string())
                         }
+                    };
+                    wait = match failing {
+                        None => interval,
+                        Some(_) => (wait * 2).min(longest),
                     };
                     let mut synced = control.synced.lock().unwrap_or_else(|e| e.into_inner());
                     if failing.is_none() {
@@ -520,7 +527,7 @@ impl ControlPlane {
         if self.applied().get(name) == Some(&record) {
             return false;
         }
-        self.applied().insert(record.name.clone(), record.clone());
+        let previous = self.applied().insert(record.name.clone(), record.clone());
         let digest = record.digest.clone();
         match self.load_new(record, &wasm) {
             Ok((function, baseline)) => {
@@ -534,9 +541,19 @@ impl ControlPlane {
             }
             Err(e) => {
                 self.faas.sync_errors.inc();
+                // What may go away (reading the store, starting the compiler): the next
+                // pass tries again. What will not (the component itself) is not retried.
+                let transient = matches!(e, LoadError::Store(_) | LoadError::Compiler(_));
+                if transient {
+                    match previous {
+                        Some(previous) => self.applied().insert(name.clone(), previous),
+                        None => self.applied().remove(name),
+                    };
+                }
                 tracing::error!(
                     function = %name,
                     %digest,
+                    retried = transient,
                     "deployed through another runtime, but this one cannot load it and keeps \
                      serving what it had: {e}"
                 );
@@ -704,14 +721,17 @@ fn resident_gauges(resident: &Arc<Resident>) -> prometheus::Result<ReadAtScrape>
     ])
 }
 
-/// For the test that the store sync survives a panic, in debug builds only: with
-/// `RUNTIME_TEST_SYNC_PANIC=FILE`, a sync pass panics while FILE exists. Release builds
-/// have no such hook.
+/// For the tests that the store sync survives failures and panics, in debug builds
+/// only: with `RUNTIME_TEST_SYNC_PANIC=FILE`, a sync pass fails while FILE holds `fail`
+/// and panics while it holds anything else. Release builds have no such hook.
 #[cfg(debug_assertions)]
-fn test_hook_sync_panic() {
-    if let Some(file) = std::env::var_os("RUNTIME_TEST_SYNC_PANIC")
-        && std::path::Path::new(&file).exists()
-    {
-        panic!("store sync test hook: {} exists", file.to_string_lossy());
+fn test_hook_sync_fails() -> std::io::Result<()> {
+    let Some(file) = std::env::var_os("RUNTIME_TEST_SYNC_PANIC") else {
+        return Ok(());
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(text) if text == "fail" => Err(std::io::Error::other("store sync test hook: failing")),
+        Ok(_) => panic!("store sync test hook: {} exists", file.to_string_lossy()),
+        Err(_) => Ok(()),
     }
 }

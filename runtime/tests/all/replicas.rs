@@ -398,6 +398,14 @@ async fn a_panicking_sync_converges_on_the_next_poll() {
         1.0,
     )
     .await;
+    // First failing (an error, not a panic): counted, and b carries on polling.
+    let errors = |text: &str| localrun::sample(text, "runtime_store_sync_errors_total").unwrap();
+    let before = errors(&localrun::metrics(&client, &b).await);
+    std::fs::write(&trigger, b"fail").unwrap();
+    b.wait_for_log("store sync test hook: failing", Duration::from_secs(10))
+        .unwrap();
+    assert!(errors(&localrun::metrics(&client, &b).await) > before);
+    std::fs::write(&trigger, b"panic").unwrap();
     let (hello, digest) = wasm(artifacts::HELLO_COMPONENT);
     assert_eq!(put(&a, "late", &hello).await, 201);
     // While the hook panics every pass, b cannot apply it, and says it is not ready
