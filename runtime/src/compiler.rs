@@ -50,7 +50,9 @@ pub struct CompileLimits {
           value_parser = service_ops::positive_duration)]
     pub compile_timeout: Duration,
 
-    /// Most compiles at once, each on one core [default: half the cores, at least 1].
+    /// Most compiles someone waits for (deploys, first requests) at once, each on one
+    /// core, besides the one background compile of optimized code [default: half the
+    /// cores, at least 1].
     #[arg(long, env = "RUNTIME_MAX_CONCURRENT_COMPILES")]
     pub max_concurrent_compiles: Option<NonZeroUsize>,
 
@@ -169,7 +171,10 @@ pub enum Artifact {
 }
 
 /// `compiler`'s serialised code for `wasm` (an `artifact`), compiled in a child process
-/// under `limits`; `None` if compiles run in process.
+/// under `limits`; `None` if compiles run in process. A compile someone waits for (a
+/// deploy, a first request) takes one of `--max-concurrent-compiles` slots; the
+/// background thread's (tier-up, one at a time already) takes none, so that a deploy
+/// never waits behind the optimized compile of the one before.
 pub fn in_child(
     limits: &CompileLimits,
     compiler: Compiler,
@@ -177,8 +182,18 @@ pub fn in_child(
     wasm: &[u8],
 ) -> Option<Result<Vec<u8>, ChildError>> {
     let program = limits.child_program()?;
-    let _slot = Slots::get(limits.concurrency()).take();
+    let _slot = (!BACKGROUND.get()).then(|| Slots::get(limits.concurrency()).take());
     Some(run_child(program, limits, compiler, artifact, wasm))
+}
+
+thread_local! {
+    /// Whether this thread is the background compiler's (see [`mark_background`]).
+    static BACKGROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as the background compiler: its compiles take no slot.
+pub fn mark_background() {
+    BACKGROUND.set(true);
 }
 
 fn run_child(

@@ -35,7 +35,10 @@ impl TierUp {
             let work = work();
             std::thread::Builder::new()
                 .name("tier-up".into())
-                .spawn(move || run(&queue, &work))
+                .spawn(move || {
+                    crate::compiler::mark_background();
+                    run(&queue, &work)
+                })
                 .map(drop)
         });
         if let Err(e) = started {

@@ -923,7 +923,9 @@ async fn background_compiles_run_on_one_thread_and_the_latest_deploy_wins() {
         assert!(r.status().is_success(), "{i}");
         most = most.max(tier_up_threads());
     }
-    assert_eq!(most, 1, "background compile threads at once");
+    // At most one at any time (a thread just spawned may not have its name yet, so
+    // that there is one is checked at the end).
+    assert!(most <= 1, "{most} background compile threads at once");
     for i in 0..8 {
         ops.wait_for_compiler(&format!("f{i}"), "cranelift").await;
     }
