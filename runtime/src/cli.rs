@@ -1,5 +1,5 @@
-//! The command line: `runtime [FLAGS]` serves; `runtime deploy|list|rm` talk to a
-//! running runtime's deploy API.
+//! The command line: `runtime [FLAGS]` serves; `runtime deploy|list|describe|rm` talk
+//! to a running runtime's deploy API.
 
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -18,18 +18,22 @@ pub struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Deploy (or replace) a function from a wasi:http component file.
+    /// Deploy (or replace) a function from a wasi:http component or WASI 0.1 module.
     Deploy {
         /// Function name: the first path segment it is served at.
         name: String,
-        /// The component (`.wasm`).
+        /// The component or module (`.wasm`).
         file: PathBuf,
+        /// A settings file (`NAME.toml`, as beside a `--functions-dir` file); the flags
+        /// below override what it says (`--env` and `--allow` add to it).
+        #[arg(long, value_name = "NAME.toml")]
+        settings: Option<PathBuf>,
         /// Linear-memory cap in MiB.
         #[arg(long)]
         memory_mib: Option<service_ops::Mib>,
-        /// Wall-clock timeout per request in seconds.
-        #[arg(long)]
-        timeout_secs: Option<f64>,
+        /// Wall-clock timeout per request (`5s`, `500ms`, or a number of seconds).
+        #[arg(long, visible_alias = "timeout-secs", value_parser = service_ops::positive_duration)]
+        timeout: Option<std::time::Duration>,
         /// Instances at once.
         #[arg(long)]
         max_concurrency: Option<std::num::NonZeroU32>,
@@ -39,7 +43,8 @@ pub enum Command {
         /// Environment variable for the guest, KEY=VALUE; repeatable.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
-        /// Host (or host:port) the guest may send HTTP requests to; repeatable.
+        /// Host (or host:port, or https://host) the guest may send HTTP requests to;
+        /// repeatable.
         #[arg(long = "allow", value_name = "HOST[:PORT]")]
         allow: Vec<String>,
         #[command(flatten)]
@@ -47,6 +52,18 @@ pub enum Command {
     },
     /// List deployed functions.
     List {
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Show one function: its version (digest, size, kind, when deployed), its settings
+    /// and effective limits, which compiler's code runs and whether it is loaded. `env`
+    /// values are shown only with the token.
+    Describe {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
         #[command(flatten)]
         client: Client,
     },
@@ -69,6 +86,13 @@ pub enum Command {
         #[arg(long)]
         cpu_secs: u64,
     },
+}
+
+/// How `list` and `describe` print: for people, or the API's JSON for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -104,8 +128,9 @@ impl Command {
             Command::Deploy {
                 name,
                 file,
+                settings,
                 memory_mib,
-                timeout_secs,
+                timeout,
                 max_concurrency,
                 max_body_bytes,
                 env,
@@ -114,14 +139,20 @@ impl Command {
             } => {
                 let wasm =
                     std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                let mut settings = crate::limits::Settings {
-                    memory_mib,
-                    timeout_secs,
-                    max_concurrency,
-                    max_body_bytes,
-                    allowed_outbound_hosts: allow,
-                    ..Default::default()
+                let mut settings = match &settings {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        crate::limits::Settings::parse(&text)
+                            .with_context(|| format!("{}", path.display()))?
+                    }
+                    None => crate::limits::Settings::default(),
                 };
+                settings.memory_mib = memory_mib.or(settings.memory_mib);
+                settings.timeout_secs = timeout.map(|t| t.as_secs_f64()).or(settings.timeout_secs);
+                settings.max_concurrency = max_concurrency.or(settings.max_concurrency);
+                settings.max_body_bytes = max_body_bytes.or(settings.max_body_bytes);
+                settings.allowed_outbound_hosts.extend(allow);
                 for pair in env {
                     let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty())
                     else {
@@ -141,8 +172,12 @@ impl Command {
                     body["kind"].as_str().unwrap_or("?")
                 );
             }
-            Command::List { client } => {
+            Command::List { output, client } => {
                 let body = send(http.get(client.endpoint(None))).await?;
+                if output == Output::Json {
+                    println!("{}", serde_json::to_string_pretty(&body)?);
+                    return Ok(());
+                }
                 for f in body["functions"].as_array().into_iter().flatten() {
                     println!(
                         "{}\t{}\t{} bytes\t{}",
@@ -151,6 +186,17 @@ impl Command {
                         f["size"],
                         f["kind"].as_str().unwrap_or("?")
                     );
+                }
+            }
+            Command::Describe {
+                name,
+                output,
+                client,
+            } => {
+                let body = send(client.authorize(http.get(client.endpoint(Some(&name))))).await?;
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
+                    Output::Text => print!("{}", describe(&body)),
                 }
             }
             Command::Rm { name, client } => {
@@ -178,6 +224,38 @@ impl Client {
             None => request,
         }
     }
+}
+
+/// `GET /functions/{name}`'s answer for people: a line a field, limits and settings
+/// indented below.
+fn describe(f: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    for key in [
+        "name",
+        "kind",
+        "digest",
+        "size",
+        "deployed_at",
+        "compiler",
+        "loaded",
+        "pinned",
+    ] {
+        out.push_str(&format!("{key:<12} {}\n", text(&f[key])));
+    }
+    for section in ["limits", "settings"] {
+        out.push_str(&format!("{section}:\n"));
+        if let Some(fields) = f[section].as_object() {
+            for (key, value) in fields {
+                out.push_str(&format!("  {key:<22} {}\n", text(value)));
+            }
+        }
+    }
+    out
 }
 
 /// Sends, and turns any non-2xx answer into an error carrying the runtime's message.

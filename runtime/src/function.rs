@@ -195,7 +195,12 @@ impl Function {
         let settings = &record.settings;
         Self {
             env: settings.env.clone().into_iter().collect(),
-            allowed_hosts: settings.allowed_outbound_hosts.clone().into(),
+            // As the policy matches them (`https://h` is `h:443`); checked at load.
+            allowed_hosts: settings
+                .allowed_outbound_hosts
+                .iter()
+                .filter_map(|entry| crate::limits::allow_entry(entry))
+                .collect(),
             permits: Arc::new(Semaphore::new(limits.max_concurrency.get() as usize)),
             metrics: OnceLock::new(),
             pinned,

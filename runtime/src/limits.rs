@@ -30,7 +30,7 @@ pub struct Limits {
 /// timeout_secs = 5
 /// max_concurrency = 10
 /// max_body_bytes = 1048576
-/// allowed_outbound_hosts = ["api.example.com:443"]
+/// allowed_outbound_hosts = ["api.example.com:443", "https://auth.example.com"]
 /// [env]
 /// GREETING = "hi"
 /// ```
@@ -48,7 +48,9 @@ pub struct Settings {
     /// Environment variables the guest sees (it sees none of the host's).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// `host` or `host:port` the guest may send HTTP requests to; empty: none.
+    /// `host`, `host:port`, or Spin's `https://host[:port]` / `http://host[:port]`
+    /// (the scheme's port unless one is given) the guest may send HTTP requests to;
+    /// empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
 }
@@ -65,7 +67,7 @@ pub enum SettingsError {
     )]
     Body { got: u64, max: u64 },
     #[error(
-        "allowed outbound host {0:?} must be HOST or HOST:PORT (a DNS name or an IP address, port 1-65535), with no scheme or path"
+        "allowed outbound host {0:?} must be HOST, HOST:PORT or http(s)://HOST[:PORT] (a DNS name or an IP address, port 1-65535), with no path"
     )]
     Allow(String),
     #[error("{0}")]
@@ -112,7 +114,7 @@ impl Settings {
         if let Some(bad) = self
             .allowed_outbound_hosts
             .iter()
-            .find(|entry| !is_host_and_port(entry))
+            .find(|entry| allow_entry(entry).is_none())
         {
             return Err(SettingsError::Allow(bad.clone()));
         }
@@ -127,6 +129,30 @@ pub struct Ceilings {
     pub memory: Mib,
     /// `max_body_bytes`: the process's body buffer, which a body must fit in.
     pub body_bytes: u64,
+}
+
+/// An allowed-hosts entry as the outbound policy matches it: `HOST` or `HOST:PORT`.
+/// Written as Spin writes it, `https://HOST` is `HOST:443`, `http://HOST` `HOST:80`,
+/// and `scheme://HOST:PORT` (with an optional trailing `/`) `HOST:PORT`. `None` if it is
+/// none of these (a path, another scheme, a bad host or port).
+pub fn allow_entry(entry: &str) -> Option<String> {
+    let (rest, default_port) = match entry.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (rest, Some(443)),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, Some(80)),
+        Some(_) => return None,
+        None => (entry, None),
+    };
+    let rest = match default_port {
+        Some(_) => rest.strip_suffix('/').unwrap_or(rest),
+        None => rest,
+    };
+    if !is_host_and_port(rest) {
+        return None;
+    }
+    match (split_host_port(rest)?, default_port) {
+        ((host, None), Some(port)) => Some(format!("{host}:{port}")),
+        _ => Some(rest.to_string()),
+    }
 }
 
 /// `HOST` or `HOST:PORT`: a DNS name (letters, digits, `-`, `.`), an IPv4 address or a
@@ -246,7 +272,20 @@ mod tests {
             SettingsError::Body { .. }
         ));
         for entry in [
-            "http://x", "", ":99", "x:99999", "x:0", "x/y", "a..b", "[::1", "-x.com", "x:8a",
+            "",
+            ":99",
+            "x:99999",
+            "x:0",
+            "x/y",
+            "a..b",
+            "[::1",
+            "-x.com",
+            "x:8a",
+            "ftp://x",
+            "https://x/path",
+            "https://",
+            "https://x:0",
+            "*://x",
         ] {
             let text = format!("allowed_outbound_hosts = [{entry:?}]");
             assert_eq!(
@@ -262,6 +301,9 @@ mod tests {
             "[::1]:80",
             "[::1]",
             "localhost",
+            "https://api.example.com",
+            "http://x/",
+            "HTTPS://[::1]:8443",
         ] {
             let text = format!("allowed_outbound_hosts = [{entry:?}]");
             assert!(
@@ -271,6 +313,23 @@ mod tests {
                     .is_ok(),
                 "{entry:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_scheme_means_its_port_as_spin_writes_entries() {
+        for (entry, canonical) in [
+            ("https://api.example.com", "api.example.com:443"),
+            ("http://api.example.com/", "api.example.com:80"),
+            ("https://api.example.com:8443", "api.example.com:8443"),
+            ("HTTPS://[::1]", "[::1]:443"),
+            ("api.example.com", "api.example.com"),
+            ("10.0.0.1:8080", "10.0.0.1:8080"),
+        ] {
+            assert_eq!(allow_entry(entry).as_deref(), Some(canonical), "{entry}");
+        }
+        for entry in ["ftp://x", "https://x/y", "https://x:0", "x/y"] {
+            assert_eq!(allow_entry(entry), None, "{entry}");
         }
     }
 }

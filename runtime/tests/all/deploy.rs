@@ -501,7 +501,7 @@ async fn a_crash_at_any_point_of_a_deploy_leaves_the_old_or_the_new_version() {
 }
 
 #[test]
-fn cli_deploy_list_rm() {
+fn cli_deploy_describe_list_rm() {
     let store = tempfile::tempdir().unwrap();
     let (server, _) = start_with_store(store.path(), &[]);
     let url = server.url("ops");
@@ -560,6 +560,106 @@ fn cli_deploy_list_rm() {
         lines[1].starts_with("greet-wagi\tsha256:") && lines[1].ends_with("\twagi"),
         "{stdout}"
     );
+
+    // A settings file, as beside a --functions-dir file, with flags over it; timeouts
+    // as durations (and in seconds, the old form).
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("configured.toml");
+    std::fs::write(
+        &settings,
+        "memory_mib = 48\ntimeout_secs = 9\nallowed_outbound_hosts = [\"https://api.example.com\"]\n[env]\nGREETING = \"hi\"\n",
+    )
+    .unwrap();
+    let settings = settings.to_str().unwrap();
+    let out = cli(
+        &[
+            "deploy",
+            "configured",
+            artifacts::HELLO_COMPONENT,
+            "--settings",
+            settings,
+            "--timeout",
+            "1500ms",
+            "--env",
+            "EXTRA=1",
+        ],
+        Some(TOKEN),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["describe", "configured", "-o", "json"], Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["limits"]["memory_bytes"], 48 << 20, "{v}");
+    assert_eq!(v["limits"]["timeout_secs"], 1.5, "{v}");
+    assert_eq!(v["settings"]["env"]["GREETING"], "hi", "{v}");
+    assert_eq!(v["settings"]["env"]["EXTRA"], "1", "{v}");
+    assert_eq!(
+        v["settings"]["allowed_outbound_hosts"][0], "https://api.example.com",
+        "{v}"
+    );
+    // For people: a line a field; without the token, no env values.
+    let out = cli(&["describe", "configured"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("name         configured"), "{text}");
+    assert!(text.contains("kind         wasi-http"), "{text}");
+    assert!(
+        text.contains("timeout_secs") && !text.contains("\"hi\""),
+        "{text}"
+    );
+    let out = cli(
+        &[
+            "deploy",
+            "configured",
+            artifacts::HELLO_COMPONENT,
+            "--timeout-secs",
+            "2",
+        ],
+        Some(TOKEN),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["describe", "configured", "-o", "json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["limits"]["timeout_secs"], 2.0, "{v}");
+    let out = cli(&["list", "-o", "json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["functions"].as_array().unwrap().len(), 3, "{v}");
+    // Bad input: a settings file with a key it does not know, a timeout of zero.
+    std::fs::write(dir.path().join("bad.toml"), "memory = 3\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    let out = cli(
+        &[
+            "deploy",
+            "x",
+            artifacts::HELLO_COMPONENT,
+            "--settings",
+            bad.to_str().unwrap(),
+        ],
+        Some(TOKEN),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("bad.toml") && stderr.contains("memory"),
+        "{stderr}"
+    );
+    let out = cli(
+        &["deploy", "x", artifacts::HELLO_COMPONENT, "--timeout", "0s"],
+        Some(TOKEN),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("positive"));
+    assert!(cli(&["rm", "configured"], Some(TOKEN)).status.success());
 
     let out = cli(&["rm", "greet"], Some("wrong"));
     assert!(!out.status.success());

@@ -71,11 +71,23 @@ async fn outbound_http_only_to_allowed_hosts() {
         "allowed_outbound_hosts = [\"127.0.0.1:{}\"]\n",
         target.port()
     );
-    let dir = crate::functions_dir(&[("allowed", artifacts::MISBEHAVE_COMPONENT, &allowed)]);
+    // The same, written as Spin writes it: the scheme, and its port unless one is given.
+    let spin_style = format!(
+        "allowed_outbound_hosts = [\"http://127.0.0.1:{}/\"]\n",
+        target.port()
+    );
+    let dir = crate::functions_dir(&[
+        ("allowed", artifacts::MISBEHAVE_COMPONENT, &allowed),
+        ("spin-style", artifacts::MISBEHAVE_COMPONENT, &spin_style),
+    ]);
     let server = crate::start(dir.path(), &[]);
     let client = examples::client();
     let base = server.url("traffic");
     let url = format!("http://{target}/");
+
+    let (status, v) = crate::get_json(&client, &format!("{base}/spin-style/fetch?url={url}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["status"], 200, "allowed as http://host:port/: {v}");
 
     let (status, v) = crate::get_json(&client, &format!("{base}/misbehave/fetch?url={url}")).await;
     assert_eq!(status, 200);
