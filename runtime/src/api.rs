@@ -67,7 +67,7 @@ impl Api {
             Err((status, message)) => return early(body, ops::json_error(status, &message)),
         };
         let authorized = self.authorized(&parts.headers);
-        if route.changes() && !authorized {
+        if route.needs_token() && !authorized {
             return early(body, self.unauthorized());
         }
         // Environment values are where secrets go: shown only to a caller with the token.
@@ -80,6 +80,7 @@ impl Api {
             return match route {
                 Route::List => self.list(reveal),
                 Route::Describe(name) => self.describe(&name, reveal),
+                Route::Logs(name) => self.logs(&name, parts.uri.query()),
                 Route::Delete(name) => self.delete(name).await,
                 Route::Deploy(_) => unreachable!("taken above"),
             };
@@ -145,6 +146,49 @@ impl Api {
             .map(|f| f.describe(reveal))
             .collect();
         json(200, &serde_json::json!({ "functions": functions }))
+    }
+
+    /// `name`'s kept log lines, oldest first: those after `after` (a line's `seq`) and,
+    /// with `since` (`5m`, `30s`), no older than that; at most 1,000 a call, `next` is
+    /// the `after` for the next call (what `runtime logs --follow` polls with).
+    fn logs(&self, name: &FunctionName, query: Option<&str>) -> Reply {
+        if self.control.function(name).is_none() {
+            return ops::json_error(404, &format!("no function {name:?}"));
+        }
+        let (mut after, mut since_ms) = (0u64, 0u64);
+        for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match &*key {
+                "after" => match value.parse() {
+                    Ok(n) => after = n,
+                    Err(_) => {
+                        return ops::json_error(
+                            400,
+                            &format!("after={value:?} is not a line number"),
+                        );
+                    }
+                },
+                "since" => match service_ops::positive_duration(&value) {
+                    Ok(d) => {
+                        let now = std::time::SystemTime::now()
+                            .checked_sub(d)
+                            .unwrap_or(std::time::UNIX_EPOCH);
+                        since_ms = now
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |t| t.as_millis() as u64);
+                    }
+                    Err(e) => return ops::json_error(400, &format!("since: {e}")),
+                },
+                _ => {
+                    return ops::json_error(
+                        400,
+                        &format!("unknown parameter {key:?} (after, since)"),
+                    );
+                }
+            }
+        }
+        let lines = crate::logs::global().read(name, after, since_ms, 1000);
+        let next = lines.last().map_or(after, |l| l.seq);
+        json(200, &serde_json::json!({ "lines": lines, "next": next }))
     }
 
     fn describe(&self, name: &FunctionName, reveal: bool) -> Reply {
@@ -242,6 +286,8 @@ impl Api {
 enum Route {
     List,
     Describe(FunctionName),
+    /// `GET /functions/{name}/logs`: the function's kept log lines.
+    Logs(FunctionName),
     Deploy(FunctionName),
     Delete(FunctionName),
 }
@@ -250,6 +296,16 @@ impl Route {
     /// The route, or the status and message for a path, name or method the API does not
     /// have (404, 400, 405).
     fn of(method: &Method, path: &str) -> Result<Route, (u16, String)> {
+        if let Some(name) = path
+            .strip_prefix("/functions/")
+            .and_then(|rest| rest.strip_suffix("/logs"))
+        {
+            let name = FunctionName::parse(name).map_err(|e| (400, e.to_string()))?;
+            return match *method {
+                Method::GET => Ok(Route::Logs(name)),
+                _ => Err((405, "/functions/{name}/logs supports GET".into())),
+            };
+        }
         let name = match path.strip_prefix("/functions") {
             Some("" | "/") => None,
             Some(rest) if rest.starts_with('/') => {
@@ -275,6 +331,12 @@ impl Route {
     /// Whether the call changes what is deployed (and so needs the token).
     fn changes(&self) -> bool {
         matches!(self, Route::Deploy(_) | Route::Delete(_))
+    }
+
+    /// Whether the call needs the token: changes, and reading logs (a function may log
+    /// what it was sent).
+    fn needs_token(&self) -> bool {
+        self.changes() || matches!(self, Route::Logs(_))
     }
 }
 

@@ -67,6 +67,21 @@ pub enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// Print a function's log lines (what it wrote to stdout and stderr, kept in the
+    /// runtime's memory: its newest --log-ring-kib), oldest first. Needs the token.
+    Logs {
+        name: String,
+        /// Keep printing new lines as they come (polls every 250 ms) until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only lines no older than this (`5m`, `30s`).
+        #[arg(long, value_parser = service_ops::positive_duration)]
+        since: Option<std::time::Duration>,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        client: Client,
+    },
     /// Remove a function.
     Rm {
         name: String,
@@ -199,6 +214,44 @@ impl Command {
                     Output::Text => print!("{}", describe(&body)),
                 }
             }
+            Command::Logs {
+                name,
+                follow,
+                since,
+                output,
+                client,
+            } => {
+                let mut after = 0u64;
+                let mut since = since.map(|d| format!("{}ms", d.as_millis()));
+                loop {
+                    let mut url =
+                        reqwest::Url::parse(&format!("{}/logs", client.endpoint(Some(&name))))
+                            .context("the runtime's URL")?;
+                    url.query_pairs_mut()
+                        .append_pair("after", &after.to_string());
+                    if let Some(since) = since.take() {
+                        url.query_pairs_mut().append_pair("since", &since);
+                    }
+                    let body = send(client.authorize(http.get(url))).await?;
+                    for line in body["lines"].as_array().into_iter().flatten() {
+                        match output {
+                            Output::Json => println!("{line}"),
+                            Output::Text => println!("{}", log_line(line)),
+                        }
+                    }
+                    let next = body["next"].as_u64().unwrap_or(after);
+                    let more =
+                        next > after && body["lines"].as_array().is_some_and(|l| l.len() >= 1000);
+                    after = next;
+                    if more {
+                        continue;
+                    }
+                    if !follow {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+            }
             Command::Rm { name, client } => {
                 send(client.authorize(http.delete(client.endpoint(Some(&name))))).await?;
                 println!("removed {name}");
@@ -256,6 +309,21 @@ fn describe(f: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+/// A kept log line for people: when (UTC), the request, the version, the stream, the text.
+fn log_line(line: &serde_json::Value) -> String {
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(line["at_ms"].as_u64().unwrap_or_default());
+    let version = line["version"].as_str().unwrap_or("?");
+    let short = version.get(..15).unwrap_or(version);
+    format!(
+        "{} req={} {short} {}: {}",
+        humantime::format_rfc3339_millis(at),
+        line["request_id"],
+        line["stream"].as_str().unwrap_or("?"),
+        line["text"].as_str().unwrap_or_default()
+    )
 }
 
 /// Sends, and turns any non-2xx answer into an error carrying the runtime's message.

@@ -192,6 +192,16 @@ pub struct Config {
     pub baseline_compile: bool,
     #[command(flatten)]
     pub compile: crate::compiler::CompileLimits,
+
+    /// What each function's log lines (stdout and stderr) may hold in memory for
+    /// `GET /functions/{name}/logs` and `runtime logs`, in KiB: its newest lines.
+    #[arg(long, env = "RUNTIME_LOG_RING_KIB", default_value_t = 64)]
+    pub log_ring_kib: usize,
+
+    /// What all functions' kept log lines may hold together, in MiB; past it, the
+    /// oldest lines of any function go first.
+    #[arg(long, env = "RUNTIME_MAX_LOG_MEMORY_MIB", default_value_t = 32)]
+    pub max_log_memory_mib: usize,
 }
 
 /// A secret that never shows in logs or `Debug` output.

@@ -134,6 +134,7 @@ impl ControlPlane {
             block_internal: config.block_internal_outbound,
             max_connections: config.max_outbound_connections,
         });
+        crate::logs::configure(config.log_ring_kib, config.max_log_memory_mib);
         let faas = FaasMetrics::new(prom)?;
         crate::metrics::register_build_info(prom)?;
         let store = match &config.store_dir {
@@ -598,6 +599,7 @@ impl ControlPlane {
         self.faas.functions.set(self.registry.len() as i64);
         if removed {
             self.faas.forget_function(name);
+            crate::logs::global().forget(name);
             if let Some(http) = &self.http {
                 http.forget_function(name);
             }
@@ -697,8 +699,8 @@ const INTERRUPTED: &str = "the runtime ended while compiling it in an earlier ru
      or an out-of-memory kill); it is not compiled again: raise the compile limits or \
      deploy a smaller version";
 
-/// `runtime_loaded_functions`, `runtime_loaded_code_bytes` and
-/// `runtime_outbound_connections_open`, read at scrape time.
+/// `runtime_loaded_functions`, `runtime_loaded_code_bytes`, `runtime_log_memory_bytes`
+/// and `runtime_outbound_connections_open`, read at scrape time.
 fn resident_gauges(resident: &Arc<Resident>) -> prometheus::Result<ReadAtScrape> {
     let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
     let (count, bytes) = (resident.clone(), resident.clone());
@@ -712,6 +714,11 @@ fn resident_gauges(resident: &Arc<Resident>) -> prometheus::Result<ReadAtScrape>
             "runtime_loaded_code_bytes",
             "Bytes of machine code the loaded functions map, code shared by several names counted once.",
             Box::new(move || gauge(bytes.code_bytes())),
+        ),
+        (
+            "runtime_log_memory_bytes",
+            "Bytes of functions' log lines kept for GET /functions/{name}/logs, all functions together (at most --max-log-memory-mib).",
+            Box::new(move || gauge(crate::logs::global().bytes())),
         ),
         (
             "runtime_outbound_connections_open",

@@ -24,6 +24,8 @@ pub struct Function {
     pub limits: Limits,
     pub env: Arc<[(String, String)]>,
     pub allowed_hosts: Arc<[String]>,
+    /// `record.digest`, shared by the log lines it writes.
+    pub version: Arc<str>,
     /// One permit per instance allowed at once.
     pub permits: Arc<Semaphore>,
     /// This function's per-invocation metric series, resolved at its first request
@@ -195,6 +197,7 @@ impl Function {
         let settings = &record.settings;
         Self {
             env: settings.env.clone().into_iter().collect(),
+            version: Arc::from(record.digest.as_str()),
             // As the policy matches them (`https://h` is `h:443`); checked at load.
             allowed_hosts: settings
                 .allowed_outbound_hosts

@@ -117,6 +117,7 @@ pub struct Host {
 /// What a request's WASI context is built from.
 struct Sandbox {
     function: Arc<str>,
+    version: Arc<str>,
     request_id: u64,
     env: Arc<[(String, String)]>,
     log_budget: usize,
@@ -128,7 +129,12 @@ impl Sandbox {
         // No preopened directories, no host environment, no sockets (the builder's
         // defaults deny every address), no stdin. Only the configured env.
         wasi.envs(&self.env);
-        let [stdout, stderr] = LogStream::pair(&self.function, self.request_id, self.log_budget);
+        let [stdout, stderr] = LogStream::pair(
+            &self.function,
+            &self.version,
+            self.request_id,
+            self.log_budget,
+        );
         wasi.stdout(stdout);
         wasi.stderr(stderr);
         wasi.build()
@@ -146,6 +152,7 @@ impl std::fmt::Debug for Host {
 impl Host {
     pub fn new(
         function: &Arc<str>,
+        version: &Arc<str>,
         request_id: u64,
         env: Arc<[(String, String)]>,
         allowed_hosts: Arc<[String]>,
@@ -162,6 +169,7 @@ impl Host {
             random: None,
             sandbox: Sandbox {
                 function: function.clone(),
+                version: version.clone(),
                 request_id,
                 env,
                 log_budget,
@@ -350,6 +358,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 #[derive(Clone)]
 pub struct LogStream {
     function: Arc<str>,
+    version: Arc<str>,
     request_id: u64,
     stream: &'static str,
     /// Bytes this invocation may still log, shared by its streams.
@@ -360,10 +369,16 @@ pub struct LogStream {
 impl LogStream {
     /// The guest's stdout and stderr, sharing one budget for both streams and every
     /// handle the guest opens on them.
-    pub fn pair(function: &Arc<str>, request_id: u64, log_budget: usize) -> [LogStream; 2] {
+    pub fn pair(
+        function: &Arc<str>,
+        version: &Arc<str>,
+        request_id: u64,
+        log_budget: usize,
+    ) -> [LogStream; 2] {
         let budget = Arc::new(AtomicUsize::new(log_budget));
         ["stdout", "stderr"].map(|stream| LogStream {
             function: function.clone(),
+            version: version.clone(),
             request_id,
             stream,
             budget: budget.clone(),
@@ -427,14 +442,19 @@ impl LineWriter {
             Err(_) => return,
         }
         let text = String::from_utf8_lossy(shown);
+        let text = if cut {
+            format!("{text} [line cut]")
+        } else {
+            text.into_owned()
+        };
         tracing::info!(
             target: "guest",
             function = %s.function,
             request_id = s.request_id,
             stream = s.stream,
-            "{text}{}",
-            if cut { " [line cut]" } else { "" }
+            "{text}"
         );
+        crate::logs::global().push(&s.function, &s.version, s.request_id, s.stream, text);
     }
 }
 

@@ -33,6 +33,7 @@ mod host;
 mod invoke;
 pub mod limits;
 mod loader;
+mod logs;
 mod metrics;
 pub mod name;
 mod outbound;

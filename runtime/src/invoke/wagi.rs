@@ -55,6 +55,7 @@ pub(super) async fn serve(
     wasi.stdout(stdout.clone());
     let [_, stderr] = LogStream::pair(
         function.name(),
+        &function.version,
         request_id,
         function.limits.log_budget_bytes,
     );

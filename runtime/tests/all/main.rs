@@ -9,6 +9,7 @@ mod deployer;
 mod functions;
 mod isolation;
 mod limits;
+mod logs;
 mod metrics;
 mod replicas;
 mod sandbox;

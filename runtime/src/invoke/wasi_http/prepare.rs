@@ -44,6 +44,7 @@ pub fn prepare(
     let limits = &function.limits;
     let host = Host::new(
         function.name(),
+        &function.version,
         request_id,
         function.env.clone(),
         function.allowed_hosts.clone(),
