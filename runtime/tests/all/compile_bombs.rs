@@ -253,3 +253,26 @@ fn plant_marker(store: &Path, digest: &str) {
     let hex = digest.trim_start_matches("sha256:");
     std::fs::write(dir.join(format!("{hex}.0123456789abcdef")), b"").unwrap();
 }
+
+/// A compile that outlasts `--compile-timeout` is ended there: the deploy gets 422
+/// naming the flag, and the runtime serves on. (1 ms: no component compiles that fast.)
+#[tokio::test]
+async fn a_compile_past_its_deadline_fails_its_deploy_with_422() {
+    let store = tempfile::tempdir().unwrap();
+    let (server, ops) = start_with_store(
+        store.path(),
+        &["--baseline-compile", "false", "--compile-timeout", "1ms"],
+    );
+    let path = artifacts::component("hello").unwrap();
+    let response = ops.put_file("hello", path, "").await;
+    assert_eq!(response.status(), 422);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("--compile-timeout"), "{text}");
+    assert_eq!(ops.get("hello").await.0, 404);
+    let health = examples::client()
+        .get(format!("{}/healthz", server.url("ops")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
