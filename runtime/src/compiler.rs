@@ -274,7 +274,7 @@ fn run_child(
     let timeout = || {
         ChildError::Limit(format!(
             "compiling it took longer than --compile-timeout allows ({})",
-            humantime(limits.compile_timeout)
+            humantime::format_duration(limits.compile_timeout)
         ))
     };
     if timed_out {
@@ -283,6 +283,7 @@ fn run_child(
     if status.success() {
         return code.map_err(|e| failed("reading its output", e));
     }
+    use rustix::process::Signal;
     use std::os::unix::process::ExitStatusExt;
     let memory = || {
         ChildError::Limit(format!(
@@ -293,32 +294,27 @@ fn run_child(
     match (status.code(), status.signal()) {
         (Some(WORKER_REJECTED), _) => Err(ChildError::Rejected(message)),
         (Some(WORKER_OUT_OF_MEMORY), _) => Err(memory()),
-        (_, Some(libc_signal::SIGXCPU | libc_signal::SIGKILL)) => Err(timeout()),
+        (_, Some(signal))
+            if [Signal::XCPU, Signal::KILL]
+                .map(Signal::as_raw)
+                .contains(&signal) =>
+        {
+            Err(timeout())
+        }
         // Rust aborts when an allocation fails.
-        (_, Some(libc_signal::SIGABRT)) if message.contains("memory allocation") => Err(memory()),
+        (_, Some(signal))
+            if signal == Signal::ABORT.as_raw() && message.contains("memory allocation") =>
+        {
+            Err(memory())
+        }
         _ => Err(ChildError::Failed(format!("{status}: {message}"))),
     }
-}
-
-/// Signal numbers (Linux), named.
-mod libc_signal {
-    pub const SIGABRT: i32 = 6;
-    pub const SIGKILL: i32 = 9;
-    pub const SIGXCPU: i32 = 24;
 }
 
 /// The worker's exit status for input the compiler rejected (its message on stderr).
 const WORKER_REJECTED: i32 = 2;
 /// The worker's exit status when the compiler reported running out of memory.
 const WORKER_OUT_OF_MEMORY: i32 = 3;
-
-fn humantime(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
 
 /// The child's side (`runtime __compile`): limits itself, reads wasm from stdin, writes
 /// `compiler`'s serialised code for it to stdout. Never returns.
