@@ -227,35 +227,6 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
     Ok(Secret(value.to_string()))
 }
 
-/// Writes a fresh token (256 random bits, hex) to `path` unless the file exists. The
-/// file is created exclusively, readable by its owner only, so two starts racing for it
-/// agree on one token.
-fn create_token_file(path: &std::path::Path) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut token = String::with_capacity(65);
-    for _ in 0..4 {
-        let word = getrandom::u64().map_err(std::io::Error::other)?;
-        token.push_str(&format!("{word:016x}"));
-    }
-    token.push('\n');
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut file) => {
-            file.write_all(token.as_bytes())?;
-            file.sync_all()?;
-            tracing::info!(path = %path.display(), "wrote a new deploy token (read it from the file)");
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// A configuration whose values contradict each other.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -331,8 +302,10 @@ impl Config {
             path: path.clone(),
             reason,
         };
-        if self.create_deploy_token {
-            create_token_file(path).map_err(|e| fail(e.to_string()))?;
+        if self.create_deploy_token
+            && crate::secret::create_file(path).map_err(|e| fail(e.to_string()))?
+        {
+            tracing::info!(path = %path.display(), "wrote a new deploy token (read it from the file)");
         }
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
         let token = text.lines().next().unwrap_or_default().trim();
@@ -350,16 +323,7 @@ impl Config {
             path: path.clone(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-        if bytes.len() < 32 {
-            return Err(fail(format!(
-                "holds {} bytes; a key needs at least 32 (e.g. `head -c 32 /dev/urandom`)",
-                bytes.len()
-            )));
-        }
-        Ok(Some(
-            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into(),
-        ))
+        crate::secret::key_from_file(path).map(Some).map_err(fail)
     }
 
     /// The memory budget for all instances in flight, in MiB: the flag, or three

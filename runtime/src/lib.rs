@@ -39,6 +39,7 @@ pub mod name;
 mod outbound;
 mod registry;
 mod resident;
+mod secret;
 mod server;
 pub mod store;
 mod tier_up;

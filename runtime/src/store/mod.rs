@@ -270,33 +270,13 @@ impl FunctionStore {
 /// Opens (creating, private) one of the store's lock files.
 /// The code key of a store used alone, created (random, 0600) on its first start.
 fn own_code_key(path: &Path) -> io::Result<CodeKey> {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut key = [0u8; 32];
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut file) => {
-            getrandom::fill(&mut key).map_err(io::Error::other)?;
-            file.write_all(&key)?;
-            file.sync_all()?;
-            Ok(key)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let mut file = File::open(path)?;
-            file.read_exact(&mut key).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("{}: not a 32-byte key: {e}", path.display()),
-                )
-            })?;
-            Ok(key)
-        }
-        Err(e) => Err(e),
-    }
+    crate::secret::create_file(path)?;
+    crate::secret::key_from_file(path).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 fn open_lock_file(path: &Path) -> io::Result<File> {
