@@ -179,9 +179,13 @@ impl ControlPlane {
             prom.register(Box::new(pool))?;
         }
         let ticker = Arc::new(engine::EpochTicker::start(optimizing.engine().clone()));
+        let shared_config = Arc::new(config.clone());
         let baseline = config.baseline_compile.then(|| {
-            let config = Arc::new(config.clone());
-            Arc::new(Baseline::new(config, optimizing.clone(), ticker.clone()))
+            Arc::new(Baseline::new(
+                shared_config.clone(),
+                optimizing.clone(),
+                ticker.clone(),
+            ))
         });
         let registry = Arc::new(Registry::default());
         let shared = Shared {
@@ -215,7 +219,7 @@ impl ControlPlane {
             deploy_lock: Default::default(),
             optimizing,
             baseline,
-            config: Arc::new(config.clone()),
+            config: shared_config,
             tier_up: Default::default(),
             _ticker: ticker,
             http: None,
