@@ -109,6 +109,40 @@ pub async fn wait_for_active(client: &reqwest::Client, server: &Service, functio
     localrun::wait_for_sample(client, server, &series, f64::from(n)).await;
 }
 
+/// Sends `n` GETs of `url` at once and counts those refused with 503 for want of room
+/// in the memory budget; every other answer must be 200 with a body that passes `ok`.
+pub async fn refused_by_memory_budget(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    ok: impl Fn(&[u8]),
+) -> u32 {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move {
+                let response = client.get(url).send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        let text = || String::from_utf8_lossy(&body).into_owned();
+        match status {
+            200 => ok(&body),
+            503 => {
+                refused += 1;
+                assert!(text().contains("memory budget"), "{}", text());
+            }
+            _ => panic!("{url}: {status} {}", text()),
+        }
+    }
+    refused
+}
+
 /// GET `url`, returning only the status.
 pub async fn status(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::StatusCode {
     client.get(url).send().await.unwrap().status()

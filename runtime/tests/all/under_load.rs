@@ -192,30 +192,12 @@ async fn header_sets_are_charged_to_the_memory_budget() {
     );
     let client = examples::client();
     let traffic = server.url("traffic");
-    let hoards: Vec<_> = (0..8)
-        .map(|_| {
-            let (client, url) = (
-                client.clone(),
-                format!("{traffic}/plain-wasi/hoard-headers"),
-            );
-            tokio::spawn(async move {
-                let response = client.get(url).send().await.unwrap();
-                (response.status().as_u16(), response.text().await.unwrap())
-            })
-        })
-        .collect();
-    let mut refused = 0;
-    for hoard in hoards {
-        let (status, body) = hoard.await.unwrap();
-        match status {
-            200 => assert!(body.contains("held 2000"), "{body}"),
-            503 => {
-                refused += 1;
-                assert!(body.contains("memory budget"), "{body}");
-            }
-            _ => panic!("hoard-headers: {status} {body}"),
-        }
-    }
+    let url = format!("{traffic}/plain-wasi/hoard-headers");
+    let refused = crate::refused_by_memory_budget(&client, &url, 8, |body| {
+        let body = String::from_utf8_lossy(body);
+        assert!(body.contains("held 2000"), "{body}");
+    })
+    .await;
     // 128 MiB holds at most two hoards of 62 MiB.
     assert!(refused >= 6, "{refused} of 8 refused");
     let (status, _) = crate::get_json(&client, &format!("{traffic}/hello/")).await;

@@ -461,29 +461,10 @@ async fn a_modules_output_is_charged_to_the_memory_budget() {
     );
     let client = examples::client();
     let url = format!("{}/probe/flood?mib=12&hold_ms=500", server.url("traffic"));
-    let floods: Vec<_> = (0..8)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                let response = client.get(url).send().await.unwrap();
-                let status = response.status().as_u16();
-                (status, response.bytes().await.unwrap())
-            })
-        })
-        .collect();
-    let mut refused = 0;
-    for flood in floods {
-        let (status, body) = flood.await.unwrap();
-        match status {
-            200 => assert_eq!(body.len(), 12 << 20),
-            503 => {
-                refused += 1;
-                let text = String::from_utf8_lossy(&body);
-                assert!(text.contains("memory budget"), "{text}");
-            }
-            _ => panic!("flood: {status} {}", String::from_utf8_lossy(&body)),
-        }
-    }
+    let refused = crate::refused_by_memory_budget(&client, &url, 8, |body| {
+        assert_eq!(body.len(), 12 << 20);
+    })
+    .await;
     assert!(refused >= 5, "{refused} of 8 refused");
     let text = crate::metrics(&client, &server).await;
     assert_eq!(
