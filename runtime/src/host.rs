@@ -568,8 +568,8 @@ impl wasmtime_wasi::cli::StdoutStream for ChargedOutput {
         Box::new(self.clone())
     }
 
-    /// Written synchronously, as wasmtime's own memory pipe is (the default adapter
-    /// hands every write to a task: 30,000 header lines would take seconds).
+    /// Written synchronously, as wasmtime's own memory pipe is: the default adapter hands
+    /// every write to a task, too slow for a module that writes line by line.
     fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
         Box::new(self.clone())
     }

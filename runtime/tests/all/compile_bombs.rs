@@ -20,8 +20,8 @@ const PROCESS_LIMIT_KIB: u64 = 1 << 20;
 /// A WASI 0.1 command (`_start`, so the runtime takes it for a WAGI function) whose one
 /// function is as hostile to an optimizing compiler as the shape limits allow: 20,000
 /// i64 locals (the default limit), 100,000 nested blocks, a `br_table` of 60,000
-/// targets, and 120,000 additions between locals. About 1.7 MB; Cranelift needs
-/// gigabytes for it, Winch about 150 MiB.
+/// targets, and 120,000 additions between locals. Cranelift cannot compile it within
+/// [`COMPILE_MIB`]; Winch, linear in its input, can (docs/containment.md has figures).
 fn bomb() -> Vec<u8> {
     use wasm_encoder::{
         BlockType, CodeSection, ExportKind, ExportSection, Function, FunctionSection,
