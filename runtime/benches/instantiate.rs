@@ -64,6 +64,7 @@ fn bench(c: &mut Criterion) {
                     runtime::name::FunctionName::parse(name).unwrap(),
                     &std::fs::read(path).unwrap(),
                     Default::default(),
+                    runtime::store::Placement::Current,
                 )
                 .unwrap();
         }

@@ -2,12 +2,21 @@
 //!
 //! - `PUT /functions/{name}`: body = the component; settings as query parameters
 //!   (`memory_mib`, `timeout_secs`, `max_concurrency`, `max_body_bytes`, `env=KEY=VALUE`
-//!   repeated, `allow=HOST[:PORT]` repeated). 201 created, 200 replaced.
-//! - `GET /functions`, `GET /functions/{name}`: what is deployed (digest, size, settings,
-//!   effective limits, deployed_at).
+//!   repeated, `allow=HOST[:PORT]` repeated); `canary=PERCENT` (1-99) to serve that
+//!   share of requests from it beside the current version, with
+//!   `canary_max_error_rate=0.05` to end it automatically past that share of 5xx
+//!   answers. 201 created, 200 replaced or canary started.
+//! - `GET /functions`, `GET /functions/{name}`: what is deployed (version, digest, size,
+//!   settings, effective limits, deployed_at, canary).
+//! - `GET /functions/{name}/versions`: the kept versions, which is current, the canary.
+//! - `POST /functions/{name}/rollback[?version=N]`: ends a canary, or makes version N
+//!   (by default the newest older than the current one) current.
+//! - `POST /functions/{name}/promote`: the canary becomes current.
+//! - `GET /functions/{name}/logs`: its kept log lines.
 //! - `DELETE /functions/{name}`: 204.
 //!
-//! PUT and DELETE need `Authorization: Bearer TOKEN` when a token is configured.
+//! Every call but the listings needs `Authorization: Bearer TOKEN` when a token is
+//! configured.
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -16,10 +25,11 @@ use service_ops::body::{self, BodyError};
 use service_ops::ops;
 
 use crate::config::Secret;
-use crate::control::{ControlPlane, DeployError};
+use crate::control::{ControlPlane, DeployError, VersionError};
 use crate::limits::Settings;
 use crate::metrics::DeployResult;
 use crate::name::FunctionName;
+use crate::store::Placement;
 
 /// The deploy API on the ops listener: routes `/functions` calls to the control plane,
 /// after the token and the request head are checked.
@@ -80,7 +90,10 @@ impl Api {
             return match route {
                 Route::List => self.list(reveal),
                 Route::Describe(name) => self.describe(&name, reveal),
+                Route::Versions(name) => self.versions(&name, reveal),
                 Route::Logs(name) => self.logs(&name, parts.uri.query()),
+                Route::Rollback(name) => self.rollback(name, parts.uri.query()).await,
+                Route::Promote(name) => self.promote(name).await,
                 Route::Delete(name) => self.delete(name).await,
                 Route::Deploy(_) => unreachable!("taken above"),
             };
@@ -143,9 +156,129 @@ impl Api {
             .control
             .functions()
             .iter()
-            .map(|f| f.describe(reveal))
+            .map(|f| self.described(f, reveal))
             .collect();
         json(200, &serde_json::json!({ "functions": functions }))
+    }
+
+    /// What the API shows of `function` (its name's current version), with its canary.
+    fn described(&self, function: &crate::function::Function, reveal: bool) -> serde_json::Value {
+        let mut value = function.describe(reveal);
+        value["canary"] = match self.control.canary(function.name()) {
+            Some((canary, percent, watch)) => {
+                let (requests, failures) = watch.tally();
+                serde_json::json!({
+                    "version": canary.record.version,
+                    "digest": canary.record.digest,
+                    "percent": percent,
+                    "max_error_rate": watch.max_error_rate,
+                    "requests": requests,
+                    "failures": failures,
+                })
+            }
+            None => serde_json::Value::Null,
+        };
+        value
+    }
+
+    /// `name`'s kept versions, oldest first, each marked current, canary or kept.
+    fn versions(&self, name: &FunctionName, reveal: bool) -> Reply {
+        let manifest = match self.control.versions(name) {
+            Ok(Some(manifest)) => manifest,
+            Ok(None) => return ops::json_error(404, &format!("no function named {name:?}")),
+            Err(e) => return ops::json_error(500, &format!("reading the store: {e}")),
+        };
+        let canary = manifest.canary.as_ref();
+        let versions: Vec<_> = manifest
+            .versions
+            .iter()
+            .map(|r| {
+                let state = if r.version == manifest.current {
+                    "current"
+                } else if canary.is_some_and(|c| c.version == r.version) {
+                    "canary"
+                } else {
+                    "kept"
+                };
+                serde_json::json!({
+                    "version": r.version,
+                    "state": state,
+                    "digest": r.digest,
+                    "size": r.size,
+                    "deployed_at": r.deployed_at,
+                    "settings": match reveal {
+                        true => serde_json::json!(r.settings),
+                        false => crate::function::hide_env(&r.settings),
+                    },
+                })
+            })
+            .collect();
+        json(
+            200,
+            &serde_json::json!({
+                "name": name,
+                "current": manifest.current,
+                "canary": canary,
+                "versions": versions,
+            }),
+        )
+    }
+
+    async fn rollback(&self, name: FunctionName, query: Option<&str>) -> Reply {
+        let mut to = None;
+        for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match (&*key, value.parse::<u64>()) {
+                ("version", Ok(v)) => to = Some(v),
+                ("version", Err(_)) => {
+                    return ops::json_error(
+                        400,
+                        &format!("version={value:?} is not a version number"),
+                    );
+                }
+                _ => return ops::json_error(400, &format!("unknown parameter {key:?} (version)")),
+            }
+        }
+        let control = self.control.clone();
+        let target = name.clone();
+        let result = tokio::task::spawn_blocking(move || control.rollback(&target, to)).await;
+        self.versions_changed(&name, result, DeployResult::RolledBack)
+    }
+
+    async fn promote(&self, name: FunctionName) -> Reply {
+        let control = self.control.clone();
+        let target = name.clone();
+        let result = tokio::task::spawn_blocking(move || control.promote(&target)).await;
+        self.versions_changed(&name, result, DeployResult::Promoted)
+    }
+
+    /// The answer to a rollback or a promote: the function's versions now, or why
+    /// nothing changed.
+    fn versions_changed(
+        &self,
+        name: &FunctionName,
+        result: Result<Result<crate::store::Manifest, VersionError>, tokio::task::JoinError>,
+        done: DeployResult,
+    ) -> Reply {
+        match result {
+            Ok(Ok(_)) => {
+                self.control.count_deployment(done);
+                self.versions(name, true)
+            }
+            Ok(Err(e)) => {
+                let status = e.status();
+                self.control.count_deployment(match status {
+                    404 => DeployResult::NotFound,
+                    500 => DeployResult::Failed,
+                    _ => DeployResult::Invalid,
+                });
+                tracing::info!(function = %name, "{} refused: {e}", done.label());
+                ops::json_error(status, &e.to_string())
+            }
+            Err(e) => {
+                self.control.count_deployment(DeployResult::Failed);
+                ops::json_error(500, &format!("{} of {name:?} failed: {e}", done.label()))
+            }
+        }
     }
 
     /// `name`'s kept log lines, oldest first: those after `after` (a line's `seq`) and,
@@ -193,7 +326,7 @@ impl Api {
 
     fn describe(&self, name: &FunctionName, reveal: bool) -> Reply {
         match self.control.function(name) {
-            Some(function) => json(200, &function.describe(reveal)),
+            Some(function) => json(200, &self.described(&function, reveal)),
             None => ops::json_error(404, &format!("no function named {name:?}")),
         }
     }
@@ -241,8 +374,8 @@ impl Api {
     }
 
     async fn deploy(&self, name: FunctionName, query: Option<&str>, wasm: Bytes) -> Reply {
-        let settings = match settings_from_query(query) {
-            Ok(settings) => settings,
+        let (settings, placement) = match deploy_from_query(query) {
+            Ok(found) => found,
             Err(message) => {
                 self.control.count_deployment(DeployResult::Invalid);
                 return ops::json_error(400, &message);
@@ -252,16 +385,31 @@ impl Api {
         let control = self.control.clone();
         let target = name.clone();
         let result =
-            tokio::task::spawn_blocking(move || control.deploy(target, &wasm, settings)).await;
+            tokio::task::spawn_blocking(move || control.deploy(target, &wasm, settings, placement))
+                .await;
         match result {
             Ok(Ok((deployed, function))) => {
                 self.control.count_deployment(deployed.result());
-                tracing::info!(function = %name, result = deployed.result().label(), "deployed");
+                tracing::info!(
+                    function = %name,
+                    version = function.record.version,
+                    result = deployed.result().label(),
+                    "deployed"
+                );
                 let status = match deployed {
                     crate::control::Deployed::Created => 201,
-                    crate::control::Deployed::Replaced => 200,
+                    crate::control::Deployed::Replaced | crate::control::Deployed::Canary => 200,
                 };
-                json(status, &function.describe(true))
+                let mut value = function.describe(true);
+                if deployed == crate::control::Deployed::Canary {
+                    value["canary"] = self.described(&function, true)["canary"].take();
+                }
+                json(status, &value)
+            }
+            Ok(Err(e @ DeployError::Refused(_))) => {
+                self.control.count_deployment(DeployResult::Invalid);
+                tracing::info!(function = %name, "deploy refused: {e}");
+                ops::json_error(409, &e.to_string())
             }
             Ok(Err(DeployError::Invalid(e))) => {
                 self.control.count_deployment(DeployResult::Invalid);
@@ -286,6 +434,12 @@ impl Api {
 enum Route {
     List,
     Describe(FunctionName),
+    /// `GET /functions/{name}/versions`.
+    Versions(FunctionName),
+    /// `POST /functions/{name}/rollback`.
+    Rollback(FunctionName),
+    /// `POST /functions/{name}/promote`.
+    Promote(FunctionName),
     /// `GET /functions/{name}/logs`: the function's kept log lines.
     Logs(FunctionName),
     Deploy(FunctionName),
@@ -296,15 +450,33 @@ impl Route {
     /// The route, or the status and message for a path, name or method the API does not
     /// have (404, 400, 405).
     fn of(method: &Method, path: &str) -> Result<Route, (u16, String)> {
-        if let Some(name) = path
+        if let Some((name, action)) = path
             .strip_prefix("/functions/")
-            .and_then(|rest| rest.strip_suffix("/logs"))
+            .and_then(|rest| rest.split_once('/'))
         {
             let name = FunctionName::parse(name).map_err(|e| (400, e.to_string()))?;
-            return match *method {
-                Method::GET => Ok(Route::Logs(name)),
-                _ => Err((405, "/functions/{name}/logs supports GET".into())),
+            let route = match (action, method) {
+                ("logs", &Method::GET) => Route::Logs,
+                ("versions", &Method::GET) => Route::Versions,
+                ("rollback", &Method::POST) => Route::Rollback,
+                ("promote", &Method::POST) => Route::Promote,
+                ("logs" | "versions", _) => {
+                    return Err((405, format!("/functions/{{name}}/{action} supports GET")));
+                }
+                ("rollback" | "promote", _) => {
+                    return Err((405, format!("/functions/{{name}}/{action} supports POST")));
+                }
+                _ => {
+                    return Err((
+                        404,
+                        format!(
+                            "no endpoint /functions/{{name}}/{action}; there are logs, versions, \
+                             rollback and promote"
+                        ),
+                    ));
+                }
             };
+            return Ok(route(name));
         }
         let name = match path.strip_prefix("/functions") {
             Some("" | "/") => None,
@@ -330,7 +502,10 @@ impl Route {
 
     /// Whether the call changes what is deployed (and so needs the token).
     fn changes(&self) -> bool {
-        matches!(self, Route::Deploy(_) | Route::Delete(_))
+        matches!(
+            self,
+            Route::Deploy(_) | Route::Delete(_) | Route::Rollback(_) | Route::Promote(_)
+        )
     }
 
     /// Whether the call needs the token: changes, and reading logs (a function may log
@@ -430,6 +605,78 @@ pub fn settings_to_query(settings: &Settings) -> String {
     query.finish()
 }
 
+/// The PUT query string that starts a canary of `percent`, ending itself past
+/// `max_error_rate`: what [`deploy_from_query`] reads back.
+pub fn canary_to_query(percent: u8, max_error_rate: Option<f64>) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("canary", &percent.to_string());
+    if let Some(rate) = max_error_rate {
+        query.append_pair("canary_max_error_rate", &rate.to_string());
+    }
+    query.finish()
+}
+
+/// Settings and placement from the PUT query string: `canary` and
+/// `canary_max_error_rate` place the version, the rest are [`settings_from_query`]'s.
+pub fn deploy_from_query(query: Option<&str>) -> Result<(Settings, Placement), String> {
+    let (mut percent, mut max_error_rate) = (None, None);
+    let mut rest = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*key {
+            "canary" => percent = Some(canary_percent(&value)?),
+            "canary_max_error_rate" => max_error_rate = Some(error_rate(&value)?),
+            _ => {
+                rest.append_pair(&key, &value);
+            }
+        }
+    }
+    let rest = rest.finish();
+    let settings = settings_from_query(Some(&rest))?;
+    let placement = match (percent, max_error_rate) {
+        (Some(percent), max_error_rate) => Placement::Canary {
+            percent,
+            max_error_rate,
+        },
+        (None, Some(_)) => {
+            return Err(
+                "canary_max_error_rate applies to a canary: give canary=PERCENT too".into(),
+            );
+        }
+        (None, None) => Placement::Current,
+    };
+    Ok((settings, placement))
+}
+
+/// A canary's share: a whole percent, 1 to 99.
+pub fn canary_percent(text: &str) -> Result<u8, String> {
+    text.trim()
+        .trim_end_matches('%')
+        .parse::<u8>()
+        .ok()
+        .filter(|p| (1..=99).contains(p))
+        .ok_or_else(|| {
+            format!(
+                "a canary's share is a whole percent from 1 to 99 (of its requests), got {text:?}"
+            )
+        })
+}
+
+/// An error rate: a fraction from 0 to 1 (`0.05`), or a percent (`5%`).
+pub fn error_rate(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let rate = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => text.parse::<f64>(),
+    };
+    rate.ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| {
+            format!(
+                "an error rate is a fraction from 0 to 1 (0.05) or a percent (5%), got {text:?}"
+            )
+        })
+}
+
 /// Settings from the PUT query string. Unknown parameters are an error, not ignored: a
 /// typo must not deploy a function without the limit its author asked for.
 pub fn settings_from_query(query: Option<&str>) -> Result<Settings, String> {
@@ -461,7 +708,8 @@ pub fn settings_from_query(query: Option<&str>) -> Result<Settings, String> {
             other => {
                 return Err(format!(
                     "unknown query parameter `{other}`: use memory_mib, timeout_secs, \
-                     max_concurrency, max_body_bytes, env=KEY=VALUE or allow=HOST[:PORT]"
+                     max_concurrency, max_body_bytes, env=KEY=VALUE, allow=HOST[:PORT], \
+                     canary=PERCENT or canary_max_error_rate=RATE"
                 ));
             }
         }
@@ -498,7 +746,27 @@ mod tests {
         for method in [Method::GET, Method::PUT, Method::DELETE, Method::POST] {
             assert_eq!(route(method, "/functions/A"), Err(400));
         }
-        assert_eq!(route(Method::GET, "/functions/a/b"), Err(400));
+        assert_eq!(route(Method::GET, "/functions/a/b"), Err(404));
+        assert_eq!(route(Method::GET, "/functions/A/logs"), Err(400));
+        assert_eq!(
+            route(Method::GET, "/functions/a/versions"),
+            Ok(Route::Versions(name("a")))
+        );
+        assert_eq!(
+            route(Method::POST, "/functions/a/rollback"),
+            Ok(Route::Rollback(name("a")))
+        );
+        assert_eq!(
+            route(Method::POST, "/functions/a/promote"),
+            Ok(Route::Promote(name("a")))
+        );
+        assert!(
+            route(Method::POST, "/functions/a/rollback")
+                .unwrap()
+                .changes()
+        );
+        assert_eq!(route(Method::GET, "/functions/a/rollback"), Err(405));
+        assert_eq!(route(Method::POST, "/functions/a/versions"), Err(405));
         assert_eq!(route(Method::GET, "/functionsx"), Err(404));
         assert_eq!(route(Method::GET, "/other"), Err(404));
         assert_eq!(route(Method::PUT, "/functions"), Err(405));
@@ -531,6 +799,48 @@ mod tests {
         assert!(e.contains("memory_mib"), "{e}");
         assert!(settings_from_query(Some("max_concurrency=0")).is_err());
         assert_eq!(settings_from_query(None).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn canary_placement_from_the_query() {
+        let (settings, placement) =
+            deploy_from_query(Some("memory_mib=8&canary=10&canary_max_error_rate=5%25")).unwrap();
+        assert_eq!(settings.memory_mib, Some(service_ops::Mib::new(8)));
+        assert_eq!(
+            placement,
+            Placement::Canary {
+                percent: 10,
+                max_error_rate: Some(0.05)
+            }
+        );
+        let query = canary_to_query(25, Some(0.1));
+        assert_eq!(
+            deploy_from_query(Some(&query)).unwrap().1,
+            Placement::Canary {
+                percent: 25,
+                max_error_rate: Some(0.1)
+            }
+        );
+        assert_eq!(deploy_from_query(None).unwrap().1, Placement::Current);
+        for bad in [
+            "canary=0",
+            "canary=100",
+            "canary=ten",
+            "canary=-1",
+            "canary=12.5",
+        ] {
+            let e = deploy_from_query(Some(bad)).unwrap_err();
+            assert!(e.contains("1 to 99"), "{bad}: {e}");
+        }
+        for bad in [
+            "canary=5&canary_max_error_rate=2",
+            "canary=5&canary_max_error_rate=x",
+        ] {
+            let e = deploy_from_query(Some(bad)).unwrap_err();
+            assert!(e.contains("error rate"), "{bad}: {e}");
+        }
+        let e = deploy_from_query(Some("canary_max_error_rate=0.1")).unwrap_err();
+        assert!(e.contains("canary=PERCENT"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The command line: `runtime [FLAGS]` serves; `runtime deploy|list|describe|rm` talk
-//! to a running runtime's deploy API.
+//! The command line: `runtime [FLAGS]` serves; `runtime deploy|list|describe|versions|
+//! rollback|promote|logs|rm` talk to a running runtime's deploy API.
 
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -18,7 +18,9 @@ pub struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Deploy (or replace) a function from a wasi:http component or WASI 0.1 module.
+    /// Deploy a new version of a function from a wasi:http component or WASI 0.1 module:
+    /// it becomes current, or with --canary serves a share of requests beside the
+    /// current version until `promote` or `rollback`.
     Deploy {
         /// Function name: the first path segment it is served at.
         name: String,
@@ -47,6 +49,36 @@ pub enum Command {
         /// repeatable.
         #[arg(long = "allow", value_name = "HOST[:PORT]")]
         allow: Vec<String>,
+        /// Serve this share of the function's requests (1-99 %) from the new version,
+        /// the rest from the current one, until `runtime promote` or `runtime rollback`.
+        #[arg(long, value_name = "PERCENT", value_parser = crate::api::canary_percent)]
+        canary: Option<u8>,
+        /// End the canary automatically once more than this share of its answers are
+        /// 5xx (`0.05` or `5%`; judged after the runtime's --canary-min-requests).
+        #[arg(long, value_name = "RATE", requires = "canary", value_parser = crate::api::error_rate)]
+        canary_max_error_rate: Option<f64>,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// List a function's kept versions, oldest first: which is current, which a canary.
+    Versions {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Roll a function back in one step: end its canary if one runs, otherwise make
+    /// VERSION (by default the newest kept version older than the current one) current.
+    Rollback {
+        name: String,
+        version: Option<u64>,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Make a function's canary its current version, serving every request.
+    Promote {
+        name: String,
         #[command(flatten)]
         client: Client,
     },
@@ -150,6 +182,8 @@ impl Command {
                 max_body_bytes,
                 env,
                 allow,
+                canary,
+                canary_max_error_rate,
                 client,
             } => {
                 let wasm =
@@ -177,15 +211,60 @@ impl Command {
                 }
                 let mut url = reqwest::Url::parse(&client.endpoint(Some(&name)))
                     .context("the runtime's URL")?;
-                let query = crate::api::settings_to_query(&settings);
+                let mut query = crate::api::settings_to_query(&settings);
+                if let Some(percent) = canary {
+                    let canary = crate::api::canary_to_query(percent, canary_max_error_rate);
+                    query = [query, canary]
+                        .into_iter()
+                        .filter(|q| !q.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("&");
+                }
                 url.set_query((!query.is_empty()).then_some(query.as_str()));
                 let request = http.put(url).body(wasm);
                 let body = send(client.authorize(request)).await?;
+                let what = match canary {
+                    Some(percent) => format!("as a canary taking {percent} % of its requests"),
+                    None => "current".into(),
+                };
                 println!(
-                    "deployed {name}: {} ({})",
+                    "deployed {name} version {}, {what}: {} ({})",
+                    body["version"],
                     body["digest"].as_str().unwrap_or("?"),
                     body["kind"].as_str().unwrap_or("?")
                 );
+            }
+            Command::Versions {
+                name,
+                output,
+                client,
+            } => {
+                let url = format!("{}/versions", client.endpoint(Some(&name)));
+                let body = send(client.authorize(http.get(url))).await?;
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
+                    Output::Text => print!("{}", versions(&body)),
+                }
+            }
+            Command::Rollback {
+                name,
+                version,
+                client,
+            } => {
+                let mut url = format!("{}/rollback", client.endpoint(Some(&name)));
+                if let Some(version) = version {
+                    url.push_str(&format!("?version={version}"));
+                }
+                let body = send(client.authorize(http.post(url))).await?;
+                println!(
+                    "rolled back {name}: version {} is current, no canary",
+                    body["current"]
+                );
+            }
+            Command::Promote { name, client } => {
+                let url = format!("{}/promote", client.endpoint(Some(&name)));
+                let body = send(client.authorize(http.post(url))).await?;
+                println!("promoted {name}: version {} is current", body["current"]);
             }
             Command::List { output, client } => {
                 let body = send(http.get(client.endpoint(None))).await?;
@@ -194,9 +273,14 @@ impl Command {
                     return Ok(());
                 }
                 for f in body["functions"].as_array().into_iter().flatten() {
+                    let canary = match &f["canary"] {
+                        serde_json::Value::Null => String::new(),
+                        c => format!("\tcanary v{} {} %", c["version"], c["percent"]),
+                    };
                     println!(
-                        "{}\t{}\t{} bytes\t{}",
+                        "{}\tv{}\t{}\t{} bytes\t{}{canary}",
                         f["name"].as_str().unwrap_or("?"),
+                        f["version"],
                         f["digest"].as_str().unwrap_or("?"),
                         f["size"],
                         f["kind"].as_str().unwrap_or("?")
@@ -290,6 +374,7 @@ fn describe(f: &serde_json::Value) -> String {
     let mut out = String::new();
     for key in [
         "name",
+        "version",
         "kind",
         "digest",
         "size",
@@ -300,7 +385,11 @@ fn describe(f: &serde_json::Value) -> String {
     ] {
         out.push_str(&format!("{key:<12} {}\n", text(&f[key])));
     }
-    for section in ["limits", "settings"] {
+    for section in ["canary", "limits", "settings"] {
+        if f[section].is_null() {
+            out.push_str(&format!("{section:<12} -\n"));
+            continue;
+        }
         out.push_str(&format!("{section}:\n"));
         if let Some(fields) = f[section].as_object() {
             for (key, value) in fields {
@@ -311,14 +400,34 @@ fn describe(f: &serde_json::Value) -> String {
     out
 }
 
+/// `GET /functions/{name}/versions`' answer for people: a line a version, oldest first.
+fn versions(body: &serde_json::Value) -> String {
+    let mut out = String::from("VERSION\tSTATE\tDEPLOYED\tDIGEST\n");
+    let percent = &body["canary"]["percent"];
+    for v in body["versions"].as_array().into_iter().flatten() {
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(v["deployed_at"].as_u64().unwrap_or_default());
+        let state = match v["state"].as_str().unwrap_or("?") {
+            "canary" => format!("canary {percent} %"),
+            state => state.to_string(),
+        };
+        out.push_str(&format!(
+            "{}\t{state}\t{}\t{}\n",
+            v["version"],
+            humantime::format_rfc3339_seconds(at),
+            v["digest"].as_str().unwrap_or("?")
+        ));
+    }
+    out
+}
+
 /// A kept log line for people: when (UTC), the request, the version, the stream, the text.
 fn log_line(line: &serde_json::Value) -> String {
     let at = std::time::UNIX_EPOCH
         + std::time::Duration::from_millis(line["at_ms"].as_u64().unwrap_or_default());
     let version = line["version"].as_str().unwrap_or("?");
-    let short = version.get(..15).unwrap_or(version);
     format!(
-        "{} req={} {short} {}: {}",
+        "{} req={} v{version} {}: {}",
         humantime::format_rfc3339_millis(at),
         line["request_id"],
         line["stream"].as_str().unwrap_or("?"),

@@ -52,6 +52,17 @@ pub struct Config {
     #[arg(long, env = "RUNTIME_CACHE_KEY_FILE", requires = "store_dir")]
     pub cache_key_file: Option<PathBuf>,
 
+    /// Versions of each function --store-dir keeps (at least 1), the current one and a
+    /// canary's among them: what `runtime rollback` can go back to. Older ones, and
+    /// their blobs when no other version names them, are removed as new ones come.
+    #[arg(long, env = "RUNTIME_KEEP_VERSIONS", default_value_t = std::num::NonZeroU32::new(5).expect("5 > 0"))]
+    pub keep_versions: std::num::NonZeroU32,
+
+    /// Requests a canary serves in this runtime before its error rate is judged against
+    /// its --canary-max-error-rate (a deploy setting).
+    #[arg(long, env = "RUNTIME_CANARY_MIN_REQUESTS", default_value_t = 20)]
+    pub canary_min_requests: u64,
+
     /// How often a runtime with --shared-store reads the store for changes the others
     /// made.
     #[arg(long, env = "RUNTIME_STORE_POLL_INTERVAL", default_value = "500ms",

@@ -19,9 +19,9 @@ use crate::invoke::{Invoker, Shared};
 use crate::loader::{self, Baseline, LoadError, Loader};
 use crate::metrics::{ColdStart, DeployResult, FaasMetrics, ReadAtScrape};
 use crate::name::FunctionName;
-use crate::registry::Registry;
+use crate::registry::{CanaryRoute, CanaryWatch, Registry, Routes};
 use crate::resident::Resident;
-use crate::store::{FunctionStore, Record};
+use crate::store::{ChangeError, FunctionStore, Manifest, Placement, Record, Serving};
 use crate::tier_up::TierUp;
 use crate::{Config, engine, heap};
 
@@ -30,6 +30,8 @@ use crate::{Config, engine, heap};
 pub enum Deployed {
     Created,
     Replaced,
+    /// Started a canary beside the current version.
+    Canary,
 }
 
 impl Deployed {
@@ -38,6 +40,7 @@ impl Deployed {
         match self {
             Deployed::Created => DeployResult::Created,
             Deployed::Replaced => DeployResult::Replaced,
+            Deployed::Canary => DeployResult::Canary,
         }
     }
 }
@@ -49,7 +52,45 @@ pub enum DeployError {
     Invalid(#[from] LoadError),
     #[error("writing the store: {0}")]
     Store(#[from] std::io::Error),
+    /// A deploy that does not apply as the function is (409): a canary of a function
+    /// not deployed, or without a store.
+    #[error("{0}")]
+    Refused(String),
 }
+
+impl From<ChangeError> for DeployError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::Io(e) => DeployError::Store(e),
+            e => DeployError::Refused(e.to_string()),
+        }
+    }
+}
+
+/// Why a rollback or a promote changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error("the version could not be loaded: {0}")]
+    Load(#[from] LoadError),
+}
+
+impl VersionError {
+    /// Its HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            VersionError::Change(ChangeError::NoFunction(_)) => 404,
+            VersionError::Change(ChangeError::Refused(_)) => 409,
+            VersionError::Change(ChangeError::Io(_)) => 500,
+            VersionError::Load(e) => e.status(),
+        }
+    }
+}
+
+/// Why versions cannot be kept without a store.
+const NO_STORE: &str = "this runtime keeps no versions: it runs without --store-dir, so there \
+     is nothing to roll back to and no canary can run";
 
 /// Why the runtime could not start with what it was given to serve.
 ///
@@ -93,10 +134,11 @@ pub struct ControlPlane {
     resident: Arc<Resident>,
     /// The traffic listener's HTTP metrics, whose series of a deleted function go with it.
     http: Option<service_ops::HttpMetrics>,
-    /// The stored version of each name this runtime has applied (restored, deployed, or
-    /// synced, or tried to and failed): what [`Self::sync_from_store`] compares the store
-    /// with. Changed only under `deploy_lock`.
-    applied: Arc<Mutex<HashMap<FunctionName, Record>>>,
+    /// What each name serves as this runtime last applied it from the store (restored,
+    /// deployed, rolled back, synced, or tried to and failed): what
+    /// [`Self::sync_from_store`] compares the store with. Changed only under
+    /// `deploy_lock`.
+    applied: Arc<Mutex<HashMap<FunctionName, Serving>>>,
     /// Problems with the shared store already logged, so each is logged once.
     reported: Arc<Mutex<HashSet<String>>>,
     /// With a shared store: when the last sync pass succeeded, and why the last one
@@ -232,6 +274,27 @@ impl ControlPlane {
                 allowed: (config.store_poll_interval * 10).max(std::time::Duration::from_secs(2)),
             })),
         };
+        // Held by the invoker for the life of the process, as the tier-up worker holds
+        // its clone: a control plane is never dropped while it serves.
+        let alarm = control.clone();
+        control
+            .invoker
+            .on_canary_failing(Box::new(move |name, watch| {
+                let (control, function) = (alarm.clone(), name.clone());
+                let ending =
+                    std::thread::Builder::new()
+                        .name("canary-end".into())
+                        .spawn(move || {
+                            if let Ok(name) = FunctionName::parse(&name) {
+                                control.survive("canary", || {
+                                    control.end_failing_canary(&name, &watch)
+                                });
+                            }
+                        });
+                if let Err(e) = ending {
+                    tracing::error!(%function, "could not end the failing canary: {e}");
+                }
+            }));
         control.restore()?;
         heap::release_free_memory();
         if config.shared_store {
@@ -338,31 +401,20 @@ impl ControlPlane {
                         "loaded"
                     );
                 }
-                self.install(function);
+                self.count_loaded(&function);
+                self.install(Routes::only(Arc::new(function)));
             }
         }
         let Some(store) = &self.store else {
             return Ok(());
         };
         let mut kinds: HashMap<String, Kind> = HashMap::new();
-        for record in store.list()? {
-            let name = record.name.clone();
-            self.applied().insert(name.clone(), record.clone());
-            let kind = match kinds.get(&record.digest) {
-                Some(kind) => Ok(*kind),
-                None => store.wasm_header(&record).map(|head| Kind::of(&head)),
-            };
-            let found = kind
-                .map_err(LoadError::from)
-                .and_then(|kind| Ok((kind, self.optimizing.limits(&record)?)))
-                .and_then(
-                    |(kind, limits)| match self.optimizing.failed_before(&record.digest) {
-                        Some(reason) => Err(LoadError::CompileLimit(kind.artifact(), reason)),
-                        None => Ok((kind, limits)),
-                    },
-                );
-            let (kind, limits) = match found {
-                Ok(found) => found,
+        for manifest in store.list()? {
+            let name = manifest.name.clone();
+            let serving = manifest.serving();
+            self.applied().insert(name.clone(), serving.clone());
+            let current = match self.stored_function(store, &serving.current, &mut kinds) {
+                Ok(function) => function,
                 // A stored function this runtime cannot run (its settings are past a
                 // ceiling lowered since, say) is set aside so that the others start. In
                 // a shared store it stays: other runtimes may still run it.
@@ -378,12 +430,76 @@ impl ControlPlane {
                     continue;
                 }
             };
-            kinds.insert(record.digest.clone(), kind);
-            let function =
-                Function::new(record, kind, limits, None, false, ColdStart::FirstRequest);
-            self.install(function);
+            let mut routes = Routes::only(Arc::new(current));
+            if let Some((record, canary)) = &serving.canary {
+                match self.stored_function(store, record, &mut kinds) {
+                    Ok(function) => {
+                        routes.canary = Some(self.canary_route(Arc::new(function), canary, None));
+                    }
+                    // The current version serves everything.
+                    Err(e) => tracing::error!(
+                        function = %name,
+                        version = record.version,
+                        "not running the stored canary: {e}"
+                    ),
+                }
+            }
+            self.install(routes);
         }
         Ok(())
+    }
+
+    /// A stored version as a function whose code loads at its first request: its kind
+    /// from its blob's first bytes (once per digest), its limits from its settings.
+    fn stored_function(
+        &self,
+        store: &FunctionStore,
+        record: &Record,
+        kinds: &mut HashMap<String, Kind>,
+    ) -> Result<Function, LoadError> {
+        let kind = match kinds.get(&record.digest) {
+            Some(kind) => *kind,
+            None => Kind::of(&store.wasm_header(record)?),
+        };
+        let limits = self.optimizing.limits(record)?;
+        if let Some(reason) = self.optimizing.failed_before(&record.digest) {
+            return Err(LoadError::CompileLimit(kind.artifact(), reason));
+        }
+        kinds.insert(record.digest.clone(), kind);
+        Ok(Function::new(
+            record.clone(),
+            kind,
+            limits,
+            None,
+            false,
+            ColdStart::FirstRequest,
+        ))
+    }
+
+    /// `function` as a canary route of `canary`'s share, watched against its threshold
+    /// (by `watch` if given: the tally of the same canary before a change of share).
+    fn canary_route(
+        &self,
+        function: Arc<Function>,
+        canary: &crate::store::Canary,
+        watch: Option<Arc<CanaryWatch>>,
+    ) -> CanaryRoute {
+        let watch = watch
+            .filter(|w| {
+                w.version == function.record.version && w.max_error_rate == canary.max_error_rate
+            })
+            .unwrap_or_else(|| {
+                Arc::new(CanaryWatch::new(
+                    function.record.version,
+                    canary.max_error_rate,
+                    self.config.canary_min_requests,
+                ))
+            });
+        CanaryRoute {
+            function,
+            percent: canary.percent,
+            watch,
+        }
     }
 
     /// Whether this runtime is fit for traffic (`/readyz`): with a shared store, that
@@ -423,27 +539,276 @@ impl ControlPlane {
         self.registry.get(name)
     }
 
-    /// Compiles and checks `wasm`, records it durably (with a store), then swaps it in
-    /// for `name`. Requests already running finish on the version they started with; a
-    /// component that fails to load changes nothing.
+    /// Compiles and checks `wasm`, records it durably (with a store) as a new version of
+    /// `name` placed as `placement` says, then swaps it in. Requests already running
+    /// finish on the version they started with; a component that fails to load, or a
+    /// placement that does not apply, changes nothing.
     pub fn deploy(
         &self,
         name: FunctionName,
         wasm: &[u8],
         settings: crate::limits::Settings,
+        placement: Placement,
     ) -> Result<(Deployed, Arc<Function>), DeployError> {
         let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (function, baseline) = self.load_new(Record::new(name, wasm, settings), wasm)?;
-        if let Some(store) = &self.store {
-            store.put(&function.record, wasm)?;
-            self.applied()
-                .insert(function.record.name.clone(), function.record.clone());
+        let canary = matches!(placement, Placement::Canary { .. });
+        if canary && self.store.is_none() {
+            return Err(DeployError::Refused(NO_STORE.into()));
         }
-        let (deployed, installed) = self.install(function);
+        let existed = self.registry.get(&name).is_some();
+        let (mut function, baseline) = self.load_new(Record::new(name, wasm, settings), wasm)?;
+        let routes = match &self.store {
+            Some(store) => {
+                let mut record = function.record.clone();
+                let manifest = store.deploy(&mut record, wasm, &placement, self.keep_versions())?;
+                function.renumber(record.version);
+                self.count_loaded(&function);
+                let serving = manifest.serving();
+                self.applied()
+                    .insert(manifest.name.clone(), serving.clone());
+                let fresh = Arc::new(function);
+                // The other version a canary runs beside is what this runtime serves
+                // already; should it not (it failed to load here), it is loaded now.
+                self.routes_for(store, &serving, Some(fresh.clone()))
+                    .map(|(routes, tier_ups)| {
+                        self.tier_up_all(tier_ups);
+                        routes
+                    })
+                    .unwrap_or_else(|e| {
+                        tracing::error!(function = %fresh.name(), "the version beside the canary does not load here: {e}");
+                        Routes::only(fresh.clone())
+                    })
+            }
+            None => {
+                self.count_loaded(&function);
+                Routes::only(Arc::new(function))
+            }
+        };
+        let installed = match canary {
+            true => routes.canary.as_ref().map(|c| c.function.clone()),
+            false => None,
+        }
+        .unwrap_or_else(|| routes.current.clone());
+        self.install(routes);
         if baseline {
             self.tier_up(installed.clone(), wasm.to_vec());
         }
+        let deployed = match (canary, existed) {
+            (true, _) => Deployed::Canary,
+            (false, true) => Deployed::Replaced,
+            (false, false) => Deployed::Created,
+        };
         Ok((deployed, installed))
+    }
+
+    fn keep_versions(&self) -> usize {
+        self.config.keep_versions.get() as usize
+    }
+
+    /// Routes that serve what `serving` says, made of the versions the registry holds
+    /// already where they are the same (a promote, or a canary ended, loads nothing) and
+    /// of `fresh` (a version just loaded), loading the others from the store. Also the
+    /// versions loaded by Winch, for a Cranelift compile in the background.
+    fn routes_for(
+        &self,
+        store: &FunctionStore,
+        serving: &Serving,
+        fresh: Option<Arc<Function>>,
+    ) -> Result<(Routes, Vec<TierUpJob>), LoadError> {
+        let existing = self.registry.routes(&serving.current.name);
+        let mut tier_ups = Vec::new();
+        let mut version = |record: &Record| -> Result<Arc<Function>, LoadError> {
+            let have = fresh
+                .iter()
+                .chain(existing.iter().flat_map(|routes| routes.functions()))
+                .find(|f| f.record == *record);
+            if let Some(function) = have {
+                return Ok(function.clone());
+            }
+            let wasm = store.wasm(record)?;
+            let (function, baseline) = self.load_new(record.clone(), &wasm)?;
+            self.count_loaded(&function);
+            let function = Arc::new(function);
+            if baseline {
+                tier_ups.push((function.clone(), wasm));
+            }
+            Ok(function)
+        };
+        let current = version(&serving.current)?;
+        let canary = match &serving.canary {
+            Some((record, canary)) => {
+                let function = version(record)?;
+                let watch = existing
+                    .as_ref()
+                    .and_then(|routes| routes.canary.as_ref())
+                    .filter(|c| Arc::ptr_eq(&c.function, &function))
+                    .map(|c| c.watch.clone());
+                Some(self.canary_route(function, canary, watch))
+            }
+            None => None,
+        };
+        Ok((Routes { current, canary }, tier_ups))
+    }
+
+    fn tier_up_all(&self, tier_ups: Vec<TierUpJob>) {
+        for (function, wasm) in tier_ups {
+            self.tier_up(function, wasm);
+        }
+    }
+
+    /// Makes an older version of `name` current in one step: `to`, or without it, the
+    /// newest kept version older than the current one. Ends a canary too: without `to`,
+    /// when a canary runs, ending it is all a rollback does. Durable, and applied by
+    /// every replica sharing the store.
+    pub fn rollback(&self, name: &FunctionName, to: Option<u64>) -> Result<Manifest, VersionError> {
+        let mut ended = false;
+        let manifest = self.change_versions(name, |m| {
+            match (to, &m.canary) {
+                (None, Some(_)) => {}
+                (None, None) => {
+                    let previous = m
+                        .versions
+                        .iter()
+                        .rev()
+                        .find(|r| r.version < m.current)
+                        .ok_or_else(|| {
+                            format!(
+                                "{name:?} keeps no version older than its current {} to roll back to (kept: {})",
+                                m.current,
+                                kept(m)
+                            )
+                        })?;
+                    m.current = previous.version;
+                }
+                (Some(v), _) => {
+                    if m.version(v).is_none() {
+                        return Err(format!(
+                            "{name:?} has no version {v} (kept: {})",
+                            kept(m)
+                        ));
+                    }
+                    if v == m.current && m.canary.is_none() {
+                        return Err(format!("version {v} of {name:?} is current already"));
+                    }
+                    m.current = v;
+                }
+            }
+            ended = m.canary.take().is_some();
+            Ok(())
+        })?;
+        if ended {
+            self.faas
+                .canary_rollbacks
+                .with_label_values(&[name.as_str(), "manual"])
+                .inc();
+        }
+        tracing::info!(function = %name, current = manifest.current, canary_ended = ended, "rolled back");
+        Ok(manifest)
+    }
+
+    /// Makes `name`'s canary its current version, serving every request.
+    pub fn promote(&self, name: &FunctionName) -> Result<Manifest, VersionError> {
+        let manifest = self.change_versions(name, |m| {
+            let canary = m
+                .canary
+                .take()
+                .ok_or_else(|| format!("{name:?} has no canary to promote"))?;
+            m.current = canary.version;
+            Ok(())
+        })?;
+        tracing::info!(function = %name, current = manifest.current, "canary promoted");
+        Ok(manifest)
+    }
+
+    /// Ends the canary `watch` tallies, which failed past its threshold: unless it
+    /// ended or changed meanwhile (here or through another replica).
+    fn end_failing_canary(&self, name: &FunctionName, watch: &CanaryWatch) {
+        let (requests, failures) = watch.tally();
+        let ended = self.change_versions(name, |m| match &m.canary {
+            Some(canary) if canary.version == watch.version => {
+                m.canary = None;
+                Ok(())
+            }
+            _ => Err("the canary ended or changed meanwhile".into()),
+        });
+        match ended {
+            Ok(_) => {
+                self.faas
+                    .canary_rollbacks
+                    .with_label_values(&[name.as_str(), "error_rate"])
+                    .inc();
+                tracing::error!(
+                    function = %name,
+                    version = watch.version,
+                    requests,
+                    failures,
+                    max_error_rate = watch.max_error_rate,
+                    "canary rolled back: its error rate passed its threshold; the current version serves every request"
+                );
+            }
+            Err(e) => {
+                tracing::info!(function = %name, version = watch.version, "canary not ended: {e}")
+            }
+        }
+    }
+
+    /// Changes `name`'s versions with `edit`: the versions it then serves are loaded
+    /// first (a version that does not load changes nothing), the store is written (if
+    /// another replica changed `name` meanwhile, nothing is), then they are swapped in.
+    fn change_versions(
+        &self,
+        name: &FunctionName,
+        edit: impl FnOnce(&mut Manifest) -> Result<(), String>,
+    ) -> Result<Manifest, VersionError> {
+        let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| ChangeError::Refused(NO_STORE.into()))?;
+        let before = store
+            .read_manifest(name)
+            .map_err(ChangeError::Io)?
+            .ok_or_else(|| ChangeError::NoFunction(name.to_string()))?;
+        let mut after = before.clone();
+        edit(&mut after).map_err(ChangeError::Refused)?;
+        after.check().map_err(ChangeError::Refused)?;
+        let serving = after.serving();
+        let (routes, tier_ups) = self.routes_for(store, &serving, None)?;
+        store.change(name, |m| match *m == before {
+            true => {
+                *m = after.clone();
+                Ok(())
+            }
+            false => Err(format!(
+                "{name:?} was changed through another runtime meanwhile; nothing was done, try again"
+            )),
+        })?;
+        self.applied().insert(name.clone(), serving);
+        self.install(routes);
+        self.tier_up_all(tier_ups);
+        Ok(after)
+    }
+
+    /// `name`'s versions: what the store keeps, or without one, the version serving.
+    pub fn versions(&self, name: &FunctionName) -> std::io::Result<Option<Manifest>> {
+        match &self.store {
+            Some(store) if self.registry.get(name).is_some() => store.read_manifest(name),
+            _ => Ok(self
+                .registry
+                .get(name)
+                .map(|f| Manifest::first(f.record.clone()))),
+        }
+    }
+
+    /// The canary `name` runs here, if any.
+    pub fn canary(&self, name: &str) -> Option<(Arc<Function>, u8, Arc<CanaryWatch>)> {
+        let routes = self.registry.routes(name)?;
+        let canary = routes.canary.as_ref()?;
+        Some((
+            canary.function.clone(),
+            canary.percent,
+            canary.watch.clone(),
+        ))
     }
 
     /// Loads a new version: from Winch's quick compile unless Cranelift's code is
@@ -478,13 +843,13 @@ impl ControlPlane {
         };
         let mut listed = HashSet::new();
         let mut changed = Vec::new();
-        for (path, record) in store.manifests()? {
-            match record {
-                Ok(record) => {
-                    if self.applied().get(&record.name) != Some(&record) {
-                        changed.push(record.name.clone());
+        for (path, manifest) in store.manifests()? {
+            match manifest {
+                Ok(manifest) => {
+                    if self.applied().get(&manifest.name) != Some(&manifest.serving()) {
+                        changed.push(manifest.name.clone());
                     }
-                    listed.insert(record.name.as_arc().clone());
+                    listed.insert(manifest.name.as_arc().clone());
                 }
                 Err(reason) => {
                     // An unreadable manifest changes nothing: what was applied stays.
@@ -511,7 +876,7 @@ impl ControlPlane {
     /// Makes `name` what the store holds now; true if that changed anything.
     fn apply_stored(&self, store: &FunctionStore, name: &FunctionName) -> bool {
         let _serial = self.deploy_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (record, wasm) = match store.read(name) {
+        let manifest = match store.read_manifest(name) {
             Ok(Some(found)) => found,
             Ok(None) => {
                 if self.applied().remove(name).is_none() {
@@ -528,20 +893,22 @@ impl ControlPlane {
                 return false;
             }
         };
-        // A deploy through this runtime may have written it meanwhile.
-        if self.applied().get(name) == Some(&record) {
+        let serving = manifest.serving();
+        // A change through this runtime may have written it meanwhile.
+        if self.applied().get(name) == Some(&serving) {
             return false;
         }
-        let previous = self.applied().insert(record.name.clone(), record.clone());
-        let digest = record.digest.clone();
-        match self.load_new(record, &wasm) {
-            Ok((function, baseline)) => {
-                let (_, installed) = self.install(function);
-                if baseline {
-                    self.tier_up(installed, wasm);
-                }
+        let previous = self.applied().insert(name.clone(), serving.clone());
+        let (current, canary) = (
+            serving.current.version,
+            serving.canary.as_ref().map(|(r, c)| (r.version, c.percent)),
+        );
+        match self.routes_for(store, &serving, None) {
+            Ok((routes, tier_ups)) => {
+                self.install(routes);
+                self.tier_up_all(tier_ups);
                 self.faas.synced.with_label_values(&["deployed"]).inc();
-                tracing::info!(function = %name, %digest, "deployed through another runtime");
+                tracing::info!(function = %name, current, ?canary, "changed through another runtime");
                 true
             }
             Err(e) => {
@@ -557,9 +924,10 @@ impl ControlPlane {
                 }
                 tracing::error!(
                     function = %name,
-                    %digest,
+                    current,
+                    ?canary,
                     retried = transient,
-                    "deployed through another runtime, but this one cannot load it and keeps \
+                    "changed through another runtime, but this one cannot load it and keeps \
                      serving what it had: {e}"
                 );
                 false
@@ -567,7 +935,7 @@ impl ControlPlane {
         }
     }
 
-    fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<FunctionName, Record>> {
+    fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<FunctionName, Serving>> {
         self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -596,8 +964,8 @@ impl ControlPlane {
     /// was not there.
     fn unregister(&self, name: &str) -> bool {
         let removed = self.registry.remove(name);
-        if let Some(removed) = &removed {
-            self.resident.retire(removed);
+        for function in removed.iter().flat_map(|routes| routes.functions()) {
+            self.resident.retire(function);
         }
         let removed = removed.is_some();
         self.faas.functions.set(self.registry.len() as i64);
@@ -668,24 +1036,31 @@ impl ControlPlane {
         );
     }
 
-    /// Installs `function`, returning whether it replaced a version, and the installed one.
-    fn install(&self, function: Function) -> (Deployed, Arc<Function>) {
+    /// Installs `routes` for their name: the versions they no longer hold are retired
+    /// (requests running on them finish), those with code in memory are counted as
+    /// loaded.
+    fn install(&self, routes: Routes) {
+        let held: Vec<Arc<Function>> = routes.functions().cloned().collect();
+        if let Some(replaced) = self.registry.insert(routes) {
+            for old in replaced.functions() {
+                if !held.iter().any(|f| Arc::ptr_eq(f, old)) {
+                    self.resident.retire(old);
+                }
+            }
+        }
+        for function in &held {
+            if function.code().is_some() {
+                self.resident.loaded(function);
+            }
+        }
+        self.faas.functions.set(self.registry.len() as i64);
+    }
+
+    /// Counts a version's code made ready as it was loaded.
+    fn count_loaded(&self, function: &Function) {
         if let Some(ready) = function.code() {
             self.count_compile(function.name(), ready.compiled);
         }
-        let function = Arc::new(function);
-        let deployed = match self.registry.insert(function.clone()) {
-            Some(replaced) => {
-                self.resident.retire(&replaced);
-                Deployed::Replaced
-            }
-            None => Deployed::Created,
-        };
-        if function.code().is_some() {
-            self.resident.loaded(&function);
-        }
-        self.faas.functions.set(self.registry.len() as i64);
-        (deployed, function)
     }
 
     fn count_compile(&self, name: &str, compiled: Compiled) {
@@ -697,6 +1072,9 @@ impl ControlPlane {
         );
     }
 }
+
+/// A version loaded by Winch and its component, for a Cranelift compile in the background.
+type TierUpJob = (Arc<Function>, Vec<u8>);
 
 /// Why a version whose compile an earlier run did not live through is not served.
 const INTERRUPTED: &str = "the runtime ended while compiling it in an earlier run (a crash \
@@ -745,4 +1123,14 @@ fn test_hook_sync_fails() -> std::io::Result<()> {
         Ok(_) => panic!("store sync test hook: {} exists", file.to_string_lossy()),
         Err(_) => Ok(()),
     }
+}
+
+/// A manifest's kept versions, for messages: `1, 3, 4`.
+fn kept(manifest: &Manifest) -> String {
+    manifest
+        .versions
+        .iter()
+        .map(|r| r.version.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

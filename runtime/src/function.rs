@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::host::{Host, WagiHost};
 use crate::limits::Limits;
 use crate::metrics::{ColdStart, InvocationMetrics};
+use crate::registry::Role;
 use crate::store::Record;
 
 pub struct Function {
@@ -24,13 +25,14 @@ pub struct Function {
     pub limits: Limits,
     pub env: Arc<[(String, String)]>,
     pub allowed_hosts: Arc<[String]>,
-    /// `record.digest`, shared by the log lines it writes.
+    /// `record.version` as text, shared by the log lines it writes.
     pub version: Arc<str>,
     /// One permit per instance allowed at once.
     pub permits: Arc<Semaphore>,
-    /// This function's per-invocation metric series, resolved at its first request
-    /// and handed to the executor that runs it.
-    pub metrics: OnceLock<Arc<InvocationMetrics>>,
+    /// This function's per-invocation metric series, resolved at its first request as
+    /// each [`Role`] (a canary promoted counts as current from then on) and handed to
+    /// the executor that runs it.
+    pub metrics: [OnceLock<Arc<InvocationMetrics>>; 2],
     /// Whether its code stays in memory for good: functions from `--functions-dir` do
     /// (they are the operator's, checked at start); deployed ones may be unloaded.
     pub pinned: bool,
@@ -197,7 +199,7 @@ impl Function {
         let settings = &record.settings;
         Self {
             env: settings.env.clone().into_iter().collect(),
-            version: Arc::from(record.digest.as_str()),
+            version: Arc::from(record.version.to_string()),
             // As the policy matches them (`https://h` is `h:443`); checked at load.
             allowed_hosts: settings
                 .allowed_outbound_hosts
@@ -205,7 +207,7 @@ impl Function {
                 .filter_map(|entry| crate::limits::allow_entry(entry))
                 .collect(),
             permits: Arc::new(Semaphore::new(limits.max_concurrency.get() as usize)),
-            metrics: OnceLock::new(),
+            metrics: Default::default(),
             pinned,
             code: RwLock::new(code.map(Arc::new)),
             loading: tokio::sync::Mutex::new(()),
@@ -216,6 +218,24 @@ impl Function {
             kind,
             limits,
         }
+    }
+
+    /// Gives it the number the store gave its version (a deploy is loaded, and checked,
+    /// before the store numbers it).
+    pub fn renumber(&mut self, version: u64) {
+        self.record.version = version;
+        self.version = Arc::from(version.to_string());
+    }
+
+    /// Its series as `role`.
+    pub fn metrics(
+        &self,
+        faas: &crate::metrics::FaasMetrics,
+        role: Role,
+    ) -> Arc<InvocationMetrics> {
+        self.metrics[role.index()]
+            .get_or_init(|| Arc::new(faas.for_function(self.name(), role)))
+            .clone()
     }
 
     pub fn name(&self) -> &Arc<str> {
@@ -265,10 +285,12 @@ impl Function {
             size,
             settings,
             deployed_at,
+            version,
         } = &self.record;
         let code = self.code();
         serde_json::json!({
             "name": name,
+            "version": version,
             "digest": digest,
             "size": size,
             "deployed_at": deployed_at,
@@ -288,7 +310,7 @@ impl Function {
 }
 
 /// `settings` as JSON with every `env` value replaced by `null`.
-fn hide_env(settings: &crate::limits::Settings) -> serde_json::Value {
+pub fn hide_env(settings: &crate::limits::Settings) -> serde_json::Value {
     let mut value = serde_json::json!(settings);
     if let Some(env) = value.get_mut("env").and_then(|e| e.as_object_mut()) {
         for v in env.values_mut() {

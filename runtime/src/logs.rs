@@ -15,7 +15,7 @@ pub struct Line {
     /// Unix time in milliseconds.
     pub at_ms: u64,
     pub request_id: u64,
-    /// The component digest of the version that wrote it.
+    /// The number of the version that wrote it (`GET /functions/{name}/versions`).
     pub version: Arc<str>,
     pub stream: &'static str,
     pub text: String,

@@ -7,6 +7,8 @@ use prometheus::{
 };
 use service_ops::LATENCY_BUCKETS;
 
+use crate::registry::Role;
+
 /// A set of `reason` label values: the enum, its [`ALL`](ErrorReason::ALL) list and its
 /// labels come from one list, so no reason can be counted that is not also forgotten with
 /// its function, or listed in the help text.
@@ -69,6 +71,9 @@ reasons! {
     DeployResult {
         Created => "created",
         Replaced => "replaced",
+        Canary => "canary",
+        Promoted => "promoted",
+        RolledBack => "rolled_back",
         Invalid => "invalid",
         Deleted => "deleted",
         NotFound => "not_found",
@@ -112,12 +117,15 @@ pub struct FaasMetrics {
     pub synced: IntCounterVec,
     pub sync_errors: IntCounter,
     pub worker_panics: IntCounterVec,
+    pub canary_rollbacks: IntCounterVec,
 }
 
 /// The series of one function that every invocation touches, looked up once per
 /// function version instead of hashing the label on every request.
 #[derive(Debug, Clone)]
 pub struct InvocationMetrics {
+    /// Its `version` label: which of its name's versions it counts.
+    pub role: Role,
     pub invocations: IntCounter,
     pub active_instances: IntGauge,
     pub init_duration: Histogram,
@@ -337,24 +345,27 @@ impl FaasMetrics {
     /// names does not grow the exposition without bound. Instances still running keep
     /// their handles; what they count afterwards is simply not exported.
     pub fn forget_function(&self, name: &str) {
-        for vec in [&self.invocations, &self.timeouts] {
-            let _ = vec.remove_label_values(&[name]);
+        let _ = self.timeouts.remove_label_values(&[name]);
+        for role in Role::ALL {
+            let version = role.label();
+            let _ = self.invocations.remove_label_values(&[name, version]);
+            let _ = self.invoke_duration.remove_label_values(&[name, version]);
+            for reason in ErrorReason::ALL {
+                let _ = self
+                    .errors
+                    .remove_label_values(&[name, version, reason.label()]);
+            }
+        }
+        for trigger in ["error_rate", "manual"] {
+            let _ = self.canary_rollbacks.remove_label_values(&[name, trigger]);
         }
         for reason in ColdStart::ALL {
             let _ = self.coldstarts.remove_label_values(&[name, reason.label()]);
         }
-        for vec in [
-            &self.invoke_duration,
-            &self.init_duration,
-            &self.mem_usage,
-            &self.compile_duration,
-        ] {
+        for vec in [&self.init_duration, &self.mem_usage, &self.compile_duration] {
             let _ = vec.remove_label_values(&[name]);
         }
         let _ = self.active_instances.remove_label_values(&[name]);
-        for reason in ErrorReason::ALL {
-            let _ = self.errors.remove_label_values(&[name, reason.label()]);
-        }
         for reason in RejectionReason::ALL {
             let _ = self.rejections.remove_label_values(&[name, reason.label()]);
         }
@@ -372,12 +383,15 @@ impl FaasMetrics {
         self.compiles.with_label_values(&[result]).inc();
     }
 
-    pub fn for_function(&self, name: &str) -> InvocationMetrics {
+    /// The series of `name`'s `role` version.
+    pub fn for_function(&self, name: &str, role: Role) -> InvocationMetrics {
+        let version = role.label();
         InvocationMetrics {
-            invocations: self.invocations.with_label_values(&[name]),
+            role,
+            invocations: self.invocations.with_label_values(&[name, version]),
             active_instances: self.active_instances.with_label_values(&[name]),
             init_duration: self.init_duration.with_label_values(&[name]),
-            invoke_duration: self.invoke_duration.with_label_values(&[name]),
+            invoke_duration: self.invoke_duration.with_label_values(&[name, version]),
             mem_usage: self.mem_usage.with_label_values(&[name]),
         }
     }
@@ -387,22 +401,30 @@ impl FaasMetrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)
         };
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), f)
+        // `version`: which of a function's versions (current, canary) served.
+        let fv = &["function", "version"];
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>, labels: &[&str]| {
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         };
         // 64 KiB (one wasm page) to 4 GiB, ×4 apart.
         let memory_buckets = prometheus::exponential_buckets(65536.0, 4.0, 12)?;
         let m = Self {
-            invocations: counter("faas_invocations_total", "Function invocations started.", f)?,
+            invocations: counter(
+                "faas_invocations_total",
+                "Function invocations started, by function and version (current, or canary while one runs).",
+                fv,
+            )?,
             invoke_duration: histogram(
                 "faas_invoke_duration_seconds",
-                "Time from instantiation to the guest handler's return, by function.",
+                "Time from instantiation to the guest handler's return, by function and version (current, canary).",
                 LATENCY_BUCKETS.to_vec(),
+                fv,
             )?,
             init_duration: histogram(
                 "faas_init_duration_seconds",
                 "Time to instantiate a fresh instance for one request, by function.",
                 LATENCY_BUCKETS.to_vec(),
+                f,
             )?,
             coldstarts: counter(
                 "faas_coldstarts_total",
@@ -423,10 +445,10 @@ impl FaasMetrics {
             errors: counter(
                 "faas_errors_total",
                 &format!(
-                    "Failed invocations by function and reason ({}).",
+                    "Failed invocations by function, version (current, canary) and reason ({}).",
                     ErrorReason::labels()
                 ),
-                &["function", "reason"],
+                &["function", "version", "reason"],
             )?,
             timeouts: counter(
                 "faas_timeouts_total",
@@ -437,6 +459,7 @@ impl FaasMetrics {
                 "faas_mem_usage_bytes",
                 "Peak linear memory of one invocation, by function.",
                 memory_buckets,
+                f,
             )?,
             active_instances: IntGaugeVec::new(
                 Opts::new(
@@ -459,6 +482,7 @@ impl FaasMetrics {
                 vec![
                     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                 ],
+                f,
             )?,
             functions: IntGauge::new("faas_functions_deployed", "Functions currently deployed.")?,
             deployments: counter(
@@ -489,6 +513,11 @@ impl FaasMetrics {
                 "Panics a background worker survived, by worker (store_sync, tier_up): the pass is abandoned, logged, and the worker carries on with the next.",
                 &["worker"],
             )?,
+            canary_rollbacks: counter(
+                "runtime_canary_rollbacks_total",
+                "Canaries ended without being promoted, by function and trigger: error_rate (the runtime ended it past its --canary-max-error-rate) or manual (a rollback call).",
+                &["function", "trigger"],
+            )?,
         };
         registry.register(Box::new(m.invocations.clone()))?;
         registry.register(Box::new(m.invoke_duration.clone()))?;
@@ -508,6 +537,7 @@ impl FaasMetrics {
         registry.register(Box::new(m.synced.clone()))?;
         registry.register(Box::new(m.sync_errors.clone()))?;
         registry.register(Box::new(m.worker_panics.clone()))?;
+        registry.register(Box::new(m.canary_rollbacks.clone()))?;
         Ok(m)
     }
 }

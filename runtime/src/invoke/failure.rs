@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::Body;
 use crate::metrics::{ErrorReason, FaasMetrics, RejectionReason};
+use crate::registry::Role;
 
 /// Why a request got no answer from its guest.
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +141,9 @@ impl Failure {
         response
     }
 
-    /// Counts this failure of `function`: the only code that touches
+    /// Counts this failure of `function`'s `role` version: the only code that touches
     /// `faas_rejections_total`, `faas_errors_total` and `faas_timeouts_total`.
-    pub fn count(&self, faas: &FaasMetrics, function: &str, request_id: u64) {
+    pub fn count(&self, faas: &FaasMetrics, function: &str, role: Role, request_id: u64) {
         match self.counted() {
             Counted::ClientError => {}
             Counted::Rejection(reason) => {
@@ -152,7 +153,7 @@ impl Failure {
             }
             Counted::Error(reason) => {
                 faas.errors
-                    .with_label_values(&[function, reason.label()])
+                    .with_label_values(&[function, role.label(), reason.label()])
                     .inc();
                 if reason == ErrorReason::Timeout {
                     faas.timeouts.with_label_values(&[function]).inc();
@@ -181,9 +182,11 @@ mod tests {
         let faas = FaasMetrics::new(&registry).unwrap();
         for function in ["f", "g"] {
             for reason in ErrorReason::ALL {
-                faas.errors
-                    .with_label_values(&[function, reason.label()])
-                    .inc();
+                for role in Role::ALL {
+                    faas.errors
+                        .with_label_values(&[function, role.label(), reason.label()])
+                        .inc();
+                }
             }
             for reason in RejectionReason::ALL {
                 faas.rejections
@@ -204,7 +207,7 @@ mod tests {
                 })
                 .count()
         };
-        let all = ErrorReason::ALL.len() + RejectionReason::ALL.len();
+        let all = ErrorReason::ALL.len() * Role::ALL.len() + RejectionReason::ALL.len();
         assert_eq!(series("f"), all);
         faas.forget_function("f");
         assert_eq!(series("f"), 0);
@@ -223,7 +226,9 @@ mod tests {
                 .map(|f| f.help().to_string())
         };
         // A family shows in `gather` once it has a series.
-        faas.errors.with_label_values(&["f", "trap"]).inc();
+        faas.errors
+            .with_label_values(&["f", "current", "trap"])
+            .inc();
         faas.rejections.with_label_values(&["f", "capacity"]).inc();
         let errors = help("faas_errors_total").unwrap();
         for reason in ErrorReason::ALL {

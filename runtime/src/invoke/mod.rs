@@ -32,9 +32,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::admission::{MemoryBudget, PoolShares};
-use crate::function::{Code, Function};
+use crate::function::Code;
 use crate::metrics::FaasMetrics;
-use crate::registry::Registry;
+use crate::registry::{CanaryWatch, Registry, Routed};
 use crate::resident::Resident;
 
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -47,6 +47,19 @@ pub struct Invoker {
     faas: FaasMetrics,
     shared: Shared,
     next_request_id: AtomicU64,
+    /// Told when a canary's error rate passes its threshold (the control plane ends it).
+    canary_alarm: std::sync::OnceLock<Alarm>,
+}
+
+/// What is done when a canary of the named function fails too often.
+pub type CanaryAlarm = Box<dyn Fn(Arc<str>, Arc<CanaryWatch>) + Send + Sync>;
+
+struct Alarm(CanaryAlarm);
+
+impl std::fmt::Debug for Alarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Alarm")
+    }
 }
 
 /// What every request draws on, whichever its function: the process's body buffer,
@@ -71,28 +84,53 @@ impl Invoker {
             faas,
             shared,
             next_request_id: AtomicU64::new(1),
+            canary_alarm: std::sync::OnceLock::new(),
         }
     }
 
-    /// Runs `function` for `request`.
-    pub async fn invoke<B>(&self, function: Arc<Function>, request: Request<B>) -> Response<Body>
+    /// Sets what is done when a canary fails past its threshold (once; later calls are
+    /// ignored).
+    pub fn on_canary_failing(&self, alarm: CanaryAlarm) {
+        let _ = self.canary_alarm.set(Alarm(alarm));
+    }
+
+    /// Runs `routed`'s version of its function for `request`. A canary's answer is
+    /// tallied: a 5xx, whoever made it, counts against it.
+    pub async fn invoke<B>(&self, routed: Routed, request: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        match self.run(&function, request, request_id).await {
+        let function = &routed.function;
+        let response = match self.run(&routed, request, request_id).await {
             Ok(response) => response,
             Err(failure) => {
-                failure.count(&self.faas, function.name(), request_id);
+                failure.count(&self.faas, function.name(), routed.role, request_id);
                 failure.response(function.name())
             }
+        };
+        if let Some(watch) = routed.watch
+            && watch.record(response.status().is_server_error())
+        {
+            let (requests, failures) = watch.tally();
+            tracing::warn!(
+                function = %function.name(),
+                version = watch.version,
+                requests,
+                failures,
+                "the canary's error rate is past its threshold; ending it"
+            );
+            if let Some(alarm) = self.canary_alarm.get() {
+                (alarm.0)(function.name().clone(), watch);
+            }
         }
+        response
     }
 
     async fn run<B>(
         &self,
-        function: &Arc<Function>,
+        routed: &Routed,
         request: Request<B>,
         request_id: u64,
     ) -> Result<Response<Body>, Failure>
@@ -100,6 +138,7 @@ impl Invoker {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let function = &routed.function;
         let admitted = admit::admit(function, request, &self.shared, self.registry.len()).await?;
         let (ready, loaded) = self
             .resident
@@ -115,9 +154,7 @@ impl Invoker {
                 compiled.cache_set_aside,
             );
         }
-        let metrics = function
-            .metrics
-            .get_or_init(|| Arc::new(self.faas.for_function(function.name())));
+        let metrics = function.metrics(&self.faas, routed.role);
         if let Some(reason) = function.take_cold_start() {
             let reason = reason.label();
             self.faas
@@ -136,7 +173,6 @@ impl Invoker {
         match &*ready.code {
             Code::Http(pre) => {
                 let (request, ticket) = (admitted.request, admitted.ticket);
-                let metrics = metrics.clone();
                 wasi_http::serve(
                     function, pre, request, ticket, request_id, &self.faas, metrics,
                 )
@@ -144,30 +180,26 @@ impl Invoker {
             }
             Code::Wagi(pre) => {
                 let (request, ticket) = (admitted.request, admitted.ticket);
-                wagi::serve(function, metrics, pre, request, ticket, request_id).await
+                wagi::serve(function, &metrics, pre, request, ticket, request_id).await
             }
         }
     }
 }
 
 impl Functions for Invoker {
-    type Function = Arc<Function>;
+    type Function = Routed;
     type Label = Arc<str>;
     type Body = Body;
 
-    fn lookup(&self, name: &str) -> Option<Arc<Function>> {
-        self.registry.get(name)
+    fn lookup(&self, name: &str) -> Option<Routed> {
+        self.registry.pick(name)
     }
 
-    fn label(function: &Arc<Function>) -> Arc<str> {
-        function.name().clone()
+    fn label(routed: &Routed) -> Arc<str> {
+        routed.function.name().clone()
     }
 
-    async fn call<B>(
-        self: Arc<Self>,
-        function: Arc<Function>,
-        request: Request<B>,
-    ) -> Response<Body>
+    async fn call<B>(self: Arc<Self>, function: Routed, request: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! blobs/<sha256>.wasm        the component bytes, content-addressed
-//! functions/<name>.json      the deployed version: digest, size, settings, deployed_at
+//! functions/<name>.json      its kept versions (each: digest, size, settings, deployed_at,
+//!                            number), which is current, and a canary if one runs
 //! cache/<key>.cwasm          compiled code, keyed by digest and engine (see `loader`)
 //! cache/<key>.tag            its HMAC-SHA256 under the code key, checked before it loads
 //! cache-key                  a store used alone: the code key (see below)
@@ -50,7 +51,7 @@ mod manifests;
 
 pub use compiling::CompileMarker;
 use manifests::digest_hex;
-pub use manifests::{Record, digest, unix_now};
+pub use manifests::{Canary, ChangeError, Manifest, Placement, Record, Serving, digest, unix_now};
 
 use std::fs::{self, File};
 use std::io;
@@ -192,14 +193,15 @@ impl FunctionStore {
             }
         }
         let mut quarantined = Vec::new();
-        for (path, record) in store.manifests()? {
-            if let Err(reason) = record.and_then(|r| store.check_manifest(&path, &r)) {
+        for (path, manifest) in store.manifests()? {
+            if let Err(reason) = manifest.and_then(|m| store.check_manifest(&path, &m)) {
                 quarantined.push(store.quarantine(&path, "functions", reason)?);
             }
         }
         let used: std::collections::HashSet<String> = store
             .list()?
             .into_iter()
+            .flat_map(|m| m.versions)
             .map(|r| blob_file_name(&r.digest))
             .collect();
         for entry in fs::read_dir(dir.join("blobs"))? {
@@ -307,13 +309,13 @@ mod tests {
             memory_mib: Some(service_ops::Mib::new(8)),
             ..Default::default()
         };
-        let a = Record::new(name("a"), b"wasm-a", settings);
-        store.put(&a, b"wasm-a").unwrap();
+        let mut a = Record::new(name("a"), b"wasm-a", settings);
         store
-            .put(
-                &Record::new(name("b"), b"wasm-a", Settings::default()),
-                b"wasm-a",
-            )
+            .deploy(&mut a, b"wasm-a", &Placement::Current, 5)
+            .unwrap();
+        let mut b = Record::new(name("b"), b"wasm-a", Settings::default());
+        store
+            .deploy(&mut b, b"wasm-a", &Placement::Current, 5)
             .unwrap();
         assert_eq!(a.digest, digest(b"wasm-a"));
         assert_eq!(
@@ -330,7 +332,7 @@ mod tests {
         assert!(store.remove(&name("a")).unwrap());
         assert!(!store.remove(&name("a")).unwrap());
         let b = &store.list().unwrap()[0];
-        assert_eq!(store.wasm(b).unwrap(), b"wasm-a");
+        assert_eq!(store.wasm(b.current()).unwrap(), b"wasm-a");
         assert!(store.remove(&name("b")).unwrap());
         assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0);
 
@@ -373,12 +375,11 @@ mod tests {
 
         // What one writes, the other reads; a temporary file or an unnamed blob that a
         // writer may be about to use survives the other's open (it waits for the lock).
-        let record = Record::new(name("a"), b"wasm-a", Settings::default());
-        a.put(&record, b"wasm-a").unwrap();
-        assert_eq!(
-            b.read(&name("a")).unwrap(),
-            Some((record.clone(), b"wasm-a".to_vec()))
-        );
+        let mut record = Record::new(name("a"), b"wasm-a", Settings::default());
+        let manifest = a
+            .deploy(&mut record, b"wasm-a", &Placement::Current, 5)
+            .unwrap();
+        assert_eq!(b.read_manifest(&name("a")).unwrap(), Some(manifest));
         let writing = a.write_lock().unwrap();
         let opened = std::thread::spawn({
             let dir = dir.path().to_path_buf();
@@ -395,7 +396,7 @@ mod tests {
         drop(writing);
         opened.join().unwrap().unwrap();
         assert!(b.remove(&name("a")).unwrap());
-        assert_eq!(a.read(&name("a")).unwrap(), None);
+        assert_eq!(a.read_manifest(&name("a")).unwrap(), None);
         drop((a, b));
 
         let alone = FunctionStore::open(dir.path()).unwrap();
@@ -408,8 +409,10 @@ mod tests {
     fn a_corrupt_blob_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = FunctionStore::open(dir.path()).unwrap();
-        let record = Record::new(name("a"), b"good", Settings::default());
-        store.put(&record, b"good").unwrap();
+        let mut record = Record::new(name("a"), b"good", Settings::default());
+        store
+            .deploy(&mut record, b"good", &Placement::Current, 5)
+            .unwrap();
         fs::write(
             dir.path()
                 .join("blobs")
@@ -421,5 +424,141 @@ mod tests {
             store.wasm(&record).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
+    }
+
+    fn blobs(dir: &Path) -> usize {
+        fs::read_dir(dir.join("blobs")).unwrap().count()
+    }
+
+    #[test]
+    fn versions_are_numbered_kept_to_a_bound_and_their_blobs_go_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        let deploy = |wasm: &[u8], placement: Placement| {
+            let mut record = Record::new(name("f"), wasm, Settings::default());
+            store.deploy(&mut record, wasm, &placement, 3)
+        };
+        for (n, wasm) in [b"one".as_slice(), b"two", b"three"]
+            .into_iter()
+            .enumerate()
+        {
+            let manifest = deploy(wasm, Placement::Current).unwrap();
+            assert_eq!(manifest.current, n as u64 + 1);
+        }
+        assert_eq!(blobs(dir.path()), 3);
+        // A change makes an older version current; nothing is dropped.
+        let manifest = store
+            .change(&name("f"), |m| {
+                m.current = 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(manifest.current().digest, digest(b"one"));
+        // A fourth version becomes current and drops the oldest (1).
+        let manifest = deploy(b"four", Placement::Current).unwrap();
+        let kept: Vec<u64> = manifest.versions.iter().map(|r| r.version).collect();
+        assert_eq!(kept, [2, 3, 4]);
+        assert_eq!(manifest.current, 4);
+        assert!(
+            !dir.path()
+                .join("blobs")
+                .join(blob_file_name(&digest(b"one")))
+                .exists()
+        );
+        assert_eq!(blobs(dir.path()), 3);
+        // Back to 2, then a canary beside it: the versions serving stay, the oldest that
+        // serves nothing (3) goes.
+        store
+            .change(&name("f"), |m| {
+                m.current = 2;
+                Ok(())
+            })
+            .unwrap();
+        let canary = Placement::Canary {
+            percent: 10,
+            max_error_rate: None,
+        };
+        let manifest = deploy(b"five", canary).unwrap();
+        let kept: Vec<u64> = manifest.versions.iter().map(|r| r.version).collect();
+        assert_eq!(kept, [2, 4, 5]);
+        assert_eq!(manifest.current, 2);
+        assert_eq!(
+            manifest.canary.as_ref().map(|c| (c.version, c.percent)),
+            Some((5, 10))
+        );
+        let serving = manifest.serving();
+        assert_eq!(serving.current.digest, digest(b"two"));
+        assert_eq!(serving.canary.unwrap().0.digest, digest(b"five"));
+        // What is written reads back the same, also from a new open.
+        drop(store);
+        let store = FunctionStore::open(dir.path()).unwrap();
+        assert_eq!(store.read_manifest(&name("f")).unwrap(), Some(manifest));
+        assert_eq!(blobs(dir.path()), 3);
+        // A refused change changes nothing.
+        let before = fs::read(dir.path().join("functions/f.json")).unwrap();
+        let err = store
+            .change(&name("f"), |m| {
+                m.current = 9;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, ChangeError::Refused(_)), "{err}");
+        assert_eq!(
+            fs::read(dir.path().join("functions/f.json")).unwrap(),
+            before
+        );
+        assert!(matches!(
+            store.change(&name("g"), |_| Ok(())).unwrap_err(),
+            ChangeError::NoFunction(_)
+        ));
+        // Every version's blob goes with the name.
+        assert!(store.remove(&name("f")).unwrap());
+        assert_eq!(blobs(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_canary_needs_a_version_to_run_beside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        let mut record = Record::new(name("f"), b"one", Settings::default());
+        let placement = Placement::Canary {
+            percent: 10,
+            max_error_rate: None,
+        };
+        let err = store
+            .deploy(&mut record, b"one", &placement, 5)
+            .unwrap_err();
+        assert!(matches!(err, ChangeError::Refused(_)), "{err}");
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(blobs(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_manifest_written_before_versions_reads_as_version_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        let mut record = Record::new(name("f"), b"one", Settings::default());
+        store
+            .deploy(&mut record, b"one", &Placement::Current, 5)
+            .unwrap();
+        drop(store);
+        // As the runtime wrote it before: the record alone, without a number.
+        let mut old = serde_json::to_value(&record).unwrap();
+        old.as_object_mut().unwrap().remove("version");
+        fs::write(
+            dir.path().join("functions/f.json"),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        assert!(store.quarantined().is_empty());
+        let manifest = store.read_manifest(&name("f")).unwrap().unwrap();
+        assert_eq!((manifest.current, manifest.versions.len()), (1, 1));
+        assert_eq!(manifest.current().digest, digest(b"one"));
+        let mut next = Record::new(name("f"), b"two", Settings::default());
+        let manifest = store
+            .deploy(&mut next, b"two", &Placement::Current, 5)
+            .unwrap();
+        assert_eq!((manifest.current, manifest.versions.len()), (2, 2));
     }
 }

@@ -83,7 +83,9 @@ async fn misbehaving_guests_fail_only_their_own_request() {
         ("spinner", "timeout"),
         ("plain-wasi", "trap"),
     ] {
-        let series = format!(r#"faas_errors_total{{function="{function}",reason="{reason}"}}"#);
+        let series = format!(
+            r#"faas_errors_total{{function="{function}",reason="{reason}",version="current"}}"#
+        );
         assert!(
             crate::sample(&text, &series).unwrap_or(0.0) >= 1.0,
             "no {series} in\n{text}"
@@ -134,7 +136,7 @@ async fn a_guest_failing_mid_body_cuts_the_response_short() {
     assert_eq!(
         crate::sample(
             &text,
-            r#"faas_errors_total{function="plain-wasi",reason="trap"}"#
+            r#"faas_errors_total{function="plain-wasi",reason="trap",version="current"}"#
         ),
         Some(1.0),
         "{text}"

@@ -173,7 +173,11 @@ async fn concurrent_first_requests_load_the_code_once() {
     );
     assert_eq!(value(&server, &cold("f", "first_request")).await, 1.0);
     assert_eq!(
-        value(&server, r#"faas_invocations_total{function="f"}"#).await,
+        value(
+            &server,
+            r#"faas_invocations_total{function="f",version="current"}"#
+        )
+        .await,
         16.0
     );
 }
@@ -258,7 +262,7 @@ async fn damage_met_at_first_load_is_set_aside_or_fails_that_function_alone() {
     assert_eq!(
         value(
             &server,
-            r#"faas_errors_total{function="bad",reason="load"}"#
+            r#"faas_errors_total{function="bad",reason="load",version="current"}"#
         )
         .await,
         1.0

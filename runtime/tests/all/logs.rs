@@ -2,7 +2,7 @@
 //! (`GET /functions/{name}/logs`, token required) and `runtime logs NAME [--follow]`:
 //! only that function's lines, with the request id and version, within bounds.
 
-use crate::{Deployer, TOKEN};
+use crate::{Deployer, TOKEN, cli};
 use localrun::examples;
 use std::io::BufRead;
 use std::time::Duration;
@@ -13,18 +13,6 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, localrun::Service) {
     args.extend_from_slice(extra);
     let server = crate::start(dir.path(), &args);
     (dir, server)
-}
-
-fn cli(server: &localrun::Service, args: &[&str], token: Option<&str>) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"));
-    command
-        .args(args)
-        .env("RUNTIME_URL", server.url("ops"))
-        .env_remove("RUNTIME_DEPLOY_TOKEN");
-    if let Some(token) = token {
-        command.env("RUNTIME_DEPLOY_TOKEN", token);
-    }
-    command
 }
 
 async fn flood(client: &reqwest::Client, server: &localrun::Service, lines: u32, len: u32) {
@@ -51,7 +39,7 @@ async fn a_functions_lines_are_its_own_with_request_and_version() {
 
     let ops = Deployer::new(&server, Some(TOKEN));
     let (_, described) = ops.get("misbehave").await;
-    let version = described["digest"].as_str().unwrap().to_string();
+    let version = described["version"].to_string();
     let out = cli(&server, &["logs", "misbehave", "-o", "json"], Some(TOKEN))
         .output()
         .unwrap();
@@ -99,7 +87,7 @@ async fn a_functions_lines_are_its_own_with_request_and_version() {
         text.lines().count() == 3 && text.contains("stdout: flood-line-0"),
         "{text}"
     );
-    assert!(text.contains(&version[..15]), "{text}");
+    assert!(text.contains(&format!(" v{version} ")), "{text}");
 
     // The token is required; a name that is not deployed and a bad parameter are
     // refused, saying why.

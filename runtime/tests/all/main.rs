@@ -16,6 +16,7 @@ mod sandbox;
 mod shutdown;
 mod startup;
 mod under_load;
+mod versions;
 mod wagi;
 
 pub use deployer::Deployer;
@@ -89,6 +90,20 @@ pub fn args(dir: &Path) -> Vec<String> {
 }
 
 pub use localrun::{metrics, sample};
+
+/// The CLI, `runtime ARGS`, against `server`'s deploy API, with `token` if given (and
+/// none from the environment otherwise).
+pub fn cli(server: &Service, args: &[&str], token: Option<&str>) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"));
+    command
+        .args(args)
+        .env("RUNTIME_URL", server.url("ops"))
+        .env_remove("RUNTIME_DEPLOY_TOKEN");
+    if let Some(token) = token {
+        command.env("RUNTIME_DEPLOY_TOKEN", token);
+    }
+    command
+}
 
 /// GET `url`, returning status and JSON body.
 pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {

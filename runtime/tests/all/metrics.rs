@@ -28,7 +28,10 @@ async fn metrics_pass_promtool_and_cover_the_faas_family() {
     // Two hello cases: one cold start, two invocations, two instantiations, peak memory
     // observed for each.
     assert_eq!(
-        crate::sample(&text, r#"faas_invocations_total{function="hello"}"#),
+        crate::sample(
+            &text,
+            r#"faas_invocations_total{function="hello",version="current"}"#
+        ),
         Some(2.0)
     );
     assert_eq!(

@@ -82,11 +82,17 @@ fn wasm(path: &str) -> (Vec<u8>, String) {
     (bytes, digest)
 }
 
-/// What the store's manifest says `name` is.
+/// What the store's manifest says `name`'s current version is.
 fn manifest_digest(store: &Path, name: &str) -> String {
     let text = std::fs::read(store.join("functions").join(format!("{name}.json"))).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
-    v["digest"].as_str().unwrap().to_string()
+    let current = &v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == v["current"])
+        .unwrap()["digest"];
+    current.as_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -164,6 +170,82 @@ async fn a_deploy_or_delete_through_one_replica_reaches_all() {
             None
         );
     }
+}
+
+/// POSTs `/functions/NAME/ACTION` (rollback, promote) through `server`; the status.
+async fn post(server: &Service, name: &str, action: &str) -> u16 {
+    examples::client()
+        .post(format!("{}/{action}", ops(server).url(name)))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Waits until every replica runs `expected` (version, percent) as NAME's canary, or
+/// none.
+async fn converge_canary(replicas: &[&Service], name: &str, expected: Option<(u64, u64)>) {
+    let start = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for server in replicas {
+            let (_, v) = ops(server).get(name).await;
+            let canary = &v["canary"];
+            seen.push(canary["version"].as_u64().zip(canary["percent"].as_u64()));
+        }
+        if seen.iter().all(|c| *c == expected) {
+            return;
+        }
+        assert!(
+            start.elapsed() < CONVERGE,
+            "replicas did not converge on canary {expected:?} of {name}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn replicas_converge_on_rollbacks_and_canaries() {
+    let store = tempfile::tempdir().unwrap();
+    let (a, b) = (replica(store.path(), &[]), replica(store.path(), &[]));
+    let both = [&a, &b];
+    let (hello, hello_digest) = wasm(artifacts::HELLO_COMPONENT);
+    let (misbehave, misbehave_digest) = wasm(artifacts::MISBEHAVE_COMPONENT);
+    assert_eq!(put(&a, "f", &hello).await, 201);
+    assert_eq!(put(&a, "f", &misbehave).await, 200);
+    converge(&both, "f", Some(&misbehave_digest)).await;
+
+    // A rollback through one replica is what every replica serves.
+    assert_eq!(post(&b, "f", "rollback").await, 200);
+    converge(&both, "f", Some(&hello_digest)).await;
+    let client = examples::client();
+    for server in both {
+        let (status, body) =
+            crate::get_json(&client, &format!("{}/f/counter", server.url("traffic"))).await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (200, Some("Hello World!"))
+        );
+    }
+
+    // A canary through one, promoted through the other.
+    let r = ops(&a).put("f", misbehave.clone(), "?canary=20").await;
+    assert_eq!(r.status(), 200);
+    converge_canary(&both, "f", Some((3, 20))).await;
+    converge(&both, "f", Some(&hello_digest)).await;
+    assert_eq!(post(&b, "f", "promote").await, 200);
+    converge_canary(&both, "f", None).await;
+    converge(&both, "f", Some(&misbehave_digest)).await;
+
+    // A canary through one, ended through the other.
+    let r = ops(&b).put("f", hello.clone(), "?canary=40").await;
+    assert_eq!(r.status(), 200);
+    converge_canary(&both, "f", Some((4, 40))).await;
+    assert_eq!(post(&a, "f", "rollback").await, 200);
+    converge_canary(&both, "f", None).await;
+    converge(&both, "f", Some(&misbehave_digest)).await;
 }
 
 #[tokio::test]

@@ -157,14 +157,19 @@ async fn a_failing_module_fails_its_own_request_with_the_right_status() {
         assert_eq!(
             crate::sample(
                 &text,
-                &format!(r#"faas_errors_total{{function="probe",reason="{reason}"}}"#)
+                &format!(
+                    r#"faas_errors_total{{function="probe",reason="{reason}",version="current"}}"#
+                )
             ),
             Some(count),
             "{reason}"
         );
     }
     assert_eq!(
-        crate::sample(&text, r#"faas_invocations_total{function="probe"}"#),
+        crate::sample(
+            &text,
+            r#"faas_invocations_total{function="probe",version="current"}"#
+        ),
         // Ten failures (the two refused paths are counted too: refused after the
         // request was admitted), ten 418s between them, two runs within the limits.
         Some(22.0)

@@ -18,6 +18,7 @@ use super::prepare::GuestAnswer;
 use crate::function::Function;
 use crate::invoke::{Body, Failure};
 use crate::metrics::FaasMetrics;
+use crate::registry::Role;
 
 /// Which came first: the guest finishing, or its answer (response headers or an error).
 enum First {
@@ -32,7 +33,7 @@ pub async fn answer(
     guest: impl Future<Output = Option<Failure>> + Send + 'static,
     mut answer: oneshot::Receiver<GuestAnswer>,
     faas: &FaasMetrics,
-    function: &Function,
+    (function, role): (&Function, Role),
     request_id: u64,
 ) -> Result<Response<Body>, Failure> {
     let mut guest = Box::pin(guest);
@@ -92,7 +93,7 @@ pub async fn answer(
                     }
                 };
                 if let Some(failure) = &failure {
-                    failure.count(&faas, &name, request_id);
+                    failure.count(&faas, &name, role, request_id);
                 }
                 let _ = failed_tx.send(failure.is_some());
             });

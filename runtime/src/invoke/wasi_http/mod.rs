@@ -32,6 +32,7 @@ pub(super) async fn serve(
     metrics: Arc<InvocationMetrics>,
 ) -> Result<Response<Body>, Failure> {
     let prepared = prepare::prepare(function, pre, request, request_id, ticket.take_memory())?;
+    let role = metrics.role;
     let run = run(
         function.clone(),
         metrics,
@@ -39,7 +40,7 @@ pub(super) async fn serve(
         prepared.guest,
         ticket,
     );
-    answer::answer(run, prepared.answer, faas, function, request_id).await
+    answer::answer(run, prepared.answer, faas, (function, role), request_id).await
 }
 
 /// Runs the guest's handler to its end; `None` if it returned normally. Owns what it
