@@ -1,6 +1,7 @@
 //! Builds every function in `FUNCTIONS` for `wasm32-wasip2` (release) with a nested cargo
 //! into its own target directory under `OUT_DIR`, the same functions for `wasm32-wasip1`
-//! (WASI 0.1 commands, served the WAGI way) and the C example with clang, and generates
+//! (WASI 0.1 commands, served the WAGI way), in JavaScript and Python with their
+//! component toolchains (`LANGUAGES`), and the C example with clang, and generates
 //! one path constant per artifact plus `foreach_*!` macros. Tests and tools use those constants and
 //! never spell a path; a crate that invokes the macro must handle every function, so a
 //! function added here and forgotten there is a compile error.
@@ -25,6 +26,37 @@ const WAGI_TARGET: &str = "wasm32-wasip1";
 /// Example functions written in C, as (name, source): WASI 0.1 commands built with clang,
 /// proof that a module from another toolchain runs.
 const C_PROGRAMS: &[(&str, &str)] = &[("hello-c", "functions/hello-c/hello.c")];
+/// The example functions written in JavaScript and Python, each built by its own
+/// language's component toolchain (`scripts/install-function-toolchains` installs them):
+/// every function of `FUNCTIONS`, from `DIR/NAME.{js,py}`, with `DIR/NAME.toml` settings
+/// where one is there.
+const LANGUAGES: &[Language] = &[
+    Language {
+        name: "js",
+        what: "JavaScript, componentize-js (StarlingMonkey)",
+        dir: "functions/js",
+        extension: "js",
+        // What StarlingMonkey's own handler exports: the world must name exactly it.
+        wasi: "0.2.10",
+    },
+    Language {
+        name: "python",
+        what: "Python, componentize-py (CPython)",
+        dir: "functions/python",
+        extension: "py",
+        wasi: "0.2.0",
+    },
+];
+
+struct Language {
+    /// In constant names (`HELLO_JS_COMPONENT`) and `artifacts --lang`.
+    name: &'static str,
+    what: &'static str,
+    dir: &'static str,
+    extension: &'static str,
+    /// The WASI 0.2 version of the world it builds against.
+    wasi: &'static str,
+}
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
@@ -132,6 +164,37 @@ fn main() {
     }
     let [functions, programs] = lists;
     let [function_arms, program_arms] = arms;
+    let languages = build_languages(&workspace, &out_dir);
+    for (language, built) in LANGUAGES.iter().zip(&languages) {
+        let mut list = String::new();
+        for (name, wasm, settings) in built {
+            let konst = format!(
+                "{}_{}_COMPONENT",
+                name.to_uppercase(),
+                language.name.to_uppercase()
+            );
+            writeln!(
+                generated,
+                "/// Path of `{name}` in {}: a wasi:http {} component.",
+                language.what, language.wasi
+            )
+            .unwrap();
+            writeln!(
+                generated,
+                "pub const {konst}: &str = {:?};",
+                wasm.display().to_string()
+            )
+            .unwrap();
+            writeln!(list, "    ({name:?}, {konst}, {settings:?}),").unwrap();
+        }
+        writeln!(
+            generated,
+            "\n/// The example functions in {}: (name, component path, settings TOML).\npub const {}_FUNCTIONS: &[(&str, &str, &str)] = &[\n{list}];\n",
+            language.what,
+            language.name.to_uppercase()
+        )
+        .unwrap();
+    }
     write!(
         generated,
         "
@@ -173,6 +236,165 @@ macro_rules! foreach_module {{
     .unwrap();
     fs::write(out_dir.join("components.rs"), generated).unwrap();
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Builds every function of every [`LANGUAGES`] entry: (name, component, settings TOML)
+/// per function, per language. The languages build side by side (one core each).
+fn build_languages(workspace: &Path, out_dir: &Path) -> Vec<Vec<(String, PathBuf, String)>> {
+    let jco_wit =
+        workspace.join("functions/js/node_modules/@bytecodealliance/jco/lib/wit/builtin/0.2.12");
+    let hint = "run scripts/install-function-toolchains (scripts/test and scripts/compare do)";
+    assert!(
+        jco_wit.is_dir(),
+        "{} is missing: the JavaScript and Python functions build against its WASI WIT; {hint}",
+        jco_wit.display()
+    );
+    println!("cargo:rerun-if-changed=../../functions/js/package-lock.json");
+    println!("cargo:rerun-if-changed=../../seed-stacks/node/handlers.js");
+    println!("cargo:rerun-if-env-changed=COMPONENTIZE_PY");
+    std::thread::scope(|scope| {
+        let builds: Vec<_> = LANGUAGES
+            .iter()
+            .map(|language| {
+                let wit = out_dir.join(format!("wit-{}", language.name));
+                wasi_wit(&jco_wit, language.wasi, &wit);
+                let source = workspace.join(language.dir);
+                let mut functions = Vec::new();
+                for name in FUNCTIONS {
+                    let file = format!("{name}.{}", language.extension);
+                    let settings =
+                        fs::read_to_string(source.join(format!("{name}.toml"))).unwrap_or_default();
+                    functions.push((name.to_string(), file, settings));
+                }
+                for entry in fs::read_dir(&source).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path
+                        .extension()
+                        .is_some_and(|e| e == language.extension || e == "toml")
+                    {
+                        println!(
+                            "cargo:rerun-if-changed=../../{}/{}",
+                            language.dir,
+                            path.file_name().unwrap().to_string_lossy()
+                        );
+                    }
+                }
+                scope.spawn(move || {
+                    functions
+                        .into_iter()
+                        .map(|(name, file, settings)| {
+                            let wasm = out_dir.join(format!("{name}-{}.wasm", language.name));
+                            let mut cmd = match language.name {
+                                "js" => componentize_js(
+                                    workspace,
+                                    &wit,
+                                    &format!("{}/{file}", language.dir),
+                                    &wasm,
+                                ),
+                                _ => componentize_py(&source, &wit, &name, &wasm),
+                            };
+                            let status = cmd
+                                .status()
+                                .unwrap_or_else(|e| panic!("running {cmd:?}: {e}; {hint}"));
+                            assert!(
+                                status.success() && wasm.is_file(),
+                                "building {file} ({}) failed ({status}, see above); {hint}",
+                                language.what
+                            );
+                            (name, wasm, settings)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        builds
+            .into_iter()
+            .map(|b| b.join().expect("a language's build panicked"))
+            .collect()
+    })
+}
+
+/// WASI 0.2's WIT as jco ships it (0.2.12), renamed to `version`, in `dir/deps`, and a
+/// world in `dir` that includes `wasi:http/proxy@version`: what a toolchain whose guest
+/// exports `wasi:http/incoming-handler@version` must be given. The runtime links any
+/// 0.2.x import to its own 0.2 host, so a component built this way runs unchanged.
+fn wasi_wit(jco_wit: &Path, version: &str, dir: &Path) {
+    let _ = fs::remove_dir_all(dir);
+    for package in [
+        "cli",
+        "clocks",
+        "filesystem",
+        "http",
+        "io",
+        "random",
+        "sockets",
+    ] {
+        let text = fs::read_to_string(jco_wit.join(format!("wasi-{package}/package.wit")))
+            .unwrap_or_else(|e| panic!("{}: {e}", jco_wit.display()));
+        let mut renamed = text.replace("@0.2.12", &format!("@{version}"));
+        // Items added after `version` say so; here they are part of it.
+        while let Some(at) = renamed.find("@since(version = 0.2.") {
+            let end = at + renamed[at..].find(')').expect("a closed @since");
+            renamed.replace_range(at..=end, "");
+        }
+        let deps = dir.join("deps").join(package);
+        fs::create_dir_all(&deps).unwrap();
+        fs::write(deps.join("package.wit"), renamed).unwrap();
+    }
+    fs::write(
+        dir.join("world.wit"),
+        format!(
+            "package local:functions;\n\nworld proxy {{\n  include wasi:http/proxy@{version};\n}}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// componentize-js building `entry` (relative to the workspace, where it runs: its
+/// modules may import what is outside their own directory, as the seed's handlers).
+fn componentize_js(workspace: &Path, wit: &Path, entry: &str, wasm: &Path) -> Command {
+    let cli =
+        workspace.join("functions/js/node_modules/@bytecodealliance/componentize-js/src/cli.js");
+    let mut cmd = Command::new(env::var_os("NODE").unwrap_or_else(|| "node".into()));
+    cmd.current_dir(workspace)
+        .arg(cli)
+        .arg(entry)
+        .arg("--wit")
+        .arg(wit)
+        .args(["--world-name", "proxy", "-o"])
+        .arg(wasm);
+    println!("cargo:rerun-if-env-changed=NODE");
+    cmd
+}
+
+/// componentize-py building module `name` of `source`: `COMPONENTIZE_PY`, else the one
+/// scripts/install-function-toolchains put in the project's virtualenv, else PATH's.
+fn componentize_py(source: &Path, wit: &Path, name: &str, wasm: &Path) -> Command {
+    let program = env::var_os("COMPONENTIZE_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_default();
+            let venv = cache.join("serverless-vs-server/venv/bin/componentize-py");
+            if venv.is_file() {
+                venv
+            } else {
+                "componentize-py".into()
+            }
+        });
+    let mut cmd = Command::new(program);
+    cmd.arg("-d")
+        .arg(wit)
+        .args(["-w", "local:functions/proxy", "componentize", "-p"])
+        .arg(source)
+        .arg(name)
+        .arg("-o")
+        .arg(wasm)
+        // Nothing written beside the sources.
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
 }
 
 /// Compiles a one-file C program to a WASI 0.1 command with Debian's clang, lld and

@@ -1,20 +1,19 @@
 // The seed report's Node/Express API, rewritten to answer exactly like this project's
 // example functions (functions/hello, sleep, hash, memory): same routes, query parameters,
 // JSON answers and 400s, and the same HTTP metric names and buckets as our servers, so the
-// bench runs the same scenarios against it unchanged.
+// bench runs the same scenarios against it unchanged. The handlers themselves are
+// handlers.js, which the JavaScript components of functions/js run too: this file is
+// Express's adapter to them.
 //
 // Listens on SEED_NODE_LISTEN (traffic, default 127.0.0.1:3000) and SEED_NODE_OPS_LISTEN
 // (/metrics and /healthz, default 127.0.0.1:3001); port 0 picks a free one. Each listener
 // announces itself as `NAME listening on http://ADDR`, as our servers do.
 
-'use strict';
+import crypto from 'node:crypto';
+import express from 'express';
+import client from 'prom-client';
 
-const crypto = require('node:crypto');
-const express = require('express');
-const client = require('prom-client');
-
-const MIB = 1 << 20;
-const PAGE = 4096;
+import { answer, handlers as makeHandlers } from './handlers.js';
 
 // The same buckets as service-ops' LATENCY_BUCKETS: 50 µs to 10 s.
 const LATENCY_BUCKETS = [
@@ -44,64 +43,17 @@ const inFlight = new client.Gauge({
   registers: [registry],
 });
 
-class BadRequest extends Error {}
-
-// A query parameter as an integer in [min, max], `fallback` when absent; anything else is
-// a 400 naming the parameter, worded as functions/sdk words it. The last value wins.
-function param(query, name, fallback, min, max) {
-  let raw = query[name];
-  if (raw === undefined) return fallback;
-  if (Array.isArray(raw)) raw = raw[raw.length - 1];
-  const text = typeof raw === 'string' ? raw.trim() : '';
-  if (!/^\+?[0-9]{1,19}$/.test(text) || !Number.isSafeInteger(Number(text))) {
-    throw new BadRequest(
-      `query parameter \`${name}\` must be a number from ${min} to ${max}, got ${JSON.stringify(String(raw))}`,
-    );
-  }
-  const value = Number(text);
-  if (value < min || value > max) {
-    throw new BadRequest(`query parameter \`${name}\` must be from ${min} to ${max}, got ${value}`);
-  }
-  return value;
-}
-
-const handlers = {
-  hello: async () => ({ message: 'Hello World!' }),
-
-  // The seed's handler: sleep for a uniform 100–1000 ms (bounds from the query).
-  sleep: async (req) => {
-    const min = param(req.query, 'min_ms', 100, 0, 60000);
-    const max = param(req.query, 'max_ms', Math.max(1000, min), 0, 60000);
-    if (min > max) throw new BadRequest(`min_ms (${min}) is greater than max_ms (${max})`);
-    const ms = crypto.randomInt(min, max + 1);
-    await new Promise((resolve) => setTimeout(resolve, ms));
-    return { slept_ms: ms };
+// What Node gives the handlers: its synchronous hashing (one call a round, as the seed's
+// app did), its random integers and its timers.
+const handlers = makeHandlers({
+  sha256: (...parts) => {
+    const hash = crypto.createHash('sha256');
+    for (const part of parts) hash.update(part);
+    return hash.digest();
   },
-
-  // SHA-256 of the body (or of `size` zero bytes), chained `rounds` times: each round
-  // hashes the previous digest followed by the input.
-  hash: async (req) => {
-    const rounds = param(req.query, 'rounds', 1000, 1, 10000000);
-    let input = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    if (input.length === 0) input = Buffer.alloc(param(req.query, 'size', 1024, 0, 16 * MIB));
-    let digest = crypto.createHash('sha256').update(input).digest();
-    for (let i = 1; i < rounds; i++) {
-      digest = crypto.createHash('sha256').update(digest).update(input).digest();
-    }
-    return { rounds, bytes: input.length, sha256: digest.toString('hex') };
-  },
-
-  // Allocates `mib` MiB, writes one byte per 4 KiB page, and sums them back.
-  memory: async (req) => {
-    const mib = param(req.query, 'mib', 16, 0, 120);
-    const bytes = mib * MIB;
-    const buffer = Buffer.alloc(bytes);
-    for (let page = 0, i = 0; i < bytes; page++, i += PAGE) buffer[i] = (page % 251) + 1;
-    let checksum = 0;
-    for (let i = 0; i < bytes; i += PAGE) checksum += buffer[i];
-    return { mib, checksum };
-  },
-};
+  randomInt: (min, max) => crypto.randomInt(min, max + 1),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+});
 
 const app = express();
 app.disable('x-powered-by');
@@ -123,12 +75,10 @@ app.use(async (req, res) => {
     res.status(404).json({ error: `no function ${JSON.stringify(name)}` });
     return;
   }
-  try {
-    res.status(200).json(await handler(req));
-  } catch (e) {
-    if (e instanceof BadRequest) res.status(400).json({ error: e.message });
-    else res.status(500).json({ error: String(e && e.message) });
-  }
+  const query = new URL(req.originalUrl, 'http://localhost').searchParams;
+  const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+  const [status, json] = await answer(handler, query, body);
+  res.status(status).json(json);
 });
 
 const ops = express();

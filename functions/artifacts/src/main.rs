@@ -1,13 +1,15 @@
-//! `cargo run -p artifacts -- [--wasi-p1] [--with-test-programs] DIR`: copies every
-//! example function into DIR as `NAME.wasm`, ready for `runtime --functions-dir DIR`:
-//! its wasi:http component (which `wasmtime serve` also runs), or with `--wasi-p1` its
-//! WASI 0.1 build, served the WAGI way, plus the C example as `hello-c.wasm`. With
+//! `cargo run -p artifacts -- [--wasi-p1 | --lang js|python] [--with-test-programs] DIR`:
+//! copies every example function into DIR as `NAME.wasm`, ready for
+//! `runtime --functions-dir DIR`: its wasi:http component built from Rust (which
+//! `wasmtime serve` also runs), or with `--wasi-p1` its WASI 0.1 build, served the WAGI
+//! way, plus the C example as `hello-c.wasm`, or with `--lang` the same functions written
+//! in JavaScript or Python (with a `NAME.toml` beside one that needs settings). With
 //! `--with-test-programs`, the test programs too (`misbehave` and `plain-wasi`, or
 //! `wagi-probe`), for a soak or a demonstration of containment.
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: artifacts [--wasi-p1] [--with-test-programs] DIR   (copies the example functions into DIR)";
+const USAGE: &str = "usage: artifacts [--wasi-p1 | --lang rust|js|python] [--with-test-programs] DIR   (copies the example functions into DIR)";
 
 fn main() -> ExitCode {
     let mut args: Vec<_> = std::env::args_os().skip(1).collect();
@@ -20,6 +22,26 @@ fn main() -> ExitCode {
     };
     let with_tests = flag("--with-test-programs");
     let wasi_p1 = flag("--wasi-p1");
+    let lang = match args.iter().position(|a| a == "--lang") {
+        Some(at) if at + 1 < args.len() => {
+            let value = args.remove(at + 1);
+            args.remove(at);
+            match value.to_str() {
+                Some("rust") => None,
+                Some("js") => Some(artifacts::JS_FUNCTIONS),
+                Some("python") => Some(artifacts::PYTHON_FUNCTIONS),
+                _ => {
+                    eprintln!("artifacts: --lang takes rust, js or python\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        Some(_) => {
+            eprintln!("artifacts: --lang takes rust, js or python\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => None,
+    };
     let [dir] = <[_; 1]>::try_from(args).unwrap_or_else(|_| {
         eprintln!("{USAGE}");
         std::process::exit(2);
@@ -32,6 +54,28 @@ fn main() -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("artifacts: creating {}: {e}", dir.display());
         return ExitCode::FAILURE;
+    }
+    if let Some(functions) = lang {
+        if wasi_p1 || with_tests {
+            eprintln!("artifacts: --lang goes alone\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        for (name, path, settings) in functions {
+            let to = dir.join(format!("{name}.wasm"));
+            let copied =
+                std::fs::copy(path, &to)
+                    .map(drop)
+                    .and_then(|()| match settings.is_empty() {
+                        true => Ok(()),
+                        false => std::fs::write(dir.join(format!("{name}.toml")), settings),
+                    });
+            if let Err(e) = copied {
+                eprintln!("artifacts: copying {path} to {}: {e}", to.display());
+                return ExitCode::FAILURE;
+            }
+            println!("{}", to.display());
+        }
+        return ExitCode::SUCCESS;
     }
     type Named = &'static [(&'static str, &'static str)];
     let (functions, extra, programs): (Named, Named, Named) = if wasi_p1 {

@@ -50,6 +50,30 @@ macro_rules! check_component {
 
 artifacts::foreach_component!(check_component);
 
+/// The JavaScript and Python builds are components too, each exporting the handler at
+/// the WASI version its toolchain's guest is written against, and one of each example.
+#[test]
+fn the_javascript_and_python_builds_are_handler_components() {
+    for (functions, version) in [
+        (artifacts::JS_FUNCTIONS, "0.2.10"),
+        (artifacts::PYTHON_FUNCTIONS, "0.2.0"),
+    ] {
+        let names: Vec<_> = functions.iter().map(|(name, _, _)| *name).collect();
+        let rust: Vec<_> = artifacts::FUNCTIONS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, rust);
+        for (name, path, _) in functions {
+            let bytes = std::fs::read(path).expect("artifact exists");
+            assert!(Parser::is_component(&bytes), "{path} is not a component");
+            let exports = top_level_exports(&bytes);
+            let handler = format!("wasi:http/incoming-handler@{version}");
+            assert!(
+                exports.contains(&handler),
+                "{name}: {path} exports {exports:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn lookup_by_name() {
     assert_eq!(

@@ -175,3 +175,128 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
         rest = &after[size + 2..];
     }
 }
+
+/// Deploys `functions` (name, component, settings TOML) into a runtime with a store and
+/// checks them with the examples' shared cases.
+async fn check_language(functions: &[(&str, &str, &str)]) {
+    let store = tempfile::tempdir().unwrap();
+    let (server, ops) = crate::start_with_store(store.path(), &["--max-memory-mib", "512"]);
+    for (name, path, settings) in functions {
+        let memory = settings
+            .lines()
+            .find_map(|l| l.strip_prefix("memory_mib = "))
+            .map(|mib| format!("?memory_mib={mib}"))
+            .unwrap_or_default();
+        ops.deploy(name, path, &memory).await;
+    }
+    examples::check_all(&examples::client(), &server.url("traffic"))
+        .await
+        .unwrap();
+}
+
+/// The examples written in JavaScript (the seed's own Node handlers, through
+/// componentize-js) answer exactly as the Rust ones do.
+#[tokio::test]
+async fn the_javascript_examples_answer_like_the_rust_ones() {
+    check_language(artifacts::JS_FUNCTIONS).await;
+}
+
+/// And those written in Python, through componentize-py.
+#[tokio::test]
+async fn the_python_examples_answer_like_the_rust_ones() {
+    check_language(artifacts::PYTHON_FUNCTIONS).await;
+}
+
+/// The `wasi:http/incoming-handler@0.2.x` versions a component exports (any nesting).
+fn handler_versions(path: &str) -> std::collections::BTreeSet<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut versions = std::collections::BTreeSet::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        if let wasmparser::Payload::ComponentExportSection(exports) = payload.unwrap() {
+            for export in exports {
+                if let Some(version) = export
+                    .unwrap()
+                    .name
+                    .name
+                    .strip_prefix("wasi:http/incoming-handler@")
+                {
+                    versions.insert(version.to_string());
+                }
+            }
+        }
+    }
+    versions
+}
+
+/// Components that export different WASI 0.2 patch versions of the handler (whatever
+/// their toolchain was built against) load and answer side by side, unchanged.
+#[tokio::test]
+async fn components_exporting_other_wasi_patch_versions_answer() {
+    let components = [
+        ("rust", artifacts::HELLO_COMPONENT),
+        ("js", artifacts::HELLO_JS_COMPONENT),
+        ("python", artifacts::HELLO_PYTHON_COMPONENT),
+    ];
+    let versions: Vec<_> = components
+        .iter()
+        .map(|(_, path)| handler_versions(path))
+        .collect();
+    assert_eq!(versions[1], ["0.2.10".to_string()].into());
+    assert_eq!(versions[2], ["0.2.0".to_string()].into());
+    assert!(
+        versions[0]
+            .iter()
+            .all(|v| v.starts_with("0.2.") && v != "0.2.0" && v != "0.2.10"),
+        "{versions:?}"
+    );
+    let store = tempfile::tempdir().unwrap();
+    let (server, ops) = crate::start_with_store(store.path(), &[]);
+    for (name, path) in components {
+        ops.deploy(name, path, "").await;
+        let (status, body) = crate::get_json(
+            &examples::client(),
+            &format!("{}/{name}/", server.url("traffic")),
+        )
+        .await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (200, Some("Hello World!")),
+            "{name}"
+        );
+    }
+}
+
+/// A component that imports what the host does not have is refused at deploy with a 422
+/// that names the import, and nothing changes.
+#[tokio::test]
+async fn a_component_importing_what_the_host_lacks_is_refused_naming_the_import() {
+    use wasm_encoder::{
+        Component, ComponentImportSection, ComponentTypeRef, ComponentTypeSection, InstanceType,
+    };
+    let mut types = ComponentTypeSection::new();
+    let mut instance = InstanceType::new();
+    instance
+        .ty()
+        .function()
+        .params::<_, wasm_encoder::ComponentValType>([])
+        .result(None);
+    instance.export("run", ComponentTypeRef::Func(0));
+    types.instance(&instance);
+    let mut imports = ComponentImportSection::new();
+    imports.import("acme:db/query@1.0.0", ComponentTypeRef::Instance(0));
+    let mut component = Component::new();
+    component.section(&types).section(&imports);
+    let wasm = component.finish();
+
+    let store = tempfile::tempdir().unwrap();
+    let (server, ops) = crate::start_with_store(store.path(), &[]);
+    let r = ops.put("lacking", wasm, "").await;
+    assert_eq!(r.status(), 422);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("acme:db/query@1.0.0"),
+        "{v}"
+    );
+    assert_eq!(ops.get("lacking").await.0, 404);
+    drop(server);
+}

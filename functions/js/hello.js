@@ -1,0 +1,5 @@
+// The `hello` example function in JavaScript: the seed's Node handler as a component.
+
+import { examples, serve } from './serve.js';
+
+serve(examples.hello);

@@ -1,0 +1,6 @@
+"""The `hash` example function in Python."""
+
+import handlers
+from serve import serve
+
+IncomingHandler = serve(handlers.hash)

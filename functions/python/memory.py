@@ -1,0 +1,6 @@
+"""The `memory` example function in Python."""
+
+import handlers
+from serve import serve
+
+IncomingHandler = serve(handlers.memory)
