@@ -200,9 +200,11 @@ pub struct CompareArgs {
     /// The sides to start and measure, comma-separated: `serverless` and `traditional`
     /// always, plus any of `direct` (the webserver without nginx: what the proxy
     /// costs), `serverless-wagi` (a second runtime serving the same handlers built as
-    /// WASI 0.1 modules, the WAGI way: what each ABI costs), `seed-php` (PHP-FPM behind
-    /// nginx) and `seed-node` (Node/Express), the seed report's own stacks answering
-    /// like our functions.
+    /// WASI 0.1 modules, the WAGI way: what each ABI costs), `serverless-js` and
+    /// `serverless-python` (a runtime serving the same functions written in JavaScript,
+    /// the seed's own Node handlers, or in Python: what each language costs),
+    /// `seed-php` (PHP-FPM behind nginx) and `seed-node` (Node/Express), the seed
+    /// report's own stacks answering like our functions.
     #[arg(long, value_delimiter = ',', default_value = "serverless,traditional")]
     pub sides: Vec<SideKind>,
     /// Same as adding `direct` to --sides.
@@ -239,6 +241,8 @@ pub enum SideKind {
     Traditional,
     Direct,
     ServerlessWagi,
+    ServerlessJs,
+    ServerlessPython,
     SeedPhp,
     SeedNode,
 }

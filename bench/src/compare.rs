@@ -16,6 +16,30 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// A runtime side serving the example functions written in another language.
+#[derive(Debug)]
+struct Language {
+    kind: SideKind,
+    side: &'static str,
+    description: &'static str,
+    functions: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const LANGUAGES: &[Language] = &[
+    Language {
+        kind: SideKind::ServerlessJs,
+        side: figures::SERVERLESS_JS,
+        description: "runtime: a fresh instance per request of the same functions written in JavaScript (the seed's Node handlers), components built by componentize-js (StarlingMonkey)",
+        functions: artifacts::JS_FUNCTIONS,
+    },
+    Language {
+        kind: SideKind::ServerlessPython,
+        side: figures::SERVERLESS_PYTHON,
+        description: "runtime: a fresh instance per request of the same functions written in Python, components built by componentize-py (CPython)",
+        functions: artifacts::PYTHON_FUNCTIONS,
+    },
+];
+
 /// The one function the peer serves: `wasmtime serve` runs a single component.
 const PEER_FUNCTION: &str = "hello";
 
@@ -90,23 +114,54 @@ impl Runtime {
         client: &reqwest::Client,
         functions: &[(&str, &str)],
     ) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+        let with_defaults: Vec<_> = functions.iter().map(|(n, p)| (*n, *p, "")).collect();
+        self.deploy_with(client, &with_defaults).await
+    }
+
+    /// Deploys (name, component, settings TOML) each; their effective limits.
+    async fn deploy_with(
+        &self,
+        client: &reqwest::Client,
+        functions: &[(&str, &str, &str)],
+    ) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
         let ops = self.service.url("ops");
         let mut limits = BTreeMap::new();
-        for (name, path) in functions {
+        for (name, path, settings) in functions {
             let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-            let deployed = put_function(client, &ops, name, wasm).await?;
+            let query = settings_query(settings).with_context(|| format!("{name}'s settings"))?;
+            let deployed = put_function(client, &ops, &format!("{name}{query}"), wasm).await?;
             limits.insert(name.to_string(), deployed["limits"].clone());
         }
         // A first deploy is served by Winch's quickly compiled code until Cranelift's
         // swaps in from the background: measure the steady state, not that window.
-        for (name, _) in functions {
+        for (name, _, _) in functions {
             wait_for_cranelift(client, &ops, name).await?;
         }
         Ok(limits)
     }
 }
 
-/// Deploys `wasm` as `name` into the runtime at `ops`; its deploy response.
+/// A settings file's numeric limits (`NAME.toml` beside a function) as the deploy API's
+/// query string: `?memory_mib=192`, or nothing.
+fn settings_query(settings: &str) -> anyhow::Result<String> {
+    let table: toml::Table = settings.parse()?;
+    let mut pairs = Vec::new();
+    for (key, value) in table {
+        match (key.as_str(), value.as_integer()) {
+            ("memory_mib" | "max_concurrency" | "max_body_bytes", Some(n)) => {
+                pairs.push(format!("{key}={n}"))
+            }
+            _ => bail!("the bench deploys only numeric limits, not {key} = {value}"),
+        }
+    }
+    Ok(match pairs.is_empty() {
+        true => String::new(),
+        false => format!("?{}", pairs.join("&")),
+    })
+}
+
+/// Deploys `wasm` as `name` (and a query string after it) into the runtime at `ops`; its
+/// deploy response.
 pub(crate) async fn put_function(
     client: &reqwest::Client,
     ops: &str,
@@ -196,6 +251,8 @@ struct Local {
     runtime: Runtime,
     /// The second runtime, serving the WASI 0.1 builds, for `serverless-wagi`.
     runtime_wagi: Option<Runtime>,
+    /// A runtime for each language side asked for (`serverless-js`, `serverless-python`).
+    languages: Vec<(&'static Language, Runtime)>,
     webserver: Service,
     nginx: Nginx,
     peer: Option<Peer>,
@@ -212,6 +269,11 @@ impl Local {
         let peer = self.peer.as_mut().map(|p| &mut p.service);
         let node = self.seed_node.as_mut().map(|n| &mut n.service);
         let wagi = self.runtime_wagi.as_mut().map(|r| &mut r.service);
+        for (_, runtime) in &mut self.languages {
+            if let Err(e) = runtime.service.terminate(Duration::from_secs(10)) {
+                eprintln!("warning: {e:#}");
+            }
+        }
         for service in [
             Some(&mut self.runtime.service),
             wagi,
@@ -272,10 +334,10 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             )?)
         }
     };
-    let runtime_side = |name: &str, runtime: &Runtime, abi: Abi| Side {
+    let runtime_side = |name: &str, runtime: &Runtime, description: &str| Side {
         info: SideInfo {
             name: name.into(),
-            description: abi.describe().into(),
+            description: description.into(),
             url: runtime.service.url("traffic"),
         },
         processes: Some(ProcessSet {
@@ -289,7 +351,11 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let mut sides = vec![
         Side {
             fleet: fleets.as_ref().and_then(|f| f.runtime_target.clone()),
-            ..runtime_side(figures::SERVERLESS, &local.runtime, args.serverless_abi)
+            ..runtime_side(
+                figures::SERVERLESS,
+                &local.runtime,
+                args.serverless_abi.describe(),
+            )
         },
         Side {
             info: SideInfo {
@@ -326,7 +392,14 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         });
     }
     if let Some(wagi) = &local.runtime_wagi {
-        sides.push(runtime_side(figures::SERVERLESS_WAGI, wagi, Abi::P1));
+        sides.push(runtime_side(
+            figures::SERVERLESS_WAGI,
+            wagi,
+            Abi::P1.describe(),
+        ));
+    }
+    for (language, runtime) in &local.languages {
+        sides.push(runtime_side(language.side, runtime, language.description));
     }
     if let Some(php) = &local.seed_php {
         sides.push(Side {
@@ -403,6 +476,26 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     if local.seed_php.is_some() {
         settings.insert("php-fpm workers".into(), args.php_fpm_children.to_string());
     }
+    // What a language costs starts with what each instance is made from.
+    let sizes = |functions: &mut dyn Iterator<Item = (&str, &str)>| {
+        functions
+            .map(|(name, path)| {
+                let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+                format!("{name} {}", figures::bytes(bytes as f64))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    settings.insert(
+        "serverless component sizes".into(),
+        sizes(&mut args.serverless_abi.functions().iter().copied()),
+    );
+    for (language, _) in &local.languages {
+        settings.insert(
+            format!("{} component sizes", language.side),
+            sizes(&mut language.functions.iter().map(|(n, p, _)| (*n, *p))),
+        );
+    }
     settings.extend(runtime_limits(&local.limits));
     let mut meta = crate::versions_and_settings(Some(&nginx_binary), settings);
     if let Some(peer) = &local.peer {
@@ -454,6 +547,14 @@ fn start(
         .then(|| Runtime::start(runtime_bin))
         .transpose()
         .context("starting the runtime for serverless-wagi")?;
+    let mut languages = Vec::new();
+    for language in LANGUAGES {
+        if args.wants(language.kind) {
+            let runtime = Runtime::start(runtime_bin)
+                .with_context(|| format!("starting the runtime for {}", language.side))?;
+            languages.push((language, runtime));
+        }
+    }
     let webserver = Service::start_with(
         Command::new(webserver_bin)
             .args(LOOPBACK)
@@ -485,6 +586,12 @@ fn start(
                 .await
                 .context("serverless-wagi")?;
         }
+        for (language, runtime) in &languages {
+            runtime
+                .deploy_with(client, language.functions)
+                .await
+                .context(language.side)?;
+        }
         let mut checked = vec![
             ("runtime", runtime.service.url("traffic")),
             ("nginx", nginx.url()),
@@ -493,6 +600,11 @@ fn start(
             runtime_wagi
                 .as_ref()
                 .map(|r| ("serverless-wagi", r.service.url("traffic"))),
+        );
+        checked.extend(
+            languages
+                .iter()
+                .map(|(l, r)| (l.side, r.service.url("traffic"))),
         );
         checked.extend(seed_php.as_ref().map(|p| ("seed-php", p.url())));
         checked.extend(
@@ -532,6 +644,7 @@ fn start(
     Ok(Local {
         runtime,
         runtime_wagi,
+        languages,
         webserver,
         nginx,
         peer,

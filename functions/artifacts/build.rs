@@ -194,6 +194,15 @@ fn main() {
             language.name.to_uppercase()
         )
         .unwrap();
+        writeln!(
+            generated,
+            "/// The WIT the {} functions are built against (a world `local:functions/proxy`\n/// including `wasi:http/proxy@{}`), for building others like them.\npub const {}_WIT: &str = {:?};\n",
+            language.what,
+            language.wasi,
+            language.name.to_uppercase(),
+            out_dir.join(format!("wit-{}", language.name)).display().to_string()
+        )
+        .unwrap();
     }
     write!(
         generated,

@@ -7,7 +7,9 @@
 //! the response). Other sides are shown whole.
 
 use super::Report;
-use super::figures::{DIRECT, SERVERLESS, SERVERLESS_WAGI, TRADITIONAL, micros};
+use super::figures::{
+    DIRECT, SERVERLESS, SERVERLESS_JS, SERVERLESS_PYTHON, SERVERLESS_WAGI, TRADITIONAL, micros,
+};
 use super::svg::escape;
 use super::view::Table;
 use std::fmt::Write;
@@ -74,7 +76,7 @@ pub fn breakdown(report: &Report) -> Option<Breakdown> {
                 Some(direct) => vec![(HTTP, direct), (NGINX_HOP, total - direct)],
                 None => vec![(WHOLE, total)],
             },
-            SERVERLESS | SERVERLESS_WAGI => match (
+            SERVERLESS | SERVERLESS_WAGI | SERVERLESS_JS | SERVERLESS_PYTHON => match (
                 server(&side.name, INIT_FAMILY),
                 server(&side.name, INVOKE_FAMILY),
             ) {

@@ -13,6 +13,10 @@ pub const DIRECT: &str = "direct";
 /// A second runtime serving the same handlers built for WASI 0.1 (WAGI), when measured.
 pub const SERVERLESS_WAGI: &str = "serverless-wagi";
 /// The seed report's own stacks, when measured.
+/// A runtime serving the example functions written in JavaScript (componentize-js).
+pub const SERVERLESS_JS: &str = "serverless-js";
+/// A runtime serving the example functions written in Python (componentize-py).
+pub const SERVERLESS_PYTHON: &str = "serverless-python";
 pub const SEED_PHP: &str = "seed-php";
 pub const SEED_NODE: &str = "seed-node";
 

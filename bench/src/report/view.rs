@@ -2,7 +2,10 @@
 //! the results. Both views render this one model (`markdown` as Markdown, `html` as HTML
 //! with charts beside it), so they cannot tell different stories.
 
-use super::figures::{self, FIGURES, PEER, SERVERLESS, SERVERLESS_WAGI, TRADITIONAL, Unit};
+use super::figures::{
+    self, FIGURES, PEER, SEED_NODE, SERVERLESS, SERVERLESS_JS, SERVERLESS_PYTHON, SERVERLESS_WAGI,
+    TRADITIONAL, Unit,
+};
 use super::{Report, Run, ScenarioResult, passes};
 
 /// Said next to every virtual-memory figure, so nobody repeats the seed's conclusion.
@@ -353,6 +356,7 @@ fn fixed<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
         .collect();
     bullets.extend(against_the_peer(scenario));
     bullets.extend(between_the_abis(scenario));
+    bullets.extend(between_the_languages(scenario));
     bullets.extend(warnings(scenario));
     bullets.extend(skipped(scenario));
     ScenarioView {
@@ -439,6 +443,21 @@ fn sweep<'a>(scenario: &'a ScenarioResult, sides: &[String]) -> ScenarioView<'a>
             "WASI 0.1 against WASI 0.2",
             "serverless-wagi (the same handler as a WAGI module)",
         ),
+        (
+            SERVERLESS_JS,
+            "In JavaScript",
+            "serverless-js (the seed's Node handler as a component)",
+        ),
+        (
+            SERVERLESS_PYTHON,
+            "In Python",
+            "serverless-python (the handler in Python, as a component)",
+        ),
+        (
+            SEED_NODE,
+            "The seed's Node",
+            "seed-node (Express, long-running)",
+        ),
     ] {
         if scenario.runs_of(side).next().is_some() {
             bullets.push(Bullet {
@@ -491,6 +510,44 @@ fn between_the_abis(scenario: &ScenarioResult) -> Option<Bullet> {
             parts.join("; ")
         ),
     })
+}
+
+/// What each language costs per request, when its side ran: the JavaScript component
+/// against the same handlers in Node/Express (the seed's serverless side), and each
+/// language against the Rust component.
+fn between_the_languages(scenario: &ScenarioResult) -> Vec<Bullet> {
+    let mut bullets = Vec::new();
+    for (a, b, lead, what) in [
+        (
+            SERVERLESS_JS,
+            SEED_NODE,
+            "JavaScript, fresh instance against long-running Node",
+            "serverless-js / seed-node (the seed's Node handlers as a component, a fresh \
+             instance per request, against the same code in Express)",
+        ),
+        (
+            SERVERLESS_JS,
+            SERVERLESS,
+            "JavaScript against Rust",
+            "serverless-js / serverless (the same function in JavaScript and in Rust, both \
+             components in the runtime)",
+        ),
+        (
+            SERVERLESS_PYTHON,
+            SERVERLESS,
+            "Python against Rust",
+            "serverless-python / serverless (the same function in Python and in Rust, both \
+             components in the runtime)",
+        ),
+    ] {
+        if let Some(parts) = ratios(scenario, a, b) {
+            bullets.push(Bullet {
+                lead: Some(lead),
+                text: format!("{what}: {}.", parts.join("; ")),
+            });
+        }
+    }
+    bullets
 }
 
 /// `a`'s median against `b`'s for the headline figures, as "name A against B (A/B×)";

@@ -3,7 +3,8 @@
 //! `runtime --functions-dir DIR`: its wasi:http component built from Rust (which
 //! `wasmtime serve` also runs), or with `--wasi-p1` its WASI 0.1 build, served the WAGI
 //! way, plus the C example as `hello-c.wasm`, or with `--lang` the same functions written
-//! in JavaScript or Python (with a `NAME.toml` beside one that needs settings). With
+//! in JavaScript or Python (with a `NAME.toml` beside one that needs settings, and the
+//! WIT they are built against in `DIR/wit`, to build your own the same way). With
 //! `--with-test-programs`, the test programs too (`misbehave` and `plain-wasi`, or
 //! `wagi-probe`), for a soak or a demonstration of containment.
 
@@ -28,8 +29,8 @@ fn main() -> ExitCode {
             args.remove(at);
             match value.to_str() {
                 Some("rust") => None,
-                Some("js") => Some(artifacts::JS_FUNCTIONS),
-                Some("python") => Some(artifacts::PYTHON_FUNCTIONS),
+                Some("js") => Some((artifacts::JS_FUNCTIONS, artifacts::JS_WIT)),
+                Some("python") => Some((artifacts::PYTHON_FUNCTIONS, artifacts::PYTHON_WIT)),
                 _ => {
                     eprintln!("artifacts: --lang takes rust, js or python\n{USAGE}");
                     return ExitCode::from(2);
@@ -55,7 +56,11 @@ fn main() -> ExitCode {
         eprintln!("artifacts: creating {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
-    if let Some(functions) = lang {
+    if let Some((functions, wit)) = lang {
+        if let Err(e) = copy_dir(std::path::Path::new(wit), &dir.join("wit")) {
+            eprintln!("artifacts: copying {wit}: {e}");
+            return ExitCode::FAILURE;
+        }
         if wasi_p1 || with_tests {
             eprintln!("artifacts: --lang goes alone\n{USAGE}");
             return ExitCode::from(2);
@@ -97,4 +102,19 @@ fn main() -> ExitCode {
         println!("{}", to.display());
     }
     ExitCode::SUCCESS
+}
+
+/// Copies the directory tree `from` to `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
