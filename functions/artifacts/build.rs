@@ -119,17 +119,12 @@ fn main() {
     let mut module_arms = String::new();
     for (name, wasm, what) in &modules {
         let konst = format!("{}_MODULE", name.replace('-', "_").to_uppercase());
-        writeln!(
-            generated,
-            "/// Path of `{name}`: {what}, served the WAGI way."
-        )
-        .unwrap();
-        writeln!(
-            generated,
-            "pub const {konst}: &str = {:?};",
-            wasm.display().to_string()
-        )
-        .unwrap();
+        path_constant(
+            &mut generated,
+            &format!("Path of `{name}`: {what}, served the WAGI way."),
+            &konst,
+            wasm,
+        );
         if FUNCTIONS.contains(&name.as_str()) {
             writeln!(module_list, "    ({name:?}, {konst}),").unwrap();
         }
@@ -150,13 +145,12 @@ fn main() {
             let wasm = release.join(format!("{file}.wasm"));
             assert!(wasm.is_file(), "expected component at {}", wasm.display());
             let konst = format!("{}_COMPONENT", file.to_uppercase());
-            writeln!(generated, "/// Path of the `{name}` wasi:http component.").unwrap();
-            writeln!(
-                generated,
-                "pub const {konst}: &str = {:?};",
-                wasm.display().to_string()
-            )
-            .unwrap();
+            path_constant(
+                &mut generated,
+                &format!("Path of the `{name}` wasi:http component."),
+                &konst,
+                &wasm,
+            );
             writeln!(lists[kind], "    ({name:?}, {konst}),").unwrap();
             writeln!(arms[kind], "        $mac!({file}, {konst});").unwrap();
             rerun_if_sources_change(&release.join(format!("{file}.d")), &workspace);
@@ -173,18 +167,15 @@ fn main() {
                 name.to_uppercase(),
                 language.name.to_uppercase()
             );
-            writeln!(
-                generated,
-                "/// Path of `{name}` in {}: a wasi:http {} component.",
-                language.what, language.wasi
-            )
-            .unwrap();
-            writeln!(
-                generated,
-                "pub const {konst}: &str = {:?};",
-                wasm.display().to_string()
-            )
-            .unwrap();
+            path_constant(
+                &mut generated,
+                &format!(
+                    "Path of `{name}` in {}: a wasi:http {} component.",
+                    language.what, language.wasi
+                ),
+                &konst,
+                wasm,
+            );
             writeln!(list, "    ({name:?}, {konst}, {settings:?}),").unwrap();
         }
         writeln!(
@@ -245,6 +236,17 @@ macro_rules! foreach_module {{
     .unwrap();
     fs::write(out_dir.join("components.rs"), generated).unwrap();
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Writes a documented constant holding `path`: `/// {doc}` and
+/// `pub const {konst}: &str = "{path}";`.
+fn path_constant(generated: &mut String, doc: &str, konst: &str, path: &Path) {
+    writeln!(
+        generated,
+        "/// {doc}\npub const {konst}: &str = {:?};",
+        path.display().to_string()
+    )
+    .unwrap();
 }
 
 /// Builds every function of every [`LANGUAGES`] entry: (name, component, settings TOML)
