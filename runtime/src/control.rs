@@ -575,8 +575,15 @@ impl ControlPlane {
                         routes
                     })
                     .unwrap_or_else(|e| {
-                        tracing::error!(function = %fresh.name(), "the version beside the canary does not load here: {e}");
-                        Routes::only(fresh.clone())
+                        // Only a canary has another version to load. Here it does not run:
+                        // what this runtime served keeps serving everything, rather than
+                        // the canary taking every request.
+                        tracing::error!(
+                            function = %fresh.name(),
+                            "the current version does not load here, so the canary does not run here: {e}"
+                        );
+                        let current = self.registry.get(fresh.name()).filter(|_| canary);
+                        Routes::only(current.unwrap_or_else(|| fresh.clone()))
                     })
             }
             None => {

@@ -510,7 +510,7 @@ impl FaasMetrics {
             )?,
             worker_panics: counter(
                 "runtime_worker_panics_total",
-                "Panics a background worker survived, by worker (store_sync, tier_up): the pass is abandoned, logged, and the worker carries on with the next.",
+                "Panics a background worker survived, by worker (store_sync, tier_up, canary): the pass is abandoned, logged, and the worker carries on with the next.",
                 &["worker"],
             )?,
             canary_rollbacks: counter(
