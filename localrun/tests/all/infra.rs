@@ -133,15 +133,54 @@ fn dashboards_use_the_provisioned_data_source_and_set_units() {
             "{}",
             path.display()
         );
+        // A data source variable whose default is the provisioned one; a shared
+        // crosshair; links to the other dashboards (by the tag every one carries).
+        let variables = d["templating"]["list"].as_array().unwrap();
+        let source = variables
+            .iter()
+            .find(|v| v["type"] == "datasource")
+            .unwrap_or_else(|| panic!("{}: no data source variable", path.display()));
+        assert_eq!(
+            (&source["name"], &source["query"], &source["current"]["value"]),
+            (&"datasource".into(), &"prometheus".into(), &"prometheus".into()),
+            "{}",
+            path.display()
+        );
+        assert_eq!(d["graphTooltip"], 1, "{}: shared crosshair", path.display());
+        assert!(
+            d["tags"]
+                .as_array()
+                .unwrap()
+                .contains(&"serverless-vs-server".into()),
+            "{}",
+            path.display()
+        );
+        assert!(
+            d["links"].as_array().unwrap().iter().any(|l| l["type"] == "dashboards"
+                && l["tags"] == serde_json::json!(["serverless-vs-server"])
+                && l["includeVars"] == true
+                && l["keepTime"] == true),
+            "{}: no links to the other dashboards",
+            path.display()
+        );
+        for variable in variables.iter().filter(|v| v["type"] == "query") {
+            assert_eq!(variable["datasource"]["uid"], "${datasource}");
+        }
         for panel in d["panels"].as_array().unwrap() {
             let name = format!("{} / {}", path.display(), panel["title"]);
-            assert_eq!(panel["datasource"]["uid"], "prometheus", "{name}");
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{name}");
             assert!(
                 panel["fieldConfig"]["defaults"]["unit"].is_string(),
                 "{name} has no unit"
             );
+            assert!(
+                panel["description"]
+                    .as_str()
+                    .is_some_and(|d| d.len() > 20),
+                "{name} has no description"
+            );
             for target in panel["targets"].as_array().unwrap() {
-                assert_eq!(target["datasource"]["uid"], "prometheus", "{name}");
+                assert_eq!(target["datasource"]["uid"], "${datasource}", "{name}");
                 let expr = target["expr"].as_str().unwrap();
                 assert!(
                     !expr.contains("rate(")
@@ -371,4 +410,45 @@ async fn every_dashboard_panel_returns_data() {
         "panels without data:\n{}",
         missing.join("\n")
     );
+
+    // The overview's `side` variable is built from the scrape jobs: what it offers here
+    // is every job of the scrape config but Prometheus itself and cAdvisor (which has no
+    // local stand-in), with nothing to edit when a side is added.
+    let overview: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(prometheus_dir().join("../grafana/dashboards/overview.json")).unwrap(),
+    )
+    .unwrap();
+    let side = overview["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "side")
+        .unwrap()
+        .clone();
+    assert_eq!(side["query"]["query"], "label_values(up, job)");
+    assert_eq!(side["regex"], "/^(?!(prometheus|cadvisor)$).*$/");
+    let excluded = ["prometheus", "cadvisor"];
+    let offered: std::collections::BTreeSet<String> = client
+        .get(format!("{prometheus}/api/v1/label/job/values"))
+        .query(&[("match[]", "up")])
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_str().unwrap().to_string())
+        .filter(|j| !excluded.contains(&j.as_str()))
+        .collect();
+    let config = std::fs::read_to_string(prometheus_dir().join("prometheus.yml")).unwrap();
+    let jobs: std::collections::BTreeSet<String> = config
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- job_name:"))
+        .map(|j| j.trim().to_string())
+        .filter(|j| !excluded.contains(&j.as_str()))
+        .collect();
+    assert_eq!(offered, jobs, "the side variable offers what Prometheus scrapes");
 }
