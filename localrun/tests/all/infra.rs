@@ -141,8 +141,16 @@ fn dashboards_use_the_provisioned_data_source_and_set_units() {
             .find(|v| v["type"] == "datasource")
             .unwrap_or_else(|| panic!("{}: no data source variable", path.display()));
         assert_eq!(
-            (&source["name"], &source["query"], &source["current"]["value"]),
-            (&"datasource".into(), &"prometheus".into(), &"prometheus".into()),
+            (
+                &source["name"],
+                &source["query"],
+                &source["current"]["value"]
+            ),
+            (
+                &"datasource".into(),
+                &"prometheus".into(),
+                &"prometheus".into()
+            ),
             "{}",
             path.display()
         );
@@ -156,10 +164,14 @@ fn dashboards_use_the_provisioned_data_source_and_set_units() {
             path.display()
         );
         assert!(
-            d["links"].as_array().unwrap().iter().any(|l| l["type"] == "dashboards"
-                && l["tags"] == serde_json::json!(["serverless-vs-server"])
-                && l["includeVars"] == true
-                && l["keepTime"] == true),
+            d["links"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["type"] == "dashboards"
+                    && l["tags"] == serde_json::json!(["serverless-vs-server"])
+                    && l["includeVars"] == true
+                    && l["keepTime"] == true),
             "{}: no links to the other dashboards",
             path.display()
         );
@@ -174,9 +186,7 @@ fn dashboards_use_the_provisioned_data_source_and_set_units() {
                 "{name} has no unit"
             );
             assert!(
-                panel["description"]
-                    .as_str()
-                    .is_some_and(|d| d.len() > 20),
+                panel["description"].as_str().is_some_and(|d| d.len() > 20),
                 "{name} has no description"
             );
             for target in panel["targets"].as_array().unwrap() {
@@ -450,5 +460,8 @@ async fn every_dashboard_panel_returns_data() {
         .map(|j| j.trim().to_string())
         .filter(|j| !excluded.contains(&j.as_str()))
         .collect();
-    assert_eq!(offered, jobs, "the side variable offers what Prometheus scrapes");
+    assert_eq!(
+        offered, jobs,
+        "the side variable offers what Prometheus scrapes"
+    );
 }
