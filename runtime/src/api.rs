@@ -29,6 +29,7 @@ use crate::control::{ControlPlane, DeployError, VersionError};
 use crate::limits::Settings;
 use crate::metrics::DeployResult;
 use crate::name::FunctionName;
+use crate::registry::Routes;
 use crate::store::Placement;
 
 /// The deploy API on the ops listener: routes `/functions` calls to the control plane,
@@ -154,31 +155,11 @@ impl Api {
     fn list(&self, reveal: bool) -> Reply {
         let functions: Vec<_> = self
             .control
-            .functions()
+            .all_routes()
             .iter()
-            .map(|f| self.described(f, reveal))
+            .map(|routes| described(routes, reveal))
             .collect();
         json(200, &serde_json::json!({ "functions": functions }))
-    }
-
-    /// What the API shows of `function` (its name's current version), with its canary.
-    fn described(&self, function: &crate::function::Function, reveal: bool) -> serde_json::Value {
-        let mut value = function.describe(reveal);
-        value["canary"] = match self.control.canary(function.name()) {
-            Some((canary, percent, watch)) => {
-                let (requests, failures) = watch.tally();
-                serde_json::json!({
-                    "version": canary.record.version,
-                    "digest": canary.record.digest,
-                    "percent": percent,
-                    "max_error_rate": watch.max_error_rate,
-                    "requests": requests,
-                    "failures": failures,
-                })
-            }
-            None => serde_json::Value::Null,
-        };
-        value
     }
 
     /// `name`'s kept versions, oldest first, each marked current, canary or kept.
@@ -325,8 +306,8 @@ impl Api {
     }
 
     fn describe(&self, name: &FunctionName, reveal: bool) -> Reply {
-        match self.control.function(name) {
-            Some(function) => json(200, &self.described(&function, reveal)),
+        match self.control.routes(name) {
+            Some(routes) => json(200, &described(&routes, reveal)),
             None => ops::json_error(404, &format!("no function named {name:?}")),
         }
     }
@@ -402,7 +383,10 @@ impl Api {
                 };
                 let mut value = function.describe(true);
                 if deployed == crate::control::Deployed::Canary {
-                    value["canary"] = self.described(&function, true)["canary"].take();
+                    value["canary"] = self
+                        .control
+                        .routes(&name)
+                        .map_or(serde_json::Value::Null, |routes| canary(&routes));
                 }
                 json(status, &value)
             }
@@ -543,6 +527,29 @@ where
         );
     }
     reply
+}
+
+/// What the API shows of a name: its current version, with its canary.
+fn described(routes: &Routes, reveal: bool) -> serde_json::Value {
+    let mut value = routes.current.describe(reveal);
+    value["canary"] = canary(routes);
+    value
+}
+
+/// A name's canary as the API shows it (with what it answered in this runtime), or null.
+fn canary(routes: &Routes) -> serde_json::Value {
+    let Some(canary) = &routes.canary else {
+        return serde_json::Value::Null;
+    };
+    let (requests, failures) = canary.watch.tally();
+    serde_json::json!({
+        "version": canary.function.record.version,
+        "digest": canary.function.record.digest,
+        "percent": canary.percent,
+        "max_error_rate": canary.watch.max_error_rate,
+        "requests": requests,
+        "failures": failures,
+    })
 }
 
 fn json(status: u16, value: &serde_json::Value) -> Reply {

@@ -142,6 +142,21 @@ pub enum Output {
     Json,
 }
 
+impl Output {
+    /// Prints an API answer: as it came (pretty JSON), or as `text` words it for people.
+    fn print(
+        self,
+        body: &serde_json::Value,
+        text: fn(&serde_json::Value) -> String,
+    ) -> anyhow::Result<()> {
+        match self {
+            Output::Json => println!("{}", serde_json::to_string_pretty(body)?),
+            Output::Text => print!("{}", text(body)),
+        }
+        Ok(())
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Client {
     /// The runtime's ops address.
@@ -241,10 +256,7 @@ impl Command {
             } => {
                 let url = format!("{}/versions", client.endpoint(Some(&name)));
                 let body = send(client.authorize(http.get(url))).await?;
-                match output {
-                    Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
-                    Output::Text => print!("{}", versions(&body)),
-                }
+                output.print(&body, versions)?;
             }
             Command::Rollback {
                 name,
@@ -268,24 +280,7 @@ impl Command {
             }
             Command::List { output, client } => {
                 let body = send(http.get(client.endpoint(None))).await?;
-                if output == Output::Json {
-                    println!("{}", serde_json::to_string_pretty(&body)?);
-                    return Ok(());
-                }
-                for f in body["functions"].as_array().into_iter().flatten() {
-                    let canary = match &f["canary"] {
-                        serde_json::Value::Null => String::new(),
-                        c => format!("\tcanary v{} {} %", c["version"], c["percent"]),
-                    };
-                    println!(
-                        "{}\tv{}\t{}\t{} bytes\t{}{canary}",
-                        f["name"].as_str().unwrap_or("?"),
-                        f["version"],
-                        f["digest"].as_str().unwrap_or("?"),
-                        f["size"],
-                        f["kind"].as_str().unwrap_or("?")
-                    );
-                }
+                output.print(&body, list)?;
             }
             Command::Describe {
                 name,
@@ -293,10 +288,7 @@ impl Command {
                 client,
             } => {
                 let body = send(client.authorize(http.get(client.endpoint(Some(&name))))).await?;
-                match output {
-                    Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
-                    Output::Text => print!("{}", describe(&body)),
-                }
+                output.print(&body, describe)?;
             }
             Command::Logs {
                 name,
@@ -361,6 +353,26 @@ impl Client {
             None => request,
         }
     }
+}
+
+/// `GET /functions`' answer for people: a line a function.
+fn list(body: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for f in body["functions"].as_array().into_iter().flatten() {
+        let canary = match &f["canary"] {
+            serde_json::Value::Null => String::new(),
+            c => format!("\tcanary v{} {} %", c["version"], c["percent"]),
+        };
+        out.push_str(&format!(
+            "{}\tv{}\t{}\t{} bytes\t{}{canary}\n",
+            f["name"].as_str().unwrap_or("?"),
+            f["version"],
+            f["digest"].as_str().unwrap_or("?"),
+            f["size"],
+            f["kind"].as_str().unwrap_or("?")
+        ));
+    }
+    out
 }
 
 /// `GET /functions/{name}`'s answer for people: a line a field, limits and settings

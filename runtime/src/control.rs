@@ -531,8 +531,13 @@ impl ControlPlane {
         self.invoker.clone()
     }
 
-    pub fn functions(&self) -> Vec<Arc<Function>> {
-        self.registry.all()
+    /// Every deployed name's routes (current version, canary), by name.
+    pub fn all_routes(&self) -> Vec<Arc<Routes>> {
+        self.registry.all_routes()
+    }
+
+    pub fn routes(&self, name: &str) -> Option<Arc<Routes>> {
+        self.registry.routes(name)
     }
 
     pub fn function(&self, name: &str) -> Option<Arc<Function>> {
@@ -798,24 +803,13 @@ impl ControlPlane {
 
     /// `name`'s versions: what the store keeps, or without one, the version serving.
     pub fn versions(&self, name: &FunctionName) -> std::io::Result<Option<Manifest>> {
+        let Some(current) = self.registry.get(name) else {
+            return Ok(None);
+        };
         match &self.store {
-            Some(store) if self.registry.get(name).is_some() => store.read_manifest(name),
-            _ => Ok(self
-                .registry
-                .get(name)
-                .map(|f| Manifest::first(f.record.clone()))),
+            Some(store) => store.read_manifest(name),
+            None => Ok(Some(Manifest::first(current.record.clone()))),
         }
-    }
-
-    /// The canary `name` runs here, if any.
-    pub fn canary(&self, name: &str) -> Option<(Arc<Function>, u8, Arc<CanaryWatch>)> {
-        let routes = self.registry.routes(name)?;
-        let canary = routes.canary.as_ref()?;
-        Some((
-            canary.function.clone(),
-            canary.percent,
-            canary.watch.clone(),
-        ))
     }
 
     /// Loads a new version: from Winch's quick compile unless Cranelift's code is

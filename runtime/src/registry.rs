@@ -211,14 +211,6 @@ impl Registry {
         all
     }
 
-    /// The current version of every deployed function, by name.
-    pub fn all(&self) -> Vec<Arc<Function>> {
-        self.all_routes()
-            .into_iter()
-            .map(|routes| routes.current.clone())
-            .collect()
-    }
-
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<_> = self
             .functions
