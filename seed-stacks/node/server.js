@@ -43,8 +43,8 @@ const inFlight = new client.Gauge({
   registers: [registry],
 });
 
-// What Node gives the handlers: its synchronous hashing (one call a round, as the seed's
-// app did), its random integers and its timers.
+// What Node gives the handlers: its synchronous hashing (one call a round, no promise),
+// its random integers and its timers.
 const handlers = makeHandlers({
   sha256: (...parts) => {
     const hash = crypto.createHash('sha256');

@@ -182,12 +182,10 @@ async fn check_language(functions: &[(&str, &str, &str)]) {
     let store = tempfile::tempdir().unwrap();
     let (server, ops) = crate::start_with_store(store.path(), &["--max-memory-mib", "512"]);
     for (name, path, settings) in functions {
-        let memory = settings
-            .lines()
-            .find_map(|l| l.strip_prefix("memory_mib = "))
-            .map(|mib| format!("?memory_mib={mib}"))
-            .unwrap_or_default();
-        ops.deploy(name, path, &memory).await;
+        // As the CLI's `deploy --settings NAME.toml` sends them.
+        let settings = runtime::limits::Settings::parse(settings).unwrap();
+        let query = runtime::api::settings_to_query(&settings);
+        ops.deploy(name, path, &format!("?{query}")).await;
     }
     examples::check_all(&examples::client(), &server.url("traffic"))
         .await
