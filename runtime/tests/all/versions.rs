@@ -342,6 +342,11 @@ async fn a_canary_failing_past_its_threshold_is_rolled_back_by_the_runtime() {
         failed >= 10,
         "ended after {failed} failures, before its minimum"
     );
+    // The store changes first (so replicas follow), then this runtime swaps its
+    // routes and counts the rollback, then logs it: wait for that last step.
+    server
+        .wait_for_log("canary rolled back", Duration::from_secs(5))
+        .unwrap();
     // The current version answers everything now, and the store says so.
     for _ in 0..20 {
         assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
@@ -359,9 +364,6 @@ async fn a_canary_failing_past_its_threshold_is_rolled_back_by_the_runtime() {
         ),
         Some(1.0)
     );
-    server
-        .wait_for_log("canary rolled back", Duration::from_secs(5))
-        .unwrap();
     // A restart keeps it ended.
     drop(server);
     let (_server, ops) = start_with_store(store.path(), &[]);
