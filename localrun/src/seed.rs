@@ -192,6 +192,12 @@ impl PhpFpm {
         self.child.id()
     }
 
+    /// Its configuration file: the master's command line names it, which tells this
+    /// PHP-FPM's processes from any other's.
+    pub fn config(&self) -> PathBuf {
+        self._dir.path().join("php-fpm.conf")
+    }
+
     /// What `php-fpm -v` says.
     pub fn version(&self) -> &str {
         &self.version

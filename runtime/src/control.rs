@@ -1041,6 +1041,15 @@ impl ControlPlane {
     /// (requests running on them finish), those with code in memory are counted as
     /// loaded.
     fn install(&self, routes: Routes) {
+        if routes.canary.is_some() {
+            // A canary's rollback counts from 0, so that its first is an increase
+            // (the dashboards' annotations see it).
+            for trigger in ["error_rate", "manual"] {
+                self.faas
+                    .canary_rollbacks
+                    .with_label_values(&[routes.current.name().as_ref(), trigger]);
+            }
+        }
         let held: Vec<Arc<Function>> = routes.functions().cloned().collect();
         if let Some(replaced) = self.registry.insert(routes) {
             for old in replaced.functions() {

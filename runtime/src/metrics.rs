@@ -538,6 +538,15 @@ impl FaasMetrics {
         registry.register(Box::new(m.sync_errors.clone()))?;
         registry.register(Box::new(m.worker_panics.clone()))?;
         registry.register(Box::new(m.canary_rollbacks.clone()))?;
+        // Every result and sync change from 0, so that the first is an increase (a
+        // series born at 1 is not, for `increase()`): the dashboards' deploy
+        // annotations and store-sync panel see it.
+        for result in DeployResult::ALL {
+            m.deployments.with_label_values(&[result.label()]);
+        }
+        for change in ["deployed", "removed"] {
+            m.synced.with_label_values(&[change]);
+        }
         Ok(m)
     }
 }

@@ -63,6 +63,8 @@ async fn deploy_list_get_delete_round_trip() {
         ("replaced", 1.0),
         ("deleted", 1.0),
         ("not_found", 1.0),
+        // Every result is exported from 0, so the first of each is an increase.
+        ("promoted", 0.0),
     ] {
         assert_eq!(
             crate::sample(
