@@ -17,6 +17,7 @@
 pub mod examples;
 pub mod exposition;
 mod nginx;
+pub mod prometheus;
 mod seed;
 mod service;
 

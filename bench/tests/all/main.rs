@@ -2,6 +2,7 @@
 //! `bench compare` run against the real runtime, webserver and nginx.
 
 mod compare;
+mod dashboards;
 mod diff;
 mod load;
 mod rounds;

@@ -1,10 +1,12 @@
 //! The Prometheus configuration in `infra/prometheus` is valid, and its recording and
 //! alert rules do what their unit tests say (real promtool).
 
+use localrun::prometheus::{Prometheus, unix_now};
 use std::path::PathBuf;
+use std::time::Duration;
 
 fn prometheus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/prometheus")
+    localrun::prometheus::config_dir()
 }
 
 #[test]
@@ -263,66 +265,6 @@ fn dashboards_use_the_provisioned_data_source_and_set_units() {
     );
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// The series an instant query returns now; `None` if Prometheus does not answer.
-async fn prometheus_query(
-    client: &reqwest::Client,
-    prometheus: &str,
-    query: &str,
-) -> Option<Vec<serde_json::Value>> {
-    let response = client
-        .get(format!("{prometheus}/api/v1/query"))
-        .query(&[("query", query)])
-        .send()
-        .await
-        .ok()?;
-    let v: serde_json::Value = response.json().await.ok()?;
-    v["data"]["result"].as_array().cloned()
-}
-
-/// Waits (30 s at most) until Prometheus has a series for `query`: it scraped it.
-async fn wait_for_series(client: &reqwest::Client, prometheus: &str, query: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while prometheus_query(client, prometheus, query)
-        .await
-        .is_none_or(|r| r.is_empty())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Prometheus has no {query} after 30 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-/// The series a range query returns from `start` to now, a point a second.
-async fn prometheus_range(
-    client: &reqwest::Client,
-    prometheus: &str,
-    query: &str,
-    start: f64,
-) -> Option<Vec<serde_json::Value>> {
-    let response = client
-        .get(format!("{prometheus}/api/v1/query_range"))
-        .query(&[
-            ("query", query.to_string()),
-            ("start", start.to_string()),
-            ("end", unix_now().to_string()),
-            ("step", "1".to_string()),
-        ])
-        .send()
-        .await
-        .ok()?;
-    let v: serde_json::Value = response.json().await.ok()?;
-    v["data"]["result"].as_array().cloned()
-}
-
 /// The whole local stack (runtime, webserver, nginx, nginx-prometheus-exporter and a
 /// real Prometheus with the compose scrape config pointed at them) under traffic; then
 /// every dashboard panel's query must return data.
@@ -414,43 +356,28 @@ async fn every_dashboard_panel_returns_data() {
     );
 
     // The compose scrape config, pointed at the local processes, scraping every second.
-    let prometheus_port = localrun::free_port().unwrap();
-    let config = std::fs::read_to_string(prometheus_dir().join("prometheus.yml"))
-        .unwrap()
-        .replace("scrape_interval: 5s", "scrape_interval: 1s")
-        .replace("evaluation_interval: 5s", "evaluation_interval: 1s")
-        .replace(
-            "rules/*.yml",
-            &format!("{}/rules/*.yml", prometheus_dir().display()),
-        )
-        .replace("localhost:9090", &format!("127.0.0.1:{prometheus_port}"))
-        .replace("runtime:8081", &runtime.addr("ops").to_string())
-        .replace("webserver:8001", &webserver.addr("ops").to_string())
-        .replace("nginx-exporter:9113", &format!("127.0.0.1:{exporter_port}"))
-        .replace("seed-node:3001", &seed_node.service.addr("ops").to_string())
-        .replace(
+    let prometheus = Prometheus::start_compose(&[
+        ("runtime:8081", runtime.addr("ops").to_string()),
+        ("webserver:8001", webserver.addr("ops").to_string()),
+        ("nginx-exporter:9113", format!("127.0.0.1:{exporter_port}")),
+        ("seed-node:3001", seed_node.service.addr("ops").to_string()),
+        (
             "seed-php-nginx:8080",
-            &format!("127.0.0.1:{}", seed_php.nginx.ports().status),
-        )
-        .replace(
+            format!("127.0.0.1:{}", seed_php.nginx.ports().status),
+        ),
+        (
             "seed-php-processes:9256",
-            &format!("127.0.0.1:{processes_port}"),
-        );
-    let work = tempfile::tempdir().unwrap();
-    std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
-    let _prometheus = spawn(
-        &program("prometheus"),
-        &[
-            format!("--config.file={}/prometheus.yml", work.path().display()),
-            format!("--storage.tsdb.path={}/data", work.path().display()),
-            format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
-        ],
-    );
-    let prometheus = format!("http://127.0.0.1:{prometheus_port}");
+            format!("127.0.0.1:{processes_port}"),
+        ),
+    ])
+    .unwrap();
 
     // Deploys after Prometheus has scraped the runtime once: an event it saw happen.
     let seen = r#"faas_deployments_total{job="runtime",result="created"}"#;
-    wait_for_series(&client, &prometheus, seen).await;
+    prometheus
+        .wait_for_series(&client, seen, Duration::from_secs(30))
+        .await
+        .unwrap();
 
     // Traffic on both sides for a while, with failures of every kind on the runtime.
     for (name, wasm) in [
@@ -484,7 +411,10 @@ async fn every_dashboard_panel_returns_data() {
     );
     // Rolled back once Prometheus has seen it run (its rollback counters at 0).
     let running = r#"runtime_canary_rollbacks_total{function="hello-again"}"#;
-    wait_for_series(&client, &prometheus, running).await;
+    prometheus
+        .wait_for_series(&client, running, Duration::from_secs(30))
+        .await
+        .unwrap();
     let rollback = client
         .post(format!(
             "{}/functions/hello-again/rollback",
@@ -542,8 +472,8 @@ async fn every_dashboard_panel_returns_data() {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let result = match range {
-                Some(start) => prometheus_range(&client, &prometheus, &query, start).await,
-                None => prometheus_query(&client, &prometheus, &query).await,
+                Some(start) => prometheus.query_range(&client, &query, start).await,
+                None => prometheus.query(&client, &query).await,
             };
             if result.as_ref().is_some_and(|r| !r.is_empty()) {
                 break;
@@ -557,22 +487,16 @@ async fn every_dashboard_panel_returns_data() {
     }
     // Every side's scrape job is up, the seed's included (PHP-FPM's OpenMetrics page
     // parses as Prometheus reads it). cadvisor has no local stand-in.
-    let up: serde_json::Value = client
-        .get(format!("{prometheus}/api/v1/query"))
-        .query(&[(
-            "query",
+    let up = prometheus
+        .query(
+            &client,
             r#"up{job=~"runtime|webserver|nginx|seed-node|seed-php"} == 1"#,
-        )])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        )
+        .await;
     assert_eq!(
-        up["data"]["result"].as_array().map(Vec::len),
+        up.as_ref().map(Vec::len),
         Some(6),
-        "a side's target is down (seed-php has two: PHP-FPM's status and its processes): {up}"
+        "a side's target is down (seed-php has two: PHP-FPM's status and its processes): {up:?}"
     );
     assert!(
         missing.is_empty(),
@@ -600,7 +524,8 @@ async fn every_dashboard_panel_returns_data() {
             &["seed-node", "seed-php", "webserver"][..],
         ),
     ] {
-        let mut versus: Vec<String> = prometheus_query(&client, &prometheus, rule)
+        let mut versus: Vec<String> = prometheus
+            .query(&client, rule)
             .await
             .unwrap_or_default()
             .iter()
@@ -636,7 +561,7 @@ async fn every_dashboard_panel_returns_data() {
     assert_eq!(side["regex"], "/^(?!(prometheus|cadvisor)$).*$/");
     let excluded = ["prometheus", "cadvisor"];
     let offered: std::collections::BTreeSet<String> = client
-        .get(format!("{prometheus}/api/v1/label/job/values"))
+        .get(format!("{}/api/v1/label/job/values", prometheus.url()))
         .query(&[("match[]", "up")])
         .send()
         .await
