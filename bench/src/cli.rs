@@ -29,6 +29,9 @@ pub enum Command {
     /// Compare two results.json figure by figure, and say which differences are larger
     /// than the noise each measured within itself.
     Diff(DiffArgs),
+    /// Draw the overview dashboard's at-a-glance row (its stat panels, from the
+    /// dashboard's own queries, evaluated by Prometheus) as an SVG, without Grafana.
+    Glance(GlanceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +200,13 @@ pub struct CompareArgs {
     /// nginx worker processes (default: one per core, like `worker_processes auto`).
     #[arg(long)]
     pub nginx_workers: Option<usize>,
+    /// Also run Prometheus with the compose stack's configuration and rules against the
+    /// sides (and process-exporter for seed-php's processes), and after each fixed-rate
+    /// scenario draw the overview dashboard's at-a-glance row as Grafana would show it
+    /// then: glance-SCENARIO.svg in the report directory. Each stat covers the minute
+    /// before: the whole scenario when it runs under a minute (e.g. `--rounds 1`).
+    #[arg(long)]
+    pub glance: bool,
     /// The sides to start and measure, comma-separated: `serverless` and `traditional`
     /// always, plus any of `direct` (the webserver without nginx: what the proxy
     /// costs), `serverless-wagi` (a second runtime serving the same handlers built as
@@ -306,6 +316,23 @@ pub struct RunArgs {
     /// compose stack's `load` profile uses this to keep the dashboards busy).
     #[arg(long)]
     pub forever: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GlanceArgs {
+    /// Prometheus's base URL (the compose stack's is on :9090).
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    pub prometheus: String,
+    /// The dashboard whose first row of stat panels is drawn.
+    #[arg(long, default_value = "infra/grafana/dashboards/overview.json")]
+    pub dashboard: PathBuf,
+    /// The moment to draw (Unix seconds or RFC 3339; default now): each stat covers
+    /// the minute before it.
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Where to write the SVG; the values are also printed as a Markdown table.
+    #[arg(long, default_value = "glance.svg")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

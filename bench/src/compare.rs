@@ -213,6 +213,8 @@ pub(crate) const LOOPBACK: [&str; 4] = ["--listen", "127.0.0.1:0", "--ops-listen
 #[derive(Debug)]
 struct Extras {
     fleets: Option<crate::fleet::Fleets>,
+    /// Prometheus and the dashboard's row, with `--glance`.
+    glance: Option<crate::glance::Live>,
     runtime_bin: PathBuf,
     webserver_bin: PathBuf,
     peer: Option<PathBuf>,
@@ -242,6 +244,14 @@ impl crate::Servers for Extras {
 
     fn fleet(&self) -> Option<crate::report::Fleet> {
         self.fleets.as_ref().map(crate::fleet::Fleets::report)
+    }
+
+    fn scenario_done(&mut self, result: &crate::report::ScenarioResult) {
+        if let Some(glance) = &self.glance
+            && let Err(e) = glance.draw(&result.name)
+        {
+            eprintln!("warning: the dashboard's row after {}: {e:#}", result.name);
+        }
     }
 }
 
@@ -511,8 +521,29 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             .insert("node (seed-node)".into(), node.version().to_string());
     }
     let cost = args.common.cost.model()?;
+    let glance =
+        args.glance
+            .then(|| {
+                crate::glance::Live::start(
+                    &crate::glance::Targets {
+                        runtime: local.runtime.service.addr("ops").to_string(),
+                        webserver: local.webserver.addr("ops").to_string(),
+                        seed_node: local
+                            .seed_node
+                            .as_ref()
+                            .map(|n| n.service.addr("ops").to_string()),
+                        seed_php: local.seed_php.as_ref().map(|php| {
+                            (format!("127.0.0.1:{}", php.nginx.ports().status), &php.fpm)
+                        }),
+                    },
+                    &args.common.out,
+                )
+            })
+            .transpose()
+            .context("--glance: starting Prometheus")?;
     let mut extras = Extras {
         fleets,
+        glance,
         runtime_bin,
         webserver_bin,
         peer: args.peer.clone(),

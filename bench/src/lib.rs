@@ -13,6 +13,7 @@ pub mod compare;
 pub mod cost;
 pub mod diff;
 pub mod fleet;
+pub mod glance;
 pub mod load;
 pub mod machine;
 pub mod report;
@@ -52,6 +53,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        cli::Command::Glance(args) => glance_command(&args),
         cli::Command::Report(args) => {
             let mut report = Report::read(&args.results)?;
             args.cost.apply(&mut report.cost)?;
@@ -65,6 +67,45 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `bench glance`: the dashboard's stat row from Prometheus, as an SVG and a table.
+fn glance_command(args: &cli::GlanceArgs) -> anyhow::Result<()> {
+    let dashboard: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&args.dashboard)
+            .with_context(|| format!("reading {}", args.dashboard.display()))?,
+    )
+    .with_context(|| format!("parsing {}", args.dashboard.display()))?;
+    let panels = glance::stat_panels(&dashboard)?;
+    let time = match &args.time {
+        None => None,
+        Some(t) => Some(match t.parse::<f64>() {
+            Ok(seconds) => seconds,
+            Err(_) => humantime::parse_rfc3339_weak(t)
+                .with_context(|| format!("--time {t:?} is neither Unix seconds nor RFC 3339"))?
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs_f64(),
+        }),
+    };
+    let client = reqwest::Client::new();
+    let tiles = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(glance::evaluate(&client, &args.prometheus, panels, time))?;
+    let title = dashboard["title"].as_str().unwrap_or("dashboard");
+    let at = match &args.time {
+        Some(t) => t.clone(),
+        None => now(),
+    };
+    let caption = format!(
+        "{title}: the at-a-glance row at {at}, each stat over the minute before (Prometheus {})",
+        args.prometheus
+    );
+    std::fs::write(&args.out, glance::render(&tiles, &caption))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    print!("{}", glance::markdown(&tiles));
+    eprintln!("written to {}", args.out.display());
+    Ok(())
 }
 
 fn now() -> String {
@@ -92,6 +133,8 @@ pub trait Servers {
     ) -> anyhow::Result<Vec<ColdSeries>>;
     /// The idle fleets, if any were set up.
     fn fleet(&self) -> Option<Fleet>;
+    /// Called after each fixed-rate scenario ran on every side.
+    fn scenario_done(&mut self, _result: &ScenarioResult) {}
 }
 
 /// Runs every scenario on every side, `repeat` times over, and writes the report to
@@ -192,6 +235,9 @@ fn run_once(
                 result.skipped.insert("every side".into(), why.into());
                 Ok(())
             }
+            (scenario::Shape::Fixed { .. }, Some(servers)) => runner
+                .scenario(scenario, sides, &mut result)
+                .map(|()| servers.scenario_done(&result)),
             _ => runner.scenario(scenario, sides, &mut result),
         };
         if !result.runs.is_empty() || !result.cold.is_empty() || !result.skipped.is_empty() {

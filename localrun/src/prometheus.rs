@@ -164,3 +164,59 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// process-exporter (Debian's `prometheus-process-exporter`) watching one PHP-FPM's
+/// master and workers as group `php-fpm`, as compose's `seed-php-processes` does:
+/// PHP-FPM exports neither its CPU nor its memory. Killed on drop.
+#[derive(Debug)]
+pub struct PhpFpmProcesses {
+    child: Child,
+    addr: std::net::SocketAddr,
+    _config: tempfile::NamedTempFile,
+}
+
+impl PhpFpmProcesses {
+    pub fn start(fpm: &crate::PhpFpm) -> anyhow::Result<Self> {
+        let program = crate::find_program("prometheus-process-exporter").context(
+            "prometheus-process-exporter not found: install it with `apt-get install -y prometheus-process-exporter` (scripts/test does it as root)",
+        )?;
+        let port = crate::free_port()?;
+        let config = tempfile::NamedTempFile::new()?;
+        // This PHP-FPM's master: its command line names its config file.
+        std::fs::write(
+            config.path(),
+            format!(
+                "process_names:\n  - name: php-fpm\n    cmdline:\n      - '{}'\n",
+                fpm.config().display().to_string().replace('.', "\\.")
+            ),
+        )?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(program)
+            .arg(format!("-config.path={}", config.path().display()))
+            .arg(format!("-web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting process-exporter")?;
+        crate::wait_for_port(addr, Duration::from_secs(10))
+            .context("process-exporter did not come up")?;
+        Ok(Self {
+            child,
+            addr,
+            _config: config,
+        })
+    }
+
+    /// Where Prometheus scrapes it.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for PhpFpmProcesses {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

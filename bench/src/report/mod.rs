@@ -6,7 +6,7 @@ pub mod costs;
 pub mod figures;
 mod html;
 mod markdown;
-mod svg;
+pub mod svg;
 pub mod view;
 
 pub use html::html;

@@ -206,11 +206,28 @@ fn compare_runs_every_side_and_says_where_the_time_goes() {
             "serverless,traditional,direct,serverless-wagi,seed-php,seed-node",
             "--php-fpm-children",
             "4",
+            "--glance",
         ])
         .status()
         .unwrap();
     assert!(status.success(), "bench compare failed: {status}");
     let out = dir.path().join("report");
+    // --glance: the overview's stat row after the fixed-rate scenario (not the sweep),
+    // from a real Prometheus scraping the sides, with a value against every side that
+    // has the figure: PHP-FPM's CPU and memory through process-exporter.
+    let svg = std::fs::read_to_string(out.join("glance-tiny-hello.svg")).unwrap();
+    for needle in [
+        "p99 latency, runtime / each side",
+        "Memory, runtime / each side",
+        "Error rate (5xx) per side",
+        "vs webserver",
+        "vs seed-node",
+        "vs seed-php",
+    ] {
+        assert!(svg.contains(needle), "{needle} not in {svg}");
+    }
+    assert!(!svg.contains("No data"), "{svg}");
+    assert!(!out.join("glance-tiny-sweep.svg").exists());
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let runs = json["scenarios"][0]["runs"].as_array().unwrap();

@@ -144,6 +144,7 @@ async fn the_overviews_ratios_agree_with_bench_run() {
     let scenario: &ScenarioResult = &report.scenarios[0];
     let tolerance = scenario.stability.unwrap().tolerance;
     let mut failures = Vec::new();
+    let mut found = Vec::new();
     for (rule, figure) in [
         (
             "side:http_server_request_duration_seconds:p99_ratio_1m",
@@ -166,6 +167,7 @@ async fn the_overviews_ratios_agree_with_bench_run() {
             .unwrap_or_default();
         assert_eq!(series.len(), 1, "{query}: {series:?}");
         let dashboard: f64 = series[0]["value"][1].as_str().unwrap().parse().unwrap();
+        found.push(dashboard);
         let rounds = round_ratios(scenario, figure);
         assert_eq!(rounds.len(), 3, "{}: {rounds:?}", figure.name);
         let low = rounds.iter().copied().fold(f64::INFINITY, f64::min);
@@ -183,4 +185,39 @@ async fn the_overviews_ratios_agree_with_bench_run() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The same row drawn without Grafana (bench glance): every stat of the overview's
+    // first row, from the dashboard's own queries, with the values found above.
+    let overview: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            localrun::prometheus::config_dir().join("../grafana/dashboards/overview.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let panels = bench::glance::stat_panels(&overview).unwrap();
+    let tiles = bench::glance::evaluate(&client, prometheus.url(), panels, Some(at))
+        .await
+        .unwrap();
+    assert_eq!(tiles.len(), 5, "{tiles:?}");
+    for (tile, value) in tiles.iter().zip(&found) {
+        assert_eq!(
+            tile.values,
+            [("vs webserver".to_string(), *value)],
+            "{}",
+            tile.panel.title
+        );
+    }
+    let errors = &tiles[4];
+    assert_eq!(
+        errors.values,
+        [("runtime".to_string(), 0.0), ("webserver".to_string(), 0.0)]
+    );
+    let svg = bench::glance::render(&tiles, "test");
+    for tile in &tiles {
+        assert!(svg.contains(&bench::report::svg::escape(&tile.panel.title)));
+        for (_, v) in &tile.values {
+            assert!(svg.contains(&bench::glance::format_value(&tile.panel, *v)));
+        }
+    }
 }

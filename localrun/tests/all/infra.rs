@@ -324,28 +324,7 @@ async fn every_dashboard_panel_returns_data() {
     let seed_node = localrun::SeedNode::start().unwrap();
     // PHP-FPM's processes (this one's: its master's command line names its config),
     // as compose's `seed-php-processes` exports them.
-    let processes_port = localrun::free_port().unwrap();
-    let processes_config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        processes_config.path(),
-        format!(
-            "process_names:\n  - name: php-fpm\n    cmdline:\n      - '{}'\n",
-            seed_php
-                .fpm
-                .config()
-                .display()
-                .to_string()
-                .replace('.', "\\.")
-        ),
-    )
-    .unwrap();
-    let _processes = spawn(
-        &program("prometheus-process-exporter"),
-        &[
-            format!("-config.path={}", processes_config.path().display()),
-            format!("-web.listen-address=127.0.0.1:{processes_port}"),
-        ],
-    );
+    let processes = localrun::prometheus::PhpFpmProcesses::start(&seed_php.fpm).unwrap();
     let exporter_port = localrun::free_port().unwrap();
     let _exporter = spawn(
         &program("prometheus-nginx-exporter"),
@@ -365,10 +344,7 @@ async fn every_dashboard_panel_returns_data() {
             "seed-php-nginx:8080",
             format!("127.0.0.1:{}", seed_php.nginx.ports().status),
         ),
-        (
-            "seed-php-processes:9256",
-            format!("127.0.0.1:{processes_port}"),
-        ),
+        ("seed-php-processes:9256", processes.addr().to_string()),
     ])
     .unwrap();
 
