@@ -204,7 +204,8 @@ pub struct CompareArgs {
     /// sides (and process-exporter for seed-php's processes), and after each fixed-rate
     /// scenario draw the overview dashboard's at-a-glance row as Grafana would show it
     /// then: glance-SCENARIO.svg in the report directory. Each stat covers the minute
-    /// before: the whole scenario when it runs under a minute (e.g. `--rounds 1`).
+    /// before: the whole scenario when it runs under a minute (e.g. `--rounds 1`); a
+    /// fixed-rate scenario starts a minute after the one before, so it is alone in it.
     #[arg(long)]
     pub glance: bool,
     /// The sides to start and measure, comma-separated: `serverless` and `traditional`

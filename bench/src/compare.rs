@@ -246,11 +246,15 @@ impl crate::Servers for Extras {
         self.fleets.as_ref().map(crate::fleet::Fleets::report)
     }
 
+    fn scenario_starting(&mut self, scenario: &crate::scenario::Scenario) {
+        if let Some(glance) = &self.glance {
+            glance.before(scenario);
+        }
+    }
+
     fn scenario_done(&mut self, result: &crate::report::ScenarioResult) {
-        if let Some(glance) = &self.glance
-            && let Err(e) = glance.draw(&result.name)
-        {
-            eprintln!("warning: the dashboard's row after {}: {e:#}", result.name);
+        if let Some(glance) = &mut self.glance {
+            glance.after(result);
         }
     }
 }

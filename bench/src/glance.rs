@@ -184,7 +184,7 @@ pub async fn evaluate(
     Ok(tiles)
 }
 
-const TILE_WIDTH: f64 = 210.0;
+const TILE_WIDTH: f64 = 236.0;
 const GAP: f64 = 8.0;
 const HEAD: f64 = 44.0;
 const BOX: f64 = 46.0;
@@ -282,6 +282,8 @@ pub struct Live {
     _exporter: Option<localrun::prometheus::PhpFpmProcesses>,
     dashboard: Value,
     out: std::path::PathBuf,
+    /// When the last scenario (of any shape) ended: its load is in the next minute.
+    last_end: Option<std::time::Instant>,
 }
 
 /// Where the compared sides' metrics are, by the compose target each stands for.
@@ -331,7 +333,39 @@ impl Live {
             _exporter: exporter,
             dashboard,
             out: out.to_path_buf(),
+            last_end: None,
         })
+    }
+
+    /// Before a fixed-rate scenario: waits until the last scenario's load is out of the
+    /// rules' one-minute window, so that the row drawn after it holds it alone.
+    pub fn before(&self, scenario: &crate::scenario::Scenario) {
+        let fixed = matches!(scenario.shape, crate::scenario::Shape::Fixed { .. });
+        let window = std::time::Duration::from_secs(61);
+        if let Some(end) = self.last_end
+            && fixed
+            && end.elapsed() < window
+        {
+            let wait = window - end.elapsed();
+            eprintln!(
+                "{}: waiting {:.0} s, so that the dashboard's minute holds this scenario alone (--glance)",
+                scenario.name,
+                wait.as_secs_f64()
+            );
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// After any scenario: draws the row if it was a fixed-rate one.
+    pub fn after(&mut self, result: &crate::report::ScenarioResult) {
+        if result.sweep.is_none()
+            && result.cold.is_empty()
+            && !result.runs.is_empty()
+            && let Err(e) = self.draw(&result.name)
+        {
+            eprintln!("warning: the dashboard's row after {}: {e:#}", result.name);
+        }
+        self.last_end = Some(std::time::Instant::now());
     }
 
     /// Draws the row now (after two more scrapes and an evaluation) into

@@ -133,7 +133,9 @@ pub trait Servers {
     ) -> anyhow::Result<Vec<ColdSeries>>;
     /// The idle fleets, if any were set up.
     fn fleet(&self) -> Option<Fleet>;
-    /// Called after each fixed-rate scenario ran on every side.
+    /// Called before each scenario runs.
+    fn scenario_starting(&mut self, _scenario: &Scenario) {}
+    /// Called after each scenario ran on every side.
     fn scenario_done(&mut self, _result: &ScenarioResult) {}
 }
 
@@ -225,6 +227,9 @@ fn run_once(
             cold: Vec::new(),
             skipped: BTreeMap::new(),
         };
+        if let Some(servers) = servers.as_deref_mut() {
+            servers.scenario_starting(scenario);
+        }
         let outcome = match (&scenario.shape, servers.as_deref_mut()) {
             (scenario::Shape::Cold { .. }, Some(servers)) => servers
                 .cold_starts(runner, scenario)
@@ -235,11 +240,13 @@ fn run_once(
                 result.skipped.insert("every side".into(), why.into());
                 Ok(())
             }
-            (scenario::Shape::Fixed { .. }, Some(servers)) => runner
-                .scenario(scenario, sides, &mut result)
-                .map(|()| servers.scenario_done(&result)),
             _ => runner.scenario(scenario, sides, &mut result),
         };
+        if let Some(servers) = servers.as_deref_mut()
+            && outcome.is_ok()
+        {
+            servers.scenario_done(&result);
+        }
         if !result.runs.is_empty() || !result.cold.is_empty() || !result.skipped.is_empty() {
             results.push(result);
         }
