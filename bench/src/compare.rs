@@ -532,6 +532,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                     &crate::glance::Targets {
                         runtime: local.runtime.service.addr("ops").to_string(),
                         webserver: local.webserver.addr("ops").to_string(),
+                        nginx: &local.nginx,
                         seed_node: local
                             .seed_node
                             .as_ref()

@@ -275,11 +275,12 @@ pub fn markdown(tiles: &[Tile]) -> String {
 
 /// What `bench compare --glance` runs beside the sides: Prometheus with the compose
 /// stack's configuration and rules, scraping them every second, and process-exporter
-/// for seed-php's processes; after each fixed-rate scenario, the overview's row.
+/// for nginx's and seed-php's processes; after each fixed-rate scenario, the overview's
+/// row.
 #[derive(Debug)]
 pub struct Live {
     prometheus: localrun::prometheus::Prometheus,
-    _exporter: Option<localrun::prometheus::PhpFpmProcesses>,
+    _exporters: Vec<localrun::prometheus::ProcessGroup>,
     dashboard: Value,
     out: std::path::PathBuf,
     /// When the last scenario (of any shape) ended: its load is in the next minute.
@@ -291,6 +292,8 @@ pub struct Live {
 pub struct Targets<'a> {
     pub runtime: String,
     pub webserver: String,
+    /// The nginx in front of the webserver, for its processes' CPU and memory.
+    pub nginx: &'a localrun::Nginx,
     pub seed_node: Option<String>,
     /// PHP-FPM's status page (its nginx's status port) and PHP-FPM.
     pub seed_php: Option<(String, &'a localrun::PhpFpm)>,
@@ -311,13 +314,16 @@ impl Live {
         if let Some(node) = &targets.seed_node {
             replace.push(("seed-node:3001", node.clone()));
         }
-        let mut exporter = None;
+        let nginx = localrun::prometheus::ProcessGroup::nginx(targets.nginx)
+            .context("--glance: nginx's CPU and memory")?;
+        replace.push(("nginx-processes:9256", nginx.addr().to_string()));
+        let mut exporters = vec![nginx];
         if let Some((status, fpm)) = &targets.seed_php {
-            let processes = localrun::prometheus::PhpFpmProcesses::start(fpm)
+            let processes = localrun::prometheus::ProcessGroup::php_fpm(fpm)
                 .context("--glance with seed-php: PHP-FPM's CPU and memory")?;
             replace.push(("seed-php-nginx:8080", status.clone()));
             replace.push(("seed-php-processes:9256", processes.addr().to_string()));
-            exporter = Some(processes);
+            exporters.push(processes);
         }
         let prometheus = localrun::prometheus::Prometheus::start_compose(&replace)?;
         tokio::runtime::Builder::new_current_thread()
@@ -330,7 +336,7 @@ impl Live {
             ))?;
         Ok(Self {
             prometheus,
-            _exporter: exporter,
+            _exporters: exporters,
             dashboard,
             out: out.to_path_buf(),
             last_end: None,

@@ -260,6 +260,12 @@ impl Nginx {
     }
 
     /// The master's pid (workers are its children).
+    /// Its configuration file: the master's command line names it, which tells this
+    /// nginx's processes from any other's.
+    pub fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("nginx.conf")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

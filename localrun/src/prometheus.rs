@@ -165,34 +165,44 @@ impl Drop for Prometheus {
     }
 }
 
-/// process-exporter (Debian's `prometheus-process-exporter`) watching one PHP-FPM's
-/// master and workers as group `php-fpm`, as compose's `seed-php-processes` does:
-/// PHP-FPM exports neither its CPU nor its memory. Killed on drop.
+/// process-exporter (Debian's `prometheus-process-exporter`) watching one process
+/// tree, a master whose command line names `config` and its workers, as group `name`:
+/// what compose's `seed-php-processes` and `nginx-processes` export, for servers that
+/// export neither their CPU nor their memory (PHP-FPM, nginx). Killed on drop.
 #[derive(Debug)]
-pub struct PhpFpmProcesses {
+pub struct ProcessGroup {
     child: Child,
     addr: std::net::SocketAddr,
     _config: tempfile::NamedTempFile,
 }
 
-impl PhpFpmProcesses {
-    pub fn start(fpm: &crate::PhpFpm) -> anyhow::Result<Self> {
+impl ProcessGroup {
+    /// PHP-FPM's master and workers, as group `php-fpm`.
+    pub fn php_fpm(fpm: &crate::PhpFpm) -> anyhow::Result<Self> {
+        Self::start("php-fpm", &fpm.config())
+    }
+
+    /// nginx's master and workers, as group `nginx`.
+    pub fn nginx(nginx: &crate::Nginx) -> anyhow::Result<Self> {
+        Self::start("nginx", &nginx.config())
+    }
+
+    fn start(name: &str, config: &std::path::Path) -> anyhow::Result<Self> {
         let program = crate::find_program("prometheus-process-exporter").context(
             "prometheus-process-exporter not found: install it with `apt-get install -y prometheus-process-exporter` (scripts/test does it as root)",
         )?;
         let port = crate::free_port()?;
-        let config = tempfile::NamedTempFile::new()?;
-        // This PHP-FPM's master: its command line names its config file.
+        let file = tempfile::NamedTempFile::new()?;
         std::fs::write(
-            config.path(),
+            file.path(),
             format!(
-                "process_names:\n  - name: php-fpm\n    cmdline:\n      - '{}'\n",
-                fpm.config().display().to_string().replace('.', "\\.")
+                "process_names:\n  - name: {name}\n    cmdline:\n      - '{}'\n",
+                config.display().to_string().replace('.', "\\.")
             ),
         )?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(program)
-            .arg(format!("-config.path={}", config.path().display()))
+            .arg(format!("-config.path={}", file.path().display()))
             .arg(format!("-web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -204,7 +214,7 @@ impl PhpFpmProcesses {
         Ok(Self {
             child,
             addr,
-            _config: config,
+            _config: file,
         })
     }
 
@@ -214,7 +224,7 @@ impl PhpFpmProcesses {
     }
 }
 
-impl Drop for PhpFpmProcesses {
+impl Drop for ProcessGroup {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

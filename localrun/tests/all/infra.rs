@@ -1,7 +1,7 @@
 //! The Prometheus configuration in `infra/prometheus` is valid, and its recording and
 //! alert rules do what their unit tests say (real promtool).
 
-use localrun::prometheus::{Prometheus, unix_now};
+use localrun::prometheus::{ProcessGroup, Prometheus, unix_now};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -324,7 +324,9 @@ async fn every_dashboard_panel_returns_data() {
     let seed_node = localrun::SeedNode::start().unwrap();
     // PHP-FPM's processes (this one's: its master's command line names its config),
     // as compose's `seed-php-processes` exports them.
-    let processes = localrun::prometheus::PhpFpmProcesses::start(&seed_php.fpm).unwrap();
+    let processes = ProcessGroup::php_fpm(&seed_php.fpm).unwrap();
+    // nginx's processes, as compose's `nginx-processes` exports them.
+    let nginx_processes = ProcessGroup::nginx(&nginx).unwrap();
     let exporter_port = localrun::free_port().unwrap();
     let _exporter = spawn(
         &program("prometheus-nginx-exporter"),
@@ -339,6 +341,7 @@ async fn every_dashboard_panel_returns_data() {
         ("runtime:8081", runtime.addr("ops").to_string()),
         ("webserver:8001", webserver.addr("ops").to_string()),
         ("nginx-exporter:9113", format!("127.0.0.1:{exporter_port}")),
+        ("nginx-processes:9256", nginx_processes.addr().to_string()),
         ("seed-node:3001", seed_node.service.addr("ops").to_string()),
         (
             "seed-php-nginx:8080",
@@ -471,8 +474,8 @@ async fn every_dashboard_panel_returns_data() {
         .await;
     assert_eq!(
         up.as_ref().map(Vec::len),
-        Some(6),
-        "a side's target is down (seed-php has two: PHP-FPM's status and its processes): {up:?}"
+        Some(7),
+        "a side's target is down (nginx and seed-php have two: their status and their processes): {up:?}"
     );
     assert!(
         missing.is_empty(),
@@ -481,7 +484,8 @@ async fn every_dashboard_panel_returns_data() {
     );
 
     // The at-a-glance ratios compare the runtime with every side that has the figure:
-    // PHP-FPM (its status page and its processes) has no latency histogram.
+    // PHP-FPM (its status page and its processes) has no latency histogram; the
+    // traditional side whole (webserver and nginx's processes) has CPU and memory.
     for (rule, expected) in [
         (
             "side:http_server_request_duration_seconds:p99_ratio_1m",
@@ -489,11 +493,11 @@ async fn every_dashboard_panel_returns_data() {
         ),
         (
             "side:process_cpu_seconds_per_request:ratio_1m",
-            &["seed-node", "seed-php", "webserver"][..],
+            &["seed-node", "seed-php", "traditional", "webserver"][..],
         ),
         (
             "side:process_memory_bytes:ratio",
-            &["seed-node", "seed-php", "webserver"][..],
+            &["seed-node", "seed-php", "traditional", "webserver"][..],
         ),
         (
             "side:http_server_requests:rate_ratio_1m",
