@@ -252,7 +252,7 @@ impl crate::Servers for Extras {
         }
     }
 
-    fn scenario_done(&mut self, result: &crate::report::ScenarioResult) {
+    fn scenario_done(&mut self, result: &mut crate::report::ScenarioResult) {
         if let Some(glance) = &mut self.glance {
             glance.after(result);
         }

@@ -363,20 +363,19 @@ impl Live {
     }
 
     /// After any scenario: draws the row if it was a fixed-rate one.
-    pub fn after(&mut self, result: &crate::report::ScenarioResult) {
-        if result.sweep.is_none()
-            && result.cold.is_empty()
-            && !result.runs.is_empty()
-            && let Err(e) = self.draw(&result.name)
-        {
-            eprintln!("warning: the dashboard's row after {}: {e:#}", result.name);
+    pub fn after(&mut self, result: &mut crate::report::ScenarioResult) {
+        if result.sweep.is_none() && result.cold.is_empty() && !result.runs.is_empty() {
+            match self.draw(&result.name) {
+                Ok(glance) => result.glance = Some(glance),
+                Err(e) => eprintln!("warning: the dashboard's row after {}: {e:#}", result.name),
+            }
         }
         self.last_end = Some(std::time::Instant::now());
     }
 
     /// Draws the row now (after two more scrapes and an evaluation) into
-    /// `glance-SCENARIO.svg`, and prints its table.
-    pub fn draw(&self, scenario: &str) -> anyhow::Result<std::path::PathBuf> {
+    /// `glance-SCENARIO.svg`, prints its table, and returns it for the report.
+    pub fn draw(&self, scenario: &str) -> anyhow::Result<crate::report::Glance> {
         std::thread::sleep(std::time::Duration::from_secs(3));
         let panels = stat_panels(&self.dashboard)?;
         let client = reqwest::Client::new();
@@ -385,14 +384,16 @@ impl Live {
             .build()?
             .block_on(evaluate(&client, self.prometheus.url(), panels, None))?;
         std::fs::create_dir_all(&self.out)?;
-        let file = self.out.join(format!("glance-{scenario}.svg"));
+        let name = format!("glance-{scenario}.svg");
+        let file = self.out.join(&name);
         let caption = format!(
             "The overview dashboard's at-a-glance row after scenario {scenario} (bench compare --glance): each stat over the minute before"
         );
-        std::fs::write(&file, render(&tiles, &caption))?;
+        let svg = render(&tiles, &caption);
+        std::fs::write(&file, &svg)?;
         eprintln!("{scenario}: the dashboard's row, in {}", file.display());
         eprint!("{}", markdown(&tiles));
-        Ok(file)
+        Ok(crate::report::Glance { file: name, svg })
     }
 }
 

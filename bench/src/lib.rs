@@ -135,8 +135,8 @@ pub trait Servers {
     fn fleet(&self) -> Option<Fleet>;
     /// Called before each scenario runs.
     fn scenario_starting(&mut self, _scenario: &Scenario) {}
-    /// Called after each scenario ran on every side.
-    fn scenario_done(&mut self, _result: &ScenarioResult) {}
+    /// Called after each scenario ran on every side; may add to its result.
+    fn scenario_done(&mut self, _result: &mut ScenarioResult) {}
 }
 
 /// Runs every scenario on every side, `repeat` times over, and writes the report to
@@ -226,6 +226,7 @@ fn run_once(
             applications: scenario.spread.map(|s| s.applications),
             cold: Vec::new(),
             skipped: BTreeMap::new(),
+            glance: None,
         };
         if let Some(servers) = servers.as_deref_mut() {
             servers.scenario_starting(scenario);
@@ -245,7 +246,7 @@ fn run_once(
         if let Some(servers) = servers.as_deref_mut()
             && outcome.is_ok()
         {
-            servers.scenario_done(&result);
+            servers.scenario_done(&mut result);
         }
         if !result.runs.is_empty() || !result.cold.is_empty() || !result.skipped.is_empty() {
             results.push(result);

@@ -110,6 +110,10 @@ pub fn html(report: &Report) -> String {
         if let Some(plan) = &scenario.plan {
             let _ = write!(out, "<p>{}</p>", escape(plan));
         }
+        if let Some(glance) = &result.glance {
+            // Our own SVG (bench glance's), inlined so the report stays one file.
+            let _ = write!(out, "<figure>{}</figure>", glance.svg);
+        }
         table(&mut out, &scenario.table);
         if let Some(note) = scenario.table_note {
             let _ = write!(out, "<p>{}</p>", escape(note));

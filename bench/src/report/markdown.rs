@@ -60,6 +60,13 @@ pub fn markdown(report: &Report) -> String {
         if let Some(plan) = &scenario.plan {
             let _ = writeln!(out, "{plan}\n");
         }
+        if let Some(glance) = &result.glance {
+            let _ = writeln!(
+                out,
+                "![The comparison dashboard's stat row right after {} (its minute)]({})\n",
+                result.name, glance.file
+            );
+        }
         table(&mut out, &scenario.table);
         let _ = writeln!(out);
         if let Some(note) = scenario.table_note {

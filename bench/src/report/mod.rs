@@ -154,6 +154,17 @@ pub struct ScenarioResult {
     /// Sides that did not run it, and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub skipped: BTreeMap<String, String>,
+    /// The comparison dashboard's stat row right after it (`bench compare --glance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glance: Option<Glance>,
+}
+
+/// The dashboard's row as drawn after a scenario: the SVG file beside the report, and
+/// its text, which the HTML report inlines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Glance {
+    pub file: String,
+    pub svg: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -228,6 +228,11 @@ fn compare_runs_every_side_and_says_where_the_time_goes() {
     }
     assert!(!svg.contains("No data"), "{svg}");
     assert!(!out.join("glance-tiny-sweep.svg").exists());
+    // The report shows it: linked from the Markdown, inlined in the HTML.
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("](glance-tiny-hello.svg)"), "{markdown}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains(&format!("<figure>{svg}</figure>")));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let runs = json["scenarios"][0]["runs"].as_array().unwrap();
