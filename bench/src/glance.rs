@@ -153,24 +153,11 @@ pub async fn evaluate(
     for panel in panels {
         let mut values = Vec::new();
         for (expr, format) in &panel.targets {
-            let mut params = vec![("query", expand(expr))];
-            if let Some(time) = time {
-                params.push(("time", time.to_string()));
-            }
-            let url = format!("{}/api/v1/query", prometheus.trim_end_matches('/'));
-            let answer: Value = client
-                .get(&url)
-                .query(&params)
-                .send()
+            let query = expand(expr);
+            let series = localrun::prometheus::instant_query(client, prometheus, &query, time)
                 .await
-                .with_context(|| format!("querying {url}"))?
-                .json()
-                .await
-                .with_context(|| format!("reading {url}'s answer"))?;
-            if answer["status"] != "success" {
-                bail!("Prometheus refused {expr}: {answer}");
-            }
-            for series in answer["data"]["result"].as_array().into_iter().flatten() {
+                .with_context(|| format!("evaluating {}'s {query}", panel.title))?;
+            for series in &series {
                 let labels = series["metric"].as_object().cloned().unwrap_or_default();
                 let Some(v) = series["value"][1].as_str().and_then(|v| v.parse().ok()) else {
                     continue;

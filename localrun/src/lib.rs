@@ -31,6 +31,25 @@ use std::time::{Duration, Instant};
 
 /// A free port on 127.0.0.1, for programs (nginx) that cannot bind port 0 and report the
 /// port. Another process may take it before ours binds; callers retry on a bind failure.
+/// A background process (an exporter, Prometheus) that dies with its owner: killed and
+/// reaped on drop.
+#[derive(Debug)]
+pub struct Background(std::process::Child);
+
+impl Background {
+    /// Spawns `command` as it is set up (arguments, stdio).
+    pub fn spawn(command: &mut std::process::Command) -> std::io::Result<Self> {
+        command.spawn().map(Self)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

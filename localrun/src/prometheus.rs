@@ -2,9 +2,10 @@
 //! scrape jobs, recording and alert rules) against local processes, scraping and
 //! evaluating every second, and its HTTP API: what the dashboards' tests query.
 
+use crate::Background;
 use anyhow::Context;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// `infra/prometheus` in this checkout.
@@ -23,7 +24,7 @@ pub fn unix_now() -> f64 {
 /// A Prometheus process, killed on drop, with its data in a temporary directory.
 #[derive(Debug)]
 pub struct Prometheus {
-    child: Child,
+    _process: Background,
     url: String,
     _dir: tempfile::TempDir,
 }
@@ -54,20 +55,21 @@ impl Prometheus {
         let program = crate::find_program("prometheus").context(
             "prometheus not found: install it with `apt-get install -y prometheus` (scripts/test does it as root)",
         )?;
-        let child = Command::new(program)
-            .arg(format!(
-                "--config.file={}/prometheus.yml",
-                dir.path().display()
-            ))
-            .arg(format!("--storage.tsdb.path={}/data", dir.path().display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting prometheus")?;
+        let process = Background::spawn(
+            Command::new(program)
+                .arg(format!(
+                    "--config.file={}/prometheus.yml",
+                    dir.path().display()
+                ))
+                .arg(format!("--storage.tsdb.path={}/data", dir.path().display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .context("starting prometheus")?;
         Ok(Self {
-            child,
+            _process: process,
             url: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         })
@@ -86,11 +88,7 @@ impl Prometheus {
         query: &str,
         time: Option<f64>,
     ) -> Option<Vec<serde_json::Value>> {
-        let mut params = vec![("query", query.to_string())];
-        if let Some(time) = time {
-            params.push(("time", time.to_string()));
-        }
-        self.api(client, "query", &params).await
+        instant_query(client, &self.url, query, time).await.ok()
     }
 
     /// The series an instant query returns now.
@@ -115,23 +113,7 @@ impl Prometheus {
             ("end", unix_now().to_string()),
             ("step", "1".to_string()),
         ];
-        self.api(client, "query_range", &params).await
-    }
-
-    async fn api(
-        &self,
-        client: &reqwest::Client,
-        endpoint: &str,
-        params: &[(&str, String)],
-    ) -> Option<Vec<serde_json::Value>> {
-        let response = client
-            .get(format!("{}/api/v1/{endpoint}", self.url))
-            .query(params)
-            .send()
-            .await
-            .ok()?;
-        let v: serde_json::Value = response.json().await.ok()?;
-        v["data"]["result"].as_array().cloned()
+        api(client, &self.url, "query_range", &params).await.ok()
     }
 
     /// Waits until a query has a series (Prometheus scraped or recorded it), failing
@@ -158,11 +140,46 @@ impl Prometheus {
     }
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The series an instant query returns from the Prometheus at `base` (at `time`, or
+/// now).
+pub async fn instant_query(
+    client: &reqwest::Client,
+    base: &str,
+    query: &str,
+    time: Option<f64>,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut params = vec![("query", query.to_string())];
+    if let Some(time) = time {
+        params.push(("time", time.to_string()));
     }
+    api(client, base, "query", &params).await
+}
+
+/// `GET /api/v1/ENDPOINT`: the result's series, or why there are none.
+async fn api(
+    client: &reqwest::Client,
+    base: &str,
+    endpoint: &str,
+    params: &[(&str, String)],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let url = format!("{}/api/v1/{endpoint}", base.trim_end_matches('/'));
+    let answer: serde_json::Value = client
+        .get(&url)
+        .query(params)
+        .send()
+        .await
+        .with_context(|| format!("querying {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("reading {url}'s answer"))?;
+    anyhow::ensure!(
+        answer["status"] == "success",
+        "Prometheus refused {params:?}: {answer}"
+    );
+    answer["data"]["result"]
+        .as_array()
+        .cloned()
+        .with_context(|| format!("no result in {answer}"))
 }
 
 /// process-exporter (Debian's `prometheus-process-exporter`) watching one process
@@ -171,7 +188,7 @@ impl Drop for Prometheus {
 /// export neither their CPU nor their memory (PHP-FPM, nginx). Killed on drop.
 #[derive(Debug)]
 pub struct ProcessGroup {
-    child: Child,
+    _process: Background,
     addr: std::net::SocketAddr,
     _config: tempfile::NamedTempFile,
 }
@@ -201,18 +218,19 @@ impl ProcessGroup {
             ),
         )?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(program)
-            .arg(format!("-config.path={}", file.path().display()))
-            .arg(format!("-web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting process-exporter")?;
+        let process = Background::spawn(
+            Command::new(program)
+                .arg(format!("-config.path={}", file.path().display()))
+                .arg(format!("-web.listen-address={addr}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .context("starting process-exporter")?;
         crate::wait_for_port(addr, Duration::from_secs(10))
             .context("process-exporter did not come up")?;
         Ok(Self {
-            child,
+            _process: process,
             addr,
             _config: file,
         })
@@ -221,12 +239,5 @@ impl ProcessGroup {
     /// Where Prometheus scrapes it.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -102,25 +102,14 @@ fn dashboards_match_grafanas_published_schema() {
     );
 }
 
-/// A background process started by this test; killed on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(program: &std::path::Path, args: &[String]) -> Child {
-    Child(
+fn spawn(program: &std::path::Path, args: &[String]) -> localrun::Background {
+    localrun::Background::spawn(
         std::process::Command::new(program)
             .args(args)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display())),
+            .stdout(std::process::Stdio::null()),
     )
+    .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()))
 }
 
 use localrun::workspace_binary as our_binary;
